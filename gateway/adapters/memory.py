@@ -1,0 +1,166 @@
+"""In-memory adapters: the reference semantics of every port, for tests and throwaway runs.
+
+They hold the same rules and raise the same errors as the durable adapters, and pass the same contract suites.
+Methods do no awaiting between their reads and writes, so each is atomic on the event loop.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from gateway.domain.ledger import Claim, Entry, LedgerStats, Parked, ParkReason, Recorded, State
+from gateway.domain.ports import BillingSink, CustomerStore, DedupeStore, Delivery, MeterEvent
+from gateway.domain.units import ZERO, Rounding, settle
+
+
+class MemoryLedger(DedupeStore):
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self.parked: dict[str, Parked] = {}
+        self.carries: dict[str, Decimal] = {}
+        self._leases: dict[str, float] = {}
+
+    async def record(self, claim: Claim, rounding: Rounding, now: float, *, replaces: str | None = None) -> Recorded:
+        existing = self.entries.get(claim.event_id)
+        if existing is not None or (claim.event_id in self.parked and claim.event_id != replaces):
+            return Recorded(created=False, entry=existing)
+        units, carry = settle(claim.exact_units, self.carries.get(claim.billing_customer, ZERO), rounding)
+        entry = Entry(
+            event_id=claim.event_id,
+            event_type=claim.event_type,
+            billing_customer=claim.billing_customer,
+            ringside_customer=claim.ringside_customer,
+            cost_usd=claim.cost_usd,
+            units=units,
+            timestamp=claim.timestamp,
+            state=State.PENDING,
+            created_at=now,
+            next_attempt_at=now,
+        )
+        if replaces is not None:
+            self.parked.pop(replaces, None)
+        self.carries[claim.billing_customer] = carry
+        self.entries[claim.event_id] = entry
+        return Recorded(created=True, entry=entry)
+
+    async def park(self, parked: Parked) -> bool:
+        if parked.key in self.entries or parked.key in self.parked:
+            return False
+        self.parked[parked.key] = parked
+        return True
+
+    async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
+        due = sorted(
+            (
+                entry
+                for entry in self.entries.values()
+                if entry.state is State.PENDING
+                and entry.next_attempt_at <= now
+                and self._leases.get(entry.event_id, 0.0) <= now
+            ),
+            key=lambda entry: (entry.next_attempt_at, entry.created_at),
+        )[:limit]
+        for entry in due:
+            self._leases[entry.event_id] = now + lease_s
+        return due
+
+    async def release(self, event_ids: list[str]) -> None:
+        for event_id in event_ids:
+            self._leases.pop(event_id, None)
+
+    def _update(self, event_id: str, **changes: object) -> Entry | None:
+        entry = self.entries.get(event_id)
+        if entry is None or entry.state is not State.PENDING:
+            return None
+        self._leases.pop(event_id, None)
+        self.entries[event_id] = updated = msgspec.structs.replace(entry, **changes)
+        return updated
+
+    async def mark_sent(self, event_id: str, now: float) -> None:
+        self._update(event_id, state=State.SENT, sent_at=now)
+
+    async def mark_retry(self, event_id: str, next_attempt_at: float, error: str) -> None:
+        entry = self.entries.get(event_id)
+        if entry is not None:
+            self._update(event_id, attempts=entry.attempts + 1, next_attempt_at=next_attempt_at, last_error=error)
+
+    async def mark_rejected(self, event_id: str, message: str, now: float) -> None:
+        entry = self._update(event_id, state=State.PARKED, last_error=message)
+        if entry is not None:
+            self.parked[event_id] = rejected_record(entry, message, now)
+
+    async def get(self, event_id: str) -> Entry | None:
+        return self.entries.get(event_id)
+
+    async def get_parked(self, key: str) -> Parked | None:
+        return self.parked.get(key)
+
+    async def list_parked(self, reason: ParkReason | None = None, limit: int = 100) -> list[Parked]:
+        matching = [p for p in self.parked.values() if reason is None or p.reason is reason]
+        return sorted(matching, key=lambda p: p.parked_at)[:limit]
+
+    async def stats(self) -> LedgerStats:
+        pending = [e for e in self.entries.values() if e.state is State.PENDING]
+        sent = [e for e in self.entries.values() if e.state is State.SENT]
+        return LedgerStats(
+            pending=len(pending),
+            sent=len(sent),
+            parked=len(self.parked),
+            oldest_pending_at=min((e.created_at for e in pending), default=None),
+            units_sent=sum(e.units for e in sent),
+            units_pending=sum(e.units for e in pending),
+        )
+
+    async def ping(self) -> None:
+        return None
+
+
+def rejected_record(entry: Entry, message: str, now: float) -> Parked:
+    """The parked record of an entry the biller refused: the entry itself is the body an operator sees."""
+    return Parked(
+        key=entry.event_id,
+        reason=ParkReason.BILLER_REJECTED,
+        message=message,
+        body=msgspec.json.encode(entry),
+        signed_at=entry.timestamp,
+        parked_at=now,
+        event_type=entry.event_type,
+        ringside_customer=entry.ringside_customer,
+    )
+
+
+class MemoryCustomers(CustomerStore):
+    def __init__(self, mapping: dict[str, str] | None = None) -> None:
+        self.mapping = dict(mapping or {})
+
+    async def get(self, ringside_id: str) -> str | None:
+        return self.mapping.get(ringside_id)
+
+    async def set(self, ringside_id: str, billing_id: str) -> None:
+        self.mapping[ringside_id] = billing_id
+
+    async def delete(self, ringside_id: str) -> bool:
+        return self.mapping.pop(ringside_id, None) is not None
+
+    async def list(self, limit: int = 1000) -> list[tuple[str, str]]:
+        return sorted(self.mapping.items())[:limit]
+
+
+class MemoryBiller(BillingSink):
+    """The local ledger biller, in memory: records meter events instead of sending them, once per identifier."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.events: dict[str, MeterEvent] = {}
+
+    async def send(self, event: MeterEvent) -> Delivery:
+        if event.identifier in self.events:
+            return Delivery.ALREADY_SENT
+        self.events[event.identifier] = event
+        return Delivery.SENT
+
+    async def close(self) -> None:
+        return None

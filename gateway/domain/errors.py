@@ -1,0 +1,101 @@
+"""Every error the gateway raises on purpose has one root and a stable machine-readable code."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of the gateway's own errors. `code` is stable and goes on the wire; `message` is for people."""
+
+    code = "gateway_error"
+    default_message = "gateway error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+# -- Inbound signature (CONTRACT 1: 401 with one of these codes; nothing is parsed, stored or billed) ------------
+
+
+class SignatureError(GatewayError):
+    code = "invalid_signature"
+
+
+class MissingSignature(SignatureError):
+    code = "missing_signature"
+    default_message = "X-FC-Signature header is missing"
+
+
+class MalformedSignature(SignatureError):
+    code = "malformed_signature"
+    default_message = "X-FC-Signature must look like t=<unix seconds>,v1=<hex>"
+
+
+class TimestampOutOfTolerance(SignatureError):
+    code = "timestamp_out_of_tolerance"
+    default_message = "signature timestamp is outside the allowed tolerance"
+
+
+class InvalidSignature(SignatureError):
+    code = "invalid_signature"
+    default_message = "no v1 signature matches a configured secret"
+
+
+class PayloadTooLarge(GatewayError):
+    code = "payload_too_large"
+    default_message = "request body is larger than the configured limit"
+
+
+# -- Stores -----------------------------------------------------------------------------------------------------
+
+
+class StoreUnavailable(GatewayError):
+    """The ledger could not be written: nothing was recorded, the sender should retry."""
+
+    code = "store_unavailable"
+    default_message = "the ledger cannot be written right now; nothing was recorded"
+
+
+# -- Billers (raised by BillingSink adapters, translated from vendor errors at the boundary) -------------------
+
+
+class BillerError(GatewayError):
+    code = "biller_error"
+
+
+class BillerRejected(BillerError):
+    """A permanent refusal: retrying the same request can never succeed. The entry is parked."""
+
+    code = "biller_rejected"
+    default_message = "the biller rejected the meter event"
+
+
+class BillerUnavailable(BillerError):
+    """A transient failure (5xx, timeout, connection, 429): the entry stays pending and is retried."""
+
+    code = "biller_unavailable"
+    default_message = "the biller is unavailable"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        cause: str = "unavailable",
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.retry_after_s = retry_after_s
+
+
+class BillerRateLimited(BillerUnavailable):
+    code = "biller_rate_limited"
+    default_message = "the biller asked us to slow down (429)"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message, cause="rate_limited", retry_after_s=retry_after_s)
+
+
+class NoBillingAccount(GatewayError):
+    code = "no_billing_account"
+    default_message = "no billing account is linked to this customer"

@@ -1,0 +1,94 @@
+"""The ledger's records and its state machine: pending -> sent | parked (CONTRACT 1, "Ledger first").
+
+A Ringside event id is claimed exactly once, either as a ledger entry (billable) or as a parked record (not
+billable as it is). Every later delivery of that id is a duplicate. An entry leaves `pending` exactly once.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+
+import msgspec
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    PARKED = "parked"
+
+
+class ParkReason(StrEnum):
+    UNKNOWN_CUSTOMER = "unknown_customer"
+    INVALID_PAYLOAD = "invalid_payload"
+    TOO_OLD = "too_old"
+    BILLER_REJECTED = "biller_rejected"
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """A billable event, ready to be recorded. Units are settled by the store, under the customer's carry."""
+
+    event_id: str
+    event_type: str
+    billing_customer: str
+    ringside_customer: str | None
+    cost_usd: Decimal
+    exact_units: Decimal
+    timestamp: int
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One billable event in the ledger."""
+
+    event_id: str
+    event_type: str
+    billing_customer: str
+    ringside_customer: str | None
+    cost_usd: Decimal
+    units: int
+    timestamp: int
+    state: State
+    created_at: float
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
+    sent_at: float | None = None
+
+
+class Parked(msgspec.Struct, frozen=True):
+    """A signed delivery that could not be billed as it was, kept whole so that an operator can replay it."""
+
+    key: str
+    reason: ParkReason
+    message: str
+    body: bytes
+    signed_at: int
+    parked_at: float
+    event_type: str | None = None
+    ringside_customer: str | None = None
+
+
+class Recorded(msgspec.Struct, frozen=True):
+    """What `DedupeStore.record` did: `created` is False when the id had been claimed before."""
+
+    created: bool
+    entry: Entry | None
+
+
+class LedgerStats(msgspec.Struct, frozen=True):
+    pending: int
+    sent: int
+    parked: int
+    oldest_pending_at: float | None
+    units_sent: int
+    units_pending: int
+
+
+def retry_delay(attempts: int, *, base_s: float, cap_s: float, jitter: float, retry_after_s: float | None) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog), never sooner than the biller asked.
+
+    `jitter` is a number in [0, 1) supplied by the caller, so the rule stays pure and testable.
+    """
+    ceiling: float = min(cap_s, base_s * float(2 ** min(attempts, 32)))
+    delay = ceiling / 2 + jitter * ceiling / 2
+    return max(delay, retry_after_s or 0.0)

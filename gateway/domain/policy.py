@@ -1,0 +1,60 @@
+"""What happens to a signed, parsed event: ignore it, park it, or bill it (CONTRACT 1)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from gateway.domain.event import Event
+from gateway.domain.ledger import ParkReason
+from gateway.domain.units import MAX_COST_PLACES, Rounding, decimal_places, exact_units
+
+# Stripe accepts meter events up to 35 days old (recording-usage-api); older ones can never be billed there.
+STRIPE_MAX_EVENT_AGE_S = 35 * 24 * 3600
+
+
+class BillingPolicy(msgspec.Struct, frozen=True):
+    units_per_usd: int = 100_000
+    rounding: Rounding = Rounding.CARRY
+    billable_types: frozenset[str] = frozenset({"chat.completion.finished"})
+    max_event_usd: Decimal = Decimal(1000)
+    max_age_s: int = STRIPE_MAX_EVENT_AGE_S
+
+
+class Ignore(msgspec.Struct, frozen=True):
+    pass
+
+
+class Park(msgspec.Struct, frozen=True):
+    reason: ParkReason
+    message: str
+
+
+class Bill(msgspec.Struct, frozen=True):
+    cost_usd: Decimal
+    exact_units: Decimal
+    timestamp: int
+
+
+def assess(event: Event, signed_at: int, now: float, policy: BillingPolicy) -> Ignore | Park | Bill:
+    """Decide an event's fate from its content alone (the customer is resolved afterwards)."""
+    if event.type not in policy.billable_types:
+        return Ignore()
+    cost = event.cost_usd
+    if cost is None:
+        return Park(ParkReason.INVALID_PAYLOAD, "data.cost_usd (or data.billable_amount_usd) is missing")
+    if not cost.is_finite():
+        return Park(ParkReason.INVALID_PAYLOAD, "cost must be a finite number")
+    if cost < 0:
+        return Park(ParkReason.INVALID_PAYLOAD, "cost must not be negative")
+    if cost > policy.max_event_usd:
+        return Park(ParkReason.INVALID_PAYLOAD, f"cost is above the per-event limit of {policy.max_event_usd} USD")
+    if decimal_places(cost) > MAX_COST_PLACES:
+        return Park(ParkReason.INVALID_PAYLOAD, f"cost has more than {MAX_COST_PLACES} decimal places")
+    # Stripe refuses timestamps more than 5 minutes ahead; the signature already bounds the clock, so a creation
+    # time in the future is clamped to now rather than refused.
+    timestamp = min(event.created if event.created is not None else signed_at, int(now))
+    if now - timestamp > policy.max_age_s:
+        return Park(ParkReason.TOO_OLD, "event is older than the biller's 35-day window")
+    return Bill(cost_usd=cost, exact_units=exact_units(cost, policy.units_per_usd), timestamp=timestamp)
