@@ -1,0 +1,1 @@
+"""The application: HTTP app, settings, composition root, command line."""

@@ -1,0 +1,148 @@
+"""Ingest: a signed delivery in, a durable ledger record (or a parked one) out, before the acknowledgement.
+
+Order matters (CONTRACT 1): verify the signature over the raw bytes before trusting any of them; parse; decide;
+resolve the billing customer; record atomically with the claim on the event id. Ingest never calls the biller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+
+import msgspec
+
+from gateway.domain.event import InvalidEvent, parse_event
+from gateway.domain.ledger import Claim, Parked, ParkReason
+from gateway.domain.policy import Bill, BillingPolicy, Ignore, Park, assess
+from gateway.domain.ports import Clock, CustomerStore, DedupeStore
+from gateway.domain.signature import SignatureVerifier
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+    PARKED = "parked"
+
+
+class Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What happened to one delivery; the HTTP layer turns it into the contract's response."""
+
+    status: Status
+    event_id: str
+    units: int | None = None
+    reason: ParkReason | None = None
+    message: str | None = None
+    event_type: str | None = None
+    customer: str | None = None
+
+
+class Ingest:
+    def __init__(
+        self,
+        verifier: SignatureVerifier,
+        ledger: DedupeStore,
+        customers: CustomerStore,
+        clock: Clock,
+        policy: BillingPolicy,
+        on_recorded: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._verifier = verifier
+        self._ledger = ledger
+        self._customers = customers
+        self._clock = clock
+        self._policy = policy
+        self._on_recorded = on_recorded
+
+    async def deliver(self, signature: str | None, body: bytes) -> Outcome:
+        """Handle one delivery. Raises SignatureError (nothing touched) or StoreUnavailable (nothing recorded)."""
+        now = self._clock.now()
+        signed_at = self._verifier.verify(signature, body, now)
+        return await self.process(body, signed_at, now)
+
+    async def process(self, body: bytes, signed_at: int, now: float, *, replaces: str | None = None) -> Outcome:
+        """Run an authenticated body through the pipeline. `replaces` names a parked record being replayed."""
+        try:
+            event = parse_event(body)
+        except InvalidEvent as exc:
+            return await self._park(
+                Parked(exc.key, ParkReason.INVALID_PAYLOAD, exc.message, body, signed_at, now, exc.event_type),
+                replaying=replaces is not None,
+            )
+        decision = assess(event, signed_at, now, self._policy)
+        if isinstance(decision, Ignore):
+            return Outcome(Status.IGNORED, event.id, event_type=event.type)
+        parked = Parked(
+            event.id,
+            ParkReason.INVALID_PAYLOAD,
+            "",
+            body,
+            signed_at,
+            now,
+            event.type,
+            event.ringside_customer,
+        )
+        if isinstance(decision, Park):
+            return await self._park(
+                msgspec.structs.replace(parked, reason=decision.reason, message=decision.message),
+                replaying=replaces is not None,
+            )
+        customer = await self._resolve_customer(event.stripe_customer, event.ringside_customer)
+        if customer is None:
+            return await self._park(
+                msgspec.structs.replace(
+                    parked,
+                    reason=ParkReason.UNKNOWN_CUSTOMER,
+                    message=f"no billing customer is mapped to Ringside customer {event.ringside_customer!r}",
+                ),
+                replaying=replaces is not None,
+            )
+        return await self._record(event.id, event.type, customer, event.ringside_customer, decision, now, replaces)
+
+    async def _resolve_customer(self, on_event: str | None, ringside_customer: str | None) -> str | None:
+        """CONTRACT 1, "Customer mapping": the event's own metadata first, then the customer store."""
+        if on_event:
+            return on_event
+        if ringside_customer:
+            return await self._customers.get(ringside_customer)
+        return None
+
+    async def _record(
+        self,
+        event_id: str,
+        event_type: str,
+        customer: str,
+        ringside_customer: str | None,
+        bill: Bill,
+        now: float,
+        replaces: str | None,
+    ) -> Outcome:
+        claim = Claim(
+            event_id=event_id,
+            event_type=event_type,
+            billing_customer=customer,
+            ringside_customer=ringside_customer,
+            cost_usd=bill.cost_usd,
+            exact_units=bill.exact_units,
+            timestamp=bill.timestamp,
+        )
+        recorded = await self._ledger.record(claim, self._policy.rounding, now, replaces=replaces)
+        if not recorded.created:
+            return Outcome(Status.DUPLICATE, event_id, event_type=event_type, customer=customer)
+        self._on_recorded()
+        units = recorded.entry.units if recorded.entry else None
+        return Outcome(Status.ACCEPTED, event_id, units=units, event_type=event_type, customer=customer)
+
+    async def _park(self, parked: Parked, *, replaying: bool) -> Outcome:
+        if replaying:
+            # A replay that still cannot be billed leaves its parked record where it is.
+            return Outcome(Status.PARKED, parked.key, reason=parked.reason, message=parked.message)
+        if not await self._ledger.park(parked):
+            return Outcome(Status.DUPLICATE, parked.key, event_type=parked.event_type)
+        return Outcome(
+            Status.PARKED,
+            parked.key,
+            reason=parked.reason,
+            message=parked.message,
+            event_type=parked.event_type,
+        )

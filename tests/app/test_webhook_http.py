@@ -1,0 +1,249 @@
+"""The webhook endpoint through Litestar's test client: every row of CONTRACT 1's response table."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+from dependency_injector import providers
+from litestar.testing import AsyncTestClient, TestClient
+
+from gateway.adapters.clock import FrozenClock
+from gateway.adapters.memory import MemoryCustomers, MemoryLedger
+from gateway.app.container import Container, build_container
+from gateway.app.http import create_app
+from gateway.domain.errors import StoreUnavailable
+from gateway.domain.ledger import Claim, ParkReason, Parked, Recorded, State
+from gateway.domain.units import Rounding
+from tests.builders import OLD_SECRET, SECRET, encode, event, settings, signed_headers
+
+URL = "/webhooks/ringside"
+
+
+class Gateway:
+    """The app under test, with handles on the stores it writes to."""
+
+    def __init__(self, container: Container, client: TestClient[Any], clock: FrozenClock) -> None:
+        self.container = container
+        self.client = client
+        self.clock = clock
+        self.ledger: MemoryLedger = container.ledger()
+        self.customers: MemoryCustomers = container.customers()
+
+    def deliver(self, body: dict[str, Any] | bytes, *, secret: str = SECRET, skew: int = 0, **headers: str) -> Any:
+        raw = encode(body)
+        sent = signed_headers(raw, secret=secret, timestamp=int(self.clock.now()) + skew)
+        sent.update(headers)
+        return self.client.post(URL, content=raw, headers=sent)
+
+
+def _container(clock: FrozenClock, **overrides: Any) -> Container:
+    container = build_container(settings(**overrides))
+    container.clock.override(providers.Object(clock))
+    return container
+
+
+@pytest.fixture
+def gateway(clock: FrozenClock) -> Iterator[Gateway]:
+    container = _container(clock)
+    with TestClient(create_app(container, run_dispatcher=False)) as client:
+        yield Gateway(container, client, clock)
+
+
+def test_accepts_and_records_pending_entry_when_signed_and_billable(gateway: Gateway) -> None:
+    response = gateway.deliver(event("evt_ACCEPTED", cost="0.0123", stripe_customer="cus_A"))
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "accepted", "event_id": "evt_ACCEPTED", "units": 1230}
+    entry = gateway.ledger.entries["evt_ACCEPTED"]
+    assert (entry.state, entry.billing_customer, entry.units) == (State.PENDING, "cus_A", 1230)
+
+
+def test_answers_duplicate_and_changes_nothing_when_event_id_seen_before(gateway: Gateway) -> None:
+    gateway.deliver(event("evt_DUPLICATE", cost="0.5"))
+    before = dict(gateway.ledger.entries)
+
+    response = gateway.deliver(event("evt_DUPLICATE", cost="0.5"))
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "duplicate", "event_id": "evt_DUPLICATE"}
+    assert gateway.ledger.entries == before
+
+
+def test_answers_duplicate_when_a_parked_event_is_redelivered(gateway: Gateway) -> None:
+    gateway.deliver(event("evt_PARKED", stripe_customer=None, customer="cust_nobody"))
+
+    response = gateway.deliver(event("evt_PARKED", stripe_customer=None, customer="cust_nobody"))
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "duplicate", "event_id": "evt_PARKED"}
+
+
+def test_ignores_without_recording_when_type_is_not_billable(gateway: Gateway) -> None:
+    response = gateway.deliver(event("evt_OTHER", event_type="chat.completion.started"))
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ignored", "event_id": "evt_OTHER"}
+    assert gateway.ledger.entries == {} and gateway.ledger.parked == {}
+
+
+def test_resolves_customer_from_store_when_event_has_no_stripe_id(gateway: Gateway) -> None:
+    asyncio.run(gateway.customers.set("cust_MAPPED", "cus_FROM_STORE"))
+
+    response = gateway.deliver(event("evt_MAPPED", customer="cust_MAPPED", stripe_customer=None))
+
+    assert response.json()["status"] == "accepted"
+    assert gateway.ledger.entries["evt_MAPPED"].billing_customer == "cus_FROM_STORE"
+
+
+def test_parks_whole_body_as_unknown_customer_when_no_mapping_exists(gateway: Gateway) -> None:
+    body = event("evt_UNKNOWN", customer="cust_unmapped", stripe_customer=None)
+
+    response = gateway.deliver(body)
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "parked"
+    assert response.json()["reason"] == "unknown_customer"
+    parked = gateway.ledger.parked["evt_UNKNOWN"]
+    assert parked.reason is ParkReason.UNKNOWN_CUSTOMER
+    assert parked.body == encode(body)
+    assert gateway.ledger.entries == {}
+
+
+@pytest.mark.parametrize(
+    ("cost", "fragment"),
+    [("-1", "negative"), ("NaN", "finite"), ("Infinity", "finite"), ("1000.01", "limit"), (None, "missing")],
+)
+def test_parks_invalid_payload_when_cost_is_unusable(gateway: Gateway, cost: str | None, fragment: str) -> None:
+    response = gateway.deliver(event("evt_BADCOST", cost=cost))
+
+    assert response.status_code == 202
+    assert response.json()["reason"] == "invalid_payload"
+    assert fragment in response.json()["message"]
+    assert gateway.ledger.parked["evt_BADCOST"].reason is ParkReason.INVALID_PAYLOAD
+
+
+def test_parks_under_body_digest_when_body_is_not_json(gateway: Gateway) -> None:
+    response = gateway.deliver(b"\xff\xfe not json")
+
+    assert response.status_code == 202
+    assert response.json()["reason"] == "invalid_payload"
+    assert response.json()["event_id"].startswith("sha256:")
+    assert gateway.ledger.parked[response.json()["event_id"]].body == b"\xff\xfe not json"
+
+
+def test_parks_too_old_when_event_is_older_than_35_days(gateway: Gateway, clock: FrozenClock) -> None:
+    response = gateway.deliver(event("evt_OLD", created=int(clock.now()) - 36 * 86400))
+
+    assert response.status_code == 202
+    assert response.json()["reason"] == "too_old"
+
+
+def test_accepts_old_secret_during_rotation(gateway: Gateway) -> None:
+    response = gateway.deliver(event("evt_ROTATED"), secret=OLD_SECRET)
+
+    assert response.json()["status"] == "accepted"
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "missing_signature"),
+        ({"X-FC-Signature": "v1=abcd"}, "malformed_signature"),
+        ({"X-FC-Signature": "t=notanumber,v1=abcd"}, "malformed_signature"),
+        ({"X-FC-Signature": "t=1800000000,v1=" + "0" * 64}, "invalid_signature"),
+    ],
+)
+def test_refuses_with_401_and_stores_nothing_when_signature_is_bad(
+    gateway: Gateway, headers: dict[str, str], code: str
+) -> None:
+    response = gateway.client.post(URL, content=encode(event("evt_FORGED")), headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+    assert gateway.ledger.entries == {} and gateway.ledger.parked == {}
+
+
+@pytest.mark.parametrize("skew", [301, -301])
+def test_refuses_stale_or_future_timestamp(gateway: Gateway, skew: int) -> None:
+    response = gateway.deliver(event("evt_STALE"), skew=skew)
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "timestamp_out_of_tolerance"
+    assert gateway.ledger.entries == {}
+
+
+def test_refuses_wrong_secret(gateway: Gateway) -> None:
+    response = gateway.deliver(event("evt_WRONG"), secret="not-our-secret")
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_signature"
+
+
+def test_refuses_with_413_when_body_exceeds_limit(clock: FrozenClock) -> None:
+    container = _container(clock, max_body_bytes=1024)
+    with TestClient(create_app(container, run_dispatcher=False)) as client:
+        gateway = Gateway(container, client, clock)
+        response = gateway.deliver(event("evt_BIG", padding="x" * 2000))
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert gateway.ledger.entries == {}
+
+
+class UnwritableLedger(MemoryLedger):
+    """A ledger whose storage is gone: every write fails the way a real adapter's would."""
+
+    async def record(self, claim: Claim, rounding: Rounding, now: float, *, replaces: str | None = None) -> Recorded:
+        raise StoreUnavailable("disk I/O error")
+
+    async def park(self, parked: Parked) -> bool:
+        raise StoreUnavailable("disk I/O error")
+
+    async def ping(self) -> None:
+        raise StoreUnavailable("disk I/O error")
+
+
+def test_answers_503_with_retry_after_when_ledger_cannot_be_written(clock: FrozenClock) -> None:
+    container = _container(clock)
+    container.ledger.override(providers.Object(UnwritableLedger()))
+    with TestClient(create_app(container, run_dispatcher=False)) as client:
+        gateway = Gateway(container, client, clock)
+        response = gateway.deliver(event("evt_DOWN"))
+        ready = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "store_unavailable"
+    assert int(response.headers["Retry-After"]) > 0
+    assert ready.status_code == 503
+
+
+def test_every_error_is_json_when_route_or_method_is_wrong(gateway: Gateway) -> None:
+    missing = gateway.client.get("/nowhere")
+    wrong_method = gateway.client.get(URL)
+
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_health_and_readiness_report_ok(gateway: Gateway) -> None:
+    assert gateway.client.get("/healthz").json() == {"status": "ok"}
+    ready = gateway.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"store": "ok", "biller": "memory"}
+
+
+async def test_records_exactly_once_when_one_event_arrives_many_times_at_once(clock: FrozenClock) -> None:
+    container = _container(clock)
+    body = encode(event("evt_CONCURRENT", cost="1"))
+    headers = signed_headers(body, timestamp=int(clock.now()))
+    async with AsyncTestClient(create_app(container, run_dispatcher=False)) as client:
+        responses = await asyncio.gather(*(client.post(URL, content=body, headers=headers) for _ in range(25)))
+
+    statuses = sorted(msgspec.json.decode(r.content)["status"] for r in responses)
+    assert statuses == ["accepted"] + ["duplicate"] * 24
+    assert len(container.ledger().entries) == 1

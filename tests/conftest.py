@@ -1,0 +1,12 @@
+"""Shared fixtures. Integration fixtures (fake Stripe, Redis) live in their own modules and are imported here."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.adapters.clock import FrozenClock
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(1_800_000_000.0)
