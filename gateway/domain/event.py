@@ -89,11 +89,13 @@ def parse_event(body: bytes) -> Event:
     """Decode a signed body, or raise InvalidEvent carrying the key to park it under and a clear reason."""
     try:
         envelope = _decode_envelope(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise _invalid(body, f"invalid event: {exc}") from None
     event_id = _valid_id(envelope.id)
     if event_id is None:
-        raise InvalidEvent(body_key(body), f"event id must be 1 to {MAX_EVENT_ID_CHARS} printable characters")
+        raise InvalidEvent(
+            body_key(body), f"event id must be 1 to {MAX_EVENT_ID_CHARS} printable characters", envelope.type
+        )
     data = envelope.data or _Data()
     cost = data.cost_usd if data.cost_usd is not None else data.billable_amount_usd
     ringside_customer = data.customer_id
@@ -118,7 +120,7 @@ def _invalid(body: bytes, message: str) -> InvalidEvent:
     """Salvage the id (and type) of an event whose other fields are wrong, so that it is parked under its id."""
     try:
         partial = _decode_id_only(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return InvalidEvent(body_key(body), message)
     event_id = _valid_id(partial.id)
     event_type = partial.type if isinstance(partial.type, str) else None

@@ -30,17 +30,18 @@ def sign(body: bytes, secret: str, timestamp: int) -> str:
     return f"t={timestamp},{SCHEME}={_digest(secret.encode(), timestamp, body)}"
 
 
-def _digest(key: bytes, timestamp: int, body: bytes) -> str:
-    return hmac.new(key, b"%d." % timestamp + body, hashlib.sha256).hexdigest()
+def _digest(key: bytes, timestamp: int | str, body: bytes) -> str:
+    # The signed bytes are the `t` text exactly as sent (CONTRACT 1: "byte for byte"), then ".", then the body.
+    return hmac.new(key, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def parse_header(header: str | None) -> tuple[int, list[bytes]]:
-    """Split a header into its timestamp and candidate signatures; unknown fields are ignored."""
+def parse_header(header: str | None) -> tuple[str, list[bytes]]:
+    """Split a header into its timestamp text and candidate signatures; unknown fields are ignored."""
     if header is None or not header.strip():
         raise MissingSignature()
     if len(header) > _MAX_HEADER_CHARS:
         raise MalformedSignature("X-FC-Signature is too long")
-    timestamp: int | None = None
+    timestamp: str | None = None
     candidates: list[bytes] = []
     for field in header.split(","):
         name, sep, value = field.strip().partition("=")
@@ -50,9 +51,10 @@ def parse_header(header: str | None) -> tuple[int, list[bytes]]:
             # Only plain ASCII digits: int() would also accept "+1", " 1", "1_0" and non-ASCII digits.
             if not (value.isascii() and value.isdigit()) or len(value) > 12:
                 raise MalformedSignature("signature timestamp t must be unix seconds")
-            timestamp = int(value)
+            timestamp = value
         elif name == SCHEME:
-            candidates.append(value.encode("utf-8", "surrogateescape"))
+            # Any non-ASCII candidate is wrong anyway; backslashreplace keeps it comparable without raising.
+            candidates.append(value.encode("ascii", "backslashreplace"))
     if timestamp is None:
         raise MalformedSignature("X-FC-Signature has no t= field")
     if not candidates:
@@ -79,15 +81,16 @@ class SignatureVerifier:
 
         The signature is checked before the timestamp, so that a forged request learns nothing about the clock.
         """
-        timestamp, candidates = parse_header(header)
+        text, candidates = parse_header(header)
         matched = False
         for key in self._keys:
-            expected = _digest(key, timestamp, body).encode()
+            expected = _digest(key, text, body).encode()
             for candidate in candidates:
                 # Every comparison runs, so timing does not reveal which secret or field matched.
                 matched |= hmac.compare_digest(expected, candidate)
         if not matched:
             raise InvalidSignature()
+        timestamp = int(text)
         if abs(now - timestamp) > self._tolerance_s:
             raise TimestampOutOfTolerance()
         return timestamp
