@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import msgspec
 
-from gateway.domain.ledger import Claim, Entry, LedgerStats, Parked, ParkReason, Recorded, State
+from gateway.domain.ledger import Claim, Entry, LedgerStats, Parked, ParkReason, Recorded, State, rejected_record
 from gateway.domain.ports import BillingSink, CustomerStore, DedupeStore, Delivery, MeterEvent
 from gateway.domain.units import ZERO, Rounding, settle
 
@@ -115,20 +115,6 @@ class MemoryLedger(DedupeStore):
 
     async def ping(self) -> None:
         return None
-
-
-def rejected_record(entry: Entry, message: str, now: float) -> Parked:
-    """The parked record of an entry the biller refused: the entry itself is the body an operator sees."""
-    return Parked(
-        key=entry.event_id,
-        reason=ParkReason.BILLER_REJECTED,
-        message=message,
-        body=msgspec.json.encode(entry),
-        signed_at=entry.timestamp,
-        parked_at=now,
-        event_type=entry.event_type,
-        ringside_customer=entry.ringside_customer,
-    )
 
 
 class MemoryCustomers(CustomerStore):

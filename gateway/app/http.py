@@ -11,12 +11,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import structlog
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import SkipValidation
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -27,6 +28,10 @@ from gateway.domain.signature import HEADER
 from gateway.service.ingest import Ingest, Outcome, Status
 
 log = structlog.get_logger("gateway.http")
+
+# Ports are Protocols, which Litestar cannot isinstance-check: inject them by name and skip validation.
+IngestDependency: TypeAlias = NamedDependency[SkipValidation[Ingest]]
+LedgerDependency: TypeAlias = NamedDependency[SkipValidation[DedupeStore]]
 
 STORE_RETRY_AFTER_S = 5
 _STATUS_OF: dict[type[GatewayError], int] = {
@@ -73,7 +78,7 @@ _RESPONSE_STATUS = {Status.PARKED: 202}
 
 
 @post("/webhooks/ringside", status_code=200)
-async def ringside_webhook(request: Request[Any, Any, State], ingest: Ingest) -> Response[dict[str, Any]]:
+async def ringside_webhook(request: Request[Any, Any, State], ingest: IngestDependency) -> Response[dict[str, Any]]:
     """Verify, record, acknowledge (CONTRACT 1). The body is read as raw bytes and verified before anything else."""
     started = time.perf_counter()
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -126,7 +131,7 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz")
-async def readyz(ledger: DedupeStore, state: State) -> Response[dict[str, Any]]:
+async def readyz(ledger: LedgerDependency, state: State) -> Response[dict[str, Any]]:
     """Ready when the ledger can be written. The biller's state is reported but does not fail readiness."""
     checks: dict[str, Any] = {"biller": state.biller_name}
     try:
@@ -159,7 +164,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
             await close_container(container)
 
     async def provide_ingest() -> Ingest:
-        return container.ingest()  # type: ignore[no-any-return]
+        return container.ingest()
 
     async def provide_ledger() -> DedupeStore:
         return container.ledger()  # type: ignore[no-any-return]

@@ -84,6 +84,20 @@ class LedgerStats(msgspec.Struct, frozen=True):
     units_pending: int
 
 
+def rejected_record(entry: Entry, message: str, now: float) -> Parked:
+    """The parked record of an entry the biller refused: the entry itself is the body an operator sees."""
+    return Parked(
+        key=entry.event_id,
+        reason=ParkReason.BILLER_REJECTED,
+        message=message,
+        body=msgspec.json.encode(entry),
+        signed_at=entry.timestamp,
+        parked_at=now,
+        event_type=entry.event_type,
+        ringside_customer=entry.ringside_customer,
+    )
+
+
 def retry_delay(attempts: int, *, base_s: float, cap_s: float, jitter: float, retry_after_s: float | None) -> float:
     """Exponential backoff with full jitter (AWS architecture blog), never sooner than the biller asked.
 

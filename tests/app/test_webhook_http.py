@@ -16,7 +16,7 @@ from gateway.adapters.memory import MemoryCustomers, MemoryLedger
 from gateway.app.container import Container, build_container
 from gateway.app.http import create_app
 from gateway.domain.errors import StoreUnavailable
-from gateway.domain.ledger import Claim, ParkReason, Parked, Recorded, State
+from gateway.domain.ledger import Claim, Parked, ParkReason, Recorded, State
 from gateway.domain.units import Rounding
 from tests.builders import OLD_SECRET, SECRET, encode, event, settings, signed_headers
 

@@ -1,0 +1,597 @@
+"""SQLite adapters: the embedded default store (`GATEWAY_STORE=sqlite:///gateway.db`, CONTRACT 5).
+
+One file holds the ledger (entries, parked records, customers' carries), the customer map and, without
+`STRIPE_API_KEY`, the local ledger biller's meter events. Several processes (`gateway serve`, `gateway worker`, CLI
+commands) may share the file, so:
+
+- every write is one `BEGIN IMMEDIATE` ... `COMMIT` transaction: the write lock is taken before the first read, so
+  a check-then-write (is this id claimed? then claim it) can never interleave with another process's;
+- `synchronous=FULL` makes a commit durable before it returns, because a webhook is acknowledged right after it;
+- any SQLite failure (locked beyond the busy timeout, disk full, I/O error, read-only, not a database) rolls the
+  transaction back and surfaces as StoreUnavailable, so a caller never sees a half-written step.
+
+Decimals (costs, carries) are stored as TEXT, never REAL, so that every digit survives; units are INTEGER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.domain.errors import BillerUnavailable, StoreUnavailable
+from gateway.domain.ledger import Claim, Entry, LedgerStats, Parked, ParkReason, Recorded, State, rejected_record
+from gateway.domain.ports import BillingSink, CustomerStore, DedupeStore, Delivery, MeterEvent
+from gateway.domain.units import ZERO, Rounding, settle
+
+T = TypeVar("T")
+Row = Sequence[Any]
+
+SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+# Idempotent: run on every open, inside one transaction with the user_version bump.
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS entries (
+        event_id         TEXT PRIMARY KEY NOT NULL,
+        event_type       TEXT NOT NULL,
+        billing_customer TEXT NOT NULL,
+        ringside_customer TEXT,
+        cost_usd         TEXT NOT NULL,
+        units            INTEGER NOT NULL,
+        timestamp        INTEGER NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'parked')),
+        created_at       REAL NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  REAL NOT NULL,
+        last_error       TEXT,
+        sent_at          REAL,
+        leased_until     REAL NOT NULL DEFAULT 0
+    )
+    """,
+    # lease_due runs every poll of every dispatcher: state + next_attempt_at find the due entries and
+    # created_at finishes the ORDER BY, so the query walks the index instead of sorting the table.
+    "CREATE INDEX IF NOT EXISTS entries_due ON entries (state, next_attempt_at, created_at)",
+    """
+    CREATE TABLE IF NOT EXISTS parked (
+        key               TEXT PRIMARY KEY NOT NULL,
+        reason            TEXT NOT NULL,
+        message           TEXT NOT NULL,
+        body              BLOB NOT NULL,
+        signed_at         INTEGER NOT NULL,
+        parked_at         REAL NOT NULL,
+        event_type        TEXT,
+        ringside_customer TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS parked_by_time ON parked (parked_at)",
+    "CREATE INDEX IF NOT EXISTS parked_by_reason ON parked (reason, parked_at)",
+    """
+    CREATE TABLE IF NOT EXISTS carries (
+        billing_customer TEXT PRIMARY KEY NOT NULL,
+        carry            TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS customers (
+        ringside_id TEXT PRIMARY KEY NOT NULL,
+        billing_id  TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS meter_events (
+        identifier TEXT PRIMARY KEY NOT NULL,
+        customer   TEXT NOT NULL,
+        value      INTEGER NOT NULL,
+        timestamp  INTEGER NOT NULL
+    )
+    """,
+    # ping() writes here: a committed write is the only proof that the file can be written now.
+    "CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), beats INTEGER NOT NULL)",
+)
+
+
+class SqliteDatabase:
+    """One SQLite file, one connection, one thread.
+
+    Invariants: the connection is created, used and closed only on the single worker thread of `_executor`, so
+    calls are serialised in submission order and the event loop never blocks on disk. Every call is one
+    transaction: it commits whole or leaves nothing behind, and its SQLite errors arrive as StoreUnavailable.
+    The connection opens lazily (or with `open()`) and is re-opened after a failure that left it unusable.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        self.path = Path(path)
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite")
+        self._connection: sqlite3.Connection | None = None  # touched on the executor thread only
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> SqliteDatabase:
+        """`sqlite:///relative.db` or `sqlite:////absolute/path.db`, as in SQLAlchemy URLs (CONTRACT 5)."""
+        prefix = "sqlite:///"
+        if not url.startswith(prefix):
+            raise ValueError("a SQLite store URL looks like sqlite:///relative.db or sqlite:////absolute/path.db")
+        path = url[len(prefix) :]
+        if not path or path == ":memory:":
+            raise ValueError("a SQLite store URL needs a file path: sqlite:///relative.db")
+        if "?" in path:
+            # SQLAlchemy passes query parameters to the driver; silently ignoring them would hide a misconfiguration.
+            raise ValueError("query parameters are not supported in GATEWAY_STORE for SQLite")
+        return cls(path, busy_timeout_ms=busy_timeout_ms)
+
+    def __repr__(self) -> str:
+        return f"SqliteDatabase({str(self.path)!r})"
+
+    async def open(self) -> None:
+        """Connect and create the schema now rather than on first use, so that start-up fails fast."""
+        await self.read(lambda connection: None)
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in a deferred transaction: a consistent snapshot for reads, no write lock taken."""
+        return await self._submit(work, "BEGIN")
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in a `BEGIN IMMEDIATE` transaction: it holds the file's write lock from its first read."""
+        return await self._submit(work, "BEGIN IMMEDIATE")
+
+    def close(self) -> None:
+        """Close the connection once the calls already submitted have finished. Later calls raise StoreUnavailable.
+
+        Synchronous (the container's resource closes it), and short: it waits only for calls already queued.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.submit(self._disconnect)
+        self._executor.shutdown(wait=True)
+
+    async def _submit(self, work: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        if self._closed:
+            raise StoreUnavailable("the SQLite store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._run, work, begin)
+        except RuntimeError as exc:
+            # Closed between the check above and the submission: the executor refuses new work.
+            if self._closed:
+                raise StoreUnavailable("the SQLite store is closed") from exc
+            raise
+
+    def _run(self, work: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        """On the executor thread: one whole transaction, or nothing."""
+        try:
+            connection = self._connect()
+            connection.execute(begin)
+            try:
+                result = work(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                self._rollback(connection)
+                raise
+            return result
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the SQLite store failed: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is not None:
+            return self._connection
+        connection = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout_ms / 1000,
+            isolation_level=None,  # autocommit at the driver: we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # only the executor thread uses it; the check would only add a failure mode
+        )
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            # WAL lets readers (stats, CLI) run while a writer commits. When the file system cannot do WAL, SQLite
+            # stays in its rollback journal, which is just as correct, only less concurrent.
+            connection.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit is on disk before it returns, because the webhook is acknowledged right after it.
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            _migrate(connection)
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        return connection
+
+    def _rollback(self, connection: sqlite3.Connection) -> None:
+        # After SQLITE_FULL, SQLITE_IOERR and the like SQLite may already have rolled back on its own.
+        if not connection.in_transaction:
+            return
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            # The connection is in an unknown state: closing it discards the open transaction, and the next call
+            # opens a fresh one.
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            # Nothing of ours is pending (every transaction committed or rolled back), so a failing close loses nothing.
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Create the schema if needed; refuse a file written by a newer gateway rather than misread it."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"the SQLite store has schema version {version}; this gateway understands up to {SCHEMA_VERSION}"
+            )
+        for statement in _SCHEMA:
+            connection.execute(statement)
+        connection.execute("INSERT INTO heartbeat (id, beats) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
+        if version < SCHEMA_VERSION:
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+# -- Ledger -----------------------------------------------------------------------------------------------------
+
+_ENTRY_COLUMNS = (
+    "event_id, event_type, billing_customer, ringside_customer, cost_usd, units, timestamp, state, created_at,"
+    " attempts, next_attempt_at, last_error, sent_at"
+)
+_PARKED_COLUMNS = "key, reason, message, body, signed_at, parked_at, event_type, ringside_customer"
+
+
+def _entry(row: Row) -> Entry:
+    return Entry(
+        event_id=str(row[0]),
+        event_type=str(row[1]),
+        billing_customer=str(row[2]),
+        ringside_customer=row[3],
+        cost_usd=Decimal(row[4]),
+        units=int(row[5]),
+        timestamp=int(row[6]),
+        state=State(row[7]),
+        created_at=float(row[8]),
+        attempts=int(row[9]),
+        next_attempt_at=float(row[10]),
+        last_error=row[11],
+        sent_at=None if row[12] is None else float(row[12]),
+    )
+
+
+def _parked(row: Row) -> Parked:
+    return Parked(
+        key=str(row[0]),
+        reason=ParkReason(row[1]),
+        message=str(row[2]),
+        body=bytes(row[3]),
+        signed_at=int(row[4]),
+        parked_at=float(row[5]),
+        event_type=row[6],
+        ringside_customer=row[7],
+    )
+
+
+def _park_row(parked: Parked) -> tuple[object, ...]:
+    return (
+        parked.key,
+        parked.reason.value,
+        parked.message,
+        bytes(parked.body),
+        parked.signed_at,
+        parked.parked_at,
+        parked.event_type,
+        parked.ringside_customer,
+    )
+
+
+def _select_entry(connection: sqlite3.Connection, event_id: str) -> Entry | None:
+    row = connection.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE event_id = ?", (event_id,)).fetchone()
+    return None if row is None else _entry(row)
+
+
+def _is_parked(connection: sqlite3.Connection, key: str) -> bool:
+    return connection.execute("SELECT 1 FROM parked WHERE key = ?", (key,)).fetchone() is not None
+
+
+class SqliteLedger(DedupeStore):
+    """The ledger in SQLite, with MemoryLedger's semantics.
+
+    Invariants: an id is claimed by at most one entry or one parked record (a biller-rejected entry keeps its entry
+    and gains a parked record of the same key); every method is one transaction; a lease is `leased_until` on the
+    entry, so leases are shared by every process using the file.
+    """
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        self._db = database
+
+    async def record(self, claim: Claim, rounding: Rounding, now: float, *, replaces: str | None = None) -> Recorded:
+        def work(connection: sqlite3.Connection) -> Recorded:
+            existing = _select_entry(connection, claim.event_id)
+            if existing is not None:
+                return Recorded(created=False, entry=existing)
+            if claim.event_id != replaces and _is_parked(connection, claim.event_id):
+                return Recorded(created=False, entry=None)
+            row = connection.execute(
+                "SELECT carry FROM carries WHERE billing_customer = ?", (claim.billing_customer,)
+            ).fetchone()
+            units, carry = settle(claim.exact_units, ZERO if row is None else Decimal(row[0]), rounding)
+            entry = Entry(
+                event_id=claim.event_id,
+                event_type=claim.event_type,
+                billing_customer=claim.billing_customer,
+                ringside_customer=claim.ringside_customer,
+                cost_usd=claim.cost_usd,
+                units=units,
+                timestamp=claim.timestamp,
+                state=State.PENDING,
+                created_at=now,
+                next_attempt_at=now,
+            )
+            connection.execute(
+                f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.event_id,
+                    entry.event_type,
+                    entry.billing_customer,
+                    entry.ringside_customer,
+                    str(entry.cost_usd),
+                    entry.units,
+                    entry.timestamp,
+                    entry.state.value,
+                    entry.created_at,
+                    entry.attempts,
+                    entry.next_attempt_at,
+                    entry.last_error,
+                    entry.sent_at,
+                ),
+            )
+            connection.execute(
+                "INSERT INTO carries (billing_customer, carry) VALUES (?, ?)"
+                " ON CONFLICT (billing_customer) DO UPDATE SET carry = excluded.carry",
+                (claim.billing_customer, str(carry)),
+            )
+            if replaces is not None:
+                connection.execute("DELETE FROM parked WHERE key = ?", (replaces,))
+            return Recorded(created=True, entry=entry)
+
+        return await self._db.write(work)
+
+    async def park(self, parked: Parked) -> bool:
+        def work(connection: sqlite3.Connection) -> bool:
+            claimed = connection.execute("SELECT 1 FROM entries WHERE event_id = ?", (parked.key,)).fetchone()
+            if claimed is not None or _is_parked(connection, parked.key):
+                return False
+            connection.execute(
+                f"INSERT INTO parked ({_PARKED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _park_row(parked)
+            )
+            return True
+
+        return await self._db.write(work)
+
+    async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
+        if limit <= 0:
+            return []
+
+        def work(connection: sqlite3.Connection) -> list[Entry]:
+            # One statement: the subquery walks entries_due; the write lock (BEGIN IMMEDIATE) means no other
+            # process can lease the same rows between the choice and the update.
+            rows = connection.execute(
+                f"""
+                UPDATE entries SET leased_until = :until
+                WHERE rowid IN (
+                    SELECT rowid FROM entries
+                    WHERE state = 'pending' AND next_attempt_at <= :now AND leased_until <= :now
+                    ORDER BY next_attempt_at, created_at, rowid
+                    LIMIT :limit
+                )
+                RETURNING rowid, {_ENTRY_COLUMNS}
+                """,
+                {"until": now + lease_s, "now": now, "limit": limit},
+            ).fetchall()
+            # RETURNING gives no order guarantee: restore the subquery's.
+            rows.sort(key=lambda row: (row[11], row[9], row[0]))
+            return [_entry(row[1:]) for row in rows]
+
+        return await self._db.write(work)
+
+    async def release(self, event_ids: list[str]) -> None:
+        if not event_ids:
+            return
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "UPDATE entries SET leased_until = 0 WHERE event_id = ?", [(event_id,) for event_id in event_ids]
+            )
+
+        await self._db.write(work)
+
+    async def mark_sent(self, event_id: str, now: float) -> None:
+        await self._db.write(
+            lambda connection: connection.execute(
+                "UPDATE entries SET state = 'sent', sent_at = ?, leased_until = 0"
+                " WHERE event_id = ? AND state = 'pending'",
+                (now, event_id),
+            )
+        )
+
+    async def mark_retry(self, event_id: str, next_attempt_at: float, error: str) -> None:
+        await self._db.write(
+            lambda connection: connection.execute(
+                "UPDATE entries SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, leased_until = 0"
+                " WHERE event_id = ? AND state = 'pending'",
+                (next_attempt_at, error, event_id),
+            )
+        )
+
+    async def mark_rejected(self, event_id: str, message: str, now: float) -> None:
+        def work(connection: sqlite3.Connection) -> None:
+            row = connection.execute(
+                "UPDATE entries SET state = 'parked', last_error = ?, leased_until = 0"
+                f" WHERE event_id = ? AND state = 'pending' RETURNING {_ENTRY_COLUMNS}",
+                (message, event_id),
+            ).fetchone()
+            if row is None:
+                return
+            # REPLACE, as MemoryLedger overwrites: a rejection must always be recordable, never stuck on a conflict.
+            connection.execute(
+                f"INSERT OR REPLACE INTO parked ({_PARKED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                _park_row(rejected_record(_entry(row), message, now)),
+            )
+
+        await self._db.write(work)
+
+    async def get(self, event_id: str) -> Entry | None:
+        return await self._db.read(lambda connection: _select_entry(connection, event_id))
+
+    async def get_parked(self, key: str) -> Parked | None:
+        def work(connection: sqlite3.Connection) -> Parked | None:
+            row = connection.execute(f"SELECT {_PARKED_COLUMNS} FROM parked WHERE key = ?", (key,)).fetchone()
+            return None if row is None else _parked(row)
+
+        return await self._db.read(work)
+
+    async def list_parked(self, reason: ParkReason | None = None, limit: int = 100) -> list[Parked]:
+        if limit <= 0:
+            return []
+
+        def work(connection: sqlite3.Connection) -> list[Parked]:
+            rows = connection.execute(
+                f"SELECT {_PARKED_COLUMNS} FROM parked WHERE (:reason IS NULL OR reason = :reason)"
+                " ORDER BY parked_at, rowid LIMIT :limit",
+                {"reason": None if reason is None else reason.value, "limit": limit},
+            ).fetchall()
+            return [_parked(row) for row in rows]
+
+        return await self._db.read(work)
+
+    async def stats(self) -> LedgerStats:
+        def work(connection: sqlite3.Connection) -> LedgerStats:
+            by_state = {
+                State(row[0]): row
+                for row in connection.execute(
+                    "SELECT state, COUNT(*), COALESCE(SUM(units), 0), MIN(created_at) FROM entries GROUP BY state"
+                )
+            }
+            parked = int(connection.execute("SELECT COUNT(*) FROM parked").fetchone()[0])
+            pending = by_state.get(State.PENDING, (State.PENDING, 0, 0, None))
+            sent = by_state.get(State.SENT, (State.SENT, 0, 0, None))
+            return LedgerStats(
+                pending=int(pending[1]),
+                sent=int(sent[1]),
+                parked=parked,
+                oldest_pending_at=None if pending[3] is None else float(pending[3]),
+                units_sent=int(sent[2]),
+                units_pending=int(pending[2]),
+            )
+
+        return await self._db.read(work)
+
+    async def ping(self) -> None:
+        # A committed write: only that proves the file is writable (not read-only, not full, not locked for long).
+        await self._db.write(lambda connection: connection.execute("UPDATE heartbeat SET beats = beats + 1"))
+
+
+# -- Customers --------------------------------------------------------------------------------------------------
+
+
+class SqliteCustomers(CustomerStore):
+    """Ringside customer id -> Stripe customer id, in the same file as the ledger."""
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        self._db = database
+
+    async def get(self, ringside_id: str) -> str | None:
+        def work(connection: sqlite3.Connection) -> str | None:
+            row = connection.execute(
+                "SELECT billing_id FROM customers WHERE ringside_id = ?", (ringside_id,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._db.read(work)
+
+    async def set(self, ringside_id: str, billing_id: str) -> None:
+        await self._db.write(
+            lambda connection: connection.execute(
+                "INSERT INTO customers (ringside_id, billing_id) VALUES (?, ?)"
+                " ON CONFLICT (ringside_id) DO UPDATE SET billing_id = excluded.billing_id",
+                (ringside_id, billing_id),
+            )
+        )
+
+    async def delete(self, ringside_id: str) -> bool:
+        def work(connection: sqlite3.Connection) -> bool:
+            return connection.execute("DELETE FROM customers WHERE ringside_id = ?", (ringside_id,)).rowcount > 0
+
+        return await self._db.write(work)
+
+    async def list(self, limit: int = 1000) -> list[tuple[str, str]]:
+        if limit <= 0:
+            return []
+
+        def work(connection: sqlite3.Connection) -> list[tuple[str, str]]:
+            rows = connection.execute(
+                "SELECT ringside_id, billing_id FROM customers ORDER BY ringside_id LIMIT ?", (limit,)
+            ).fetchall()
+            return [(str(row[0]), str(row[1])) for row in rows]
+
+        return await self._db.read(work)
+
+
+# -- The local ledger biller ------------------------------------------------------------------------------------
+
+
+class SqliteBiller(BillingSink):
+    """The local ledger biller: records meter events in the store's file instead of sending them (CONTRACT 5).
+
+    Invariant: one row per identifier (its PRIMARY KEY), like Stripe's de-duplication of `identifier`; a second
+    send of an identifier returns ALREADY_SENT and keeps the first event. A store failure is a transient biller
+    failure (BillerUnavailable), so the dispatcher retries the entry rather than parking it.
+    """
+
+    name = "ledger"
+
+    def __init__(self, database: SqliteDatabase) -> None:
+        self._db = database
+
+    async def send(self, event: MeterEvent) -> Delivery:
+        def work(connection: sqlite3.Connection) -> Delivery:
+            inserted = connection.execute(
+                "INSERT INTO meter_events (identifier, customer, value, timestamp) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (identifier) DO NOTHING",
+                (event.identifier, event.customer, event.value, event.timestamp),
+            ).rowcount
+            return Delivery.SENT if inserted == 1 else Delivery.ALREADY_SENT
+
+        try:
+            return await self._db.write(work)
+        except StoreUnavailable as exc:
+            raise BillerUnavailable(exc.message, cause="store_unavailable") from exc
+
+    async def events(self) -> list[MeterEvent]:
+        """Every recorded meter event, in the order they were first sent."""
+
+        def work(connection: sqlite3.Connection) -> list[MeterEvent]:
+            rows = connection.execute(
+                "SELECT identifier, customer, value, timestamp FROM meter_events ORDER BY rowid"
+            ).fetchall()
+            return [MeterEvent(identifier=r[0], customer=r[1], value=int(r[2]), timestamp=int(r[3])) for r in rows]
+
+        return await self._db.read(work)
+
+    async def close(self) -> None:
+        # The database belongs to whoever opened it (the container's resource), and the ledger shares it.
+        return None

@@ -1,0 +1,383 @@
+"""What is SQLite's own: URLs, the file outliving processes, several processes on one file, failures of the file.
+
+The port semantics are in tests/contract/, which runs against SQLite too. "Another process" is played by another
+SqliteDatabase on the same file (its own connection and thread) or by a raw sqlite3 connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.adapters.sqlite import SCHEMA_VERSION, SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
+from gateway.domain.errors import BillerUnavailable, StoreUnavailable
+from gateway.domain.ledger import Claim, LedgerStats, Parked, ParkReason
+from gateway.domain.ports import MeterEvent
+from gateway.domain.units import Rounding
+
+NOW = 1_800_000_000.0
+
+
+def claim(event_id: str, *, exact: str = "1", customer: str = "cus_A") -> Claim:
+    return Claim(
+        event_id=event_id,
+        event_type="chat.completion.finished",
+        billing_customer=customer,
+        ringside_customer="rs_A",
+        cost_usd=Decimal(exact).scaleb(-5),
+        exact_units=Decimal(exact),
+        timestamp=1_799_999_990,
+    )
+
+
+def parked(key: str) -> Parked:
+    return Parked(
+        key=key,
+        reason=ParkReason.UNKNOWN_CUSTOMER,
+        message="no Stripe customer is mapped to rs_A",
+        body=b"\xff raw body \x00",
+        signed_at=1_799_999_995,
+        parked_at=NOW,
+    )
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "gateway.db"
+
+
+@pytest.fixture
+def databases(path: Path) -> Iterator[list[SqliteDatabase]]:
+    """Opens databases on demand and closes them all, even when a test fails."""
+    opened: list[SqliteDatabase] = []
+    yield opened
+    for database in opened:
+        database.close()
+
+
+@pytest.fixture
+async def database(path: Path, databases: list[SqliteDatabase]) -> AsyncIterator[SqliteDatabase]:
+    database = SqliteDatabase(path)
+    databases.append(database)
+    await database.open()
+    yield database
+
+
+GARBAGE = b"this is not a SQLite database\n" * 100
+
+
+@pytest.fixture
+def broken_path(path: Path) -> Path:
+    """A file that is not a SQLite database (a truncated copy, another program's file, a bad disk)."""
+    path.write_bytes(GARBAGE)
+    return path
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    """Another process's connection to the file, outside the adapter."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+# -- from_url ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///gateway.db", Path("gateway.db")),
+        ("sqlite:///data/gateway.db", Path("data/gateway.db")),
+        ("sqlite:////var/lib/gateway/gateway.db", Path("/var/lib/gateway/gateway.db")),
+    ],
+)
+def test_from_url_reads_relative_and_absolute_paths_when_url_is_sqlalchemy_style(url: str, expected: Path) -> None:
+    database = SqliteDatabase.from_url(url)
+
+    assert database.path == expected
+    database.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "sqlite:///gateway.db?mode=ro",
+        "redis://localhost:6379/0",
+        "memory://",
+        "gateway.db",
+    ],
+)
+def test_from_url_raises_value_error_when_url_is_not_a_sqlite_file(url: str) -> None:
+    with pytest.raises(ValueError):
+        SqliteDatabase.from_url(url)
+
+
+async def test_relative_url_creates_file_in_working_directory_when_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databases: list[SqliteDatabase]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    database = SqliteDatabase.from_url("sqlite:///relative.db")
+    databases.append(database)
+
+    await database.open()
+
+    assert (tmp_path / "relative.db").is_file()
+
+
+# -- the file ---------------------------------------------------------------------------------------------------
+
+
+async def test_schema_is_versioned_in_wal_mode_with_decimals_as_text_when_opened(
+    database: SqliteDatabase, path: Path
+) -> None:
+    await SqliteLedger(database).record(claim("evt_TEXT", exact="0.6"), Rounding.CARRY, NOW)
+
+    connection = raw(path)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert connection.execute("SELECT typeof(cost_usd), typeof(units) FROM entries").fetchone() == (
+            "text",
+            "integer",
+        )
+        assert connection.execute("SELECT carry, typeof(carry) FROM carries").fetchone() == ("0.6", "text")
+    finally:
+        connection.close()
+
+
+async def test_opening_twice_changes_nothing_when_schema_exists(path: Path, databases: list[SqliteDatabase]) -> None:
+    first = SqliteDatabase(path)
+    databases.append(first)
+    await SqliteLedger(first).record(claim("evt_KEPT"), Rounding.CARRY, NOW)
+    first.close()
+
+    second = SqliteDatabase(path)
+    databases.append(second)
+    await second.open()
+
+    assert await SqliteLedger(second).get("evt_KEPT") is not None
+
+
+async def test_lease_due_walks_the_due_index_when_planning(database: SqliteDatabase) -> None:
+    plan = await database.read(
+        lambda connection: connection.execute(
+            "EXPLAIN QUERY PLAN SELECT rowid FROM entries"
+            " WHERE state = 'pending' AND next_attempt_at <= 1 AND leased_until <= 1"
+            " ORDER BY next_attempt_at, created_at, rowid LIMIT 10"
+        ).fetchall()
+    )
+
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "USING INDEX entries_due" in details
+
+
+# -- durability across restarts ---------------------------------------------------------------------------------
+
+
+async def test_everything_survives_when_the_file_is_closed_and_reopened(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    before = SqliteDatabase(path)
+    databases.append(before)
+    ledger = SqliteLedger(before)
+    recorded = await ledger.record(claim("evt_PENDING", exact="0.6"), Rounding.CARRY, NOW)
+    await ledger.park(parked("sha256:0badbody"))
+    await SqliteCustomers(before).set("rs_A", "cus_A")
+    await SqliteBiller(before).send(MeterEvent(identifier="evt_BILLED", customer="cus_A", value=5, timestamp=1))
+    before.close()
+
+    after = SqliteDatabase(path)
+    databases.append(after)
+    restarted = SqliteLedger(after)
+
+    assert await restarted.lease_due(NOW + 1, 10, 30.0) == [recorded.entry]
+    assert await restarted.get_parked("sha256:0badbody") == parked("sha256:0badbody")
+    assert await SqliteCustomers(after).get("rs_A") == "cus_A"
+    assert [event.identifier for event in await SqliteBiller(after).events()] == ["evt_BILLED"]
+    # The carry survived too: 0.6 before the restart + 0.4 after it = 1 unit.
+    following = await restarted.record(claim("evt_FOLLOWING", exact="0.4"), Rounding.CARRY, NOW + 2)
+    assert following.entry is not None and following.entry.units == 1
+
+
+async def test_leases_survive_when_a_dispatcher_dies_without_releasing(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    crashed = SqliteDatabase(path)
+    databases.append(crashed)
+    await SqliteLedger(crashed).record(claim("evt_LEASED"), Rounding.CARRY, NOW)
+    await SqliteLedger(crashed).lease_due(NOW, 10, 30.0)
+    crashed.close()
+
+    restarted = SqliteDatabase(path)
+    databases.append(restarted)
+    successor = SqliteLedger(restarted)
+
+    assert await successor.lease_due(NOW + 1, 10, 30.0) == []
+    assert [entry.event_id for entry in await successor.lease_due(NOW + 30, 10, 30.0)] == ["evt_LEASED"]
+
+
+# -- several processes on one file ------------------------------------------------------------------------------
+
+
+async def test_each_id_is_created_once_when_two_processes_record_it_concurrently(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    one, other = SqliteDatabase(path), SqliteDatabase(path)
+    databases.extend([one, other])
+    await one.open()
+    await other.open()
+    ledgers = [SqliteLedger(one), SqliteLedger(other)]
+    event_ids = [f"evt_RACE_{index:02d}" for index in range(50)]
+
+    results = await asyncio.gather(
+        *(
+            ledger.record(claim(event_id, exact="0.37", customer=f"cus_{index % 5}"), Rounding.CARRY, NOW)
+            for _ in range(5)
+            for index, event_id in enumerate(event_ids)
+            for ledger in ledgers
+        )
+    )
+
+    created = [result.entry for result in results if result.created and result.entry is not None]
+    assert sorted(entry.event_id for entry in created) == event_ids
+    units_by_customer: dict[str, int] = defaultdict(int)
+    for entry in created:
+        units_by_customer[entry.billing_customer] += entry.units
+    assert units_by_customer == {f"cus_{index}": 3 for index in range(5)}  # floor(10 * 0.37) each
+
+
+async def test_two_processes_never_lease_one_entry_when_they_poll_together(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    one, other = SqliteDatabase(path), SqliteDatabase(path)
+    databases.extend([one, other])
+    for index in range(30):
+        await SqliteLedger(one).record(claim(f"evt_{index:02d}"), Rounding.CARRY, NOW)
+
+    batches = await asyncio.gather(
+        *(SqliteLedger(database).lease_due(NOW, 4, 30.0) for _ in range(5) for database in (one, other))
+    )
+
+    leased = [entry.event_id for batch in batches for entry in batch]
+    assert len(leased) == len(set(leased)) == 30
+
+
+async def test_one_process_sees_another_processes_writes_when_both_are_open(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    one, other = SqliteDatabase(path), SqliteDatabase(path)
+    databases.extend([one, other])
+    await SqliteCustomers(other).get("rs_A")  # open the reader before the write
+
+    await SqliteCustomers(one).set("rs_A", "cus_A")
+    await SqliteLedger(one).record(claim("evt_SEEN"), Rounding.CARRY, NOW)
+
+    assert await SqliteCustomers(other).get("rs_A") == "cus_A"
+    assert await SqliteLedger(other).get("evt_SEEN") is not None
+
+
+# -- failures of the file ---------------------------------------------------------------------------------------
+
+
+async def test_every_call_raises_store_unavailable_when_file_is_not_a_database(
+    broken_path: Path, databases: list[SqliteDatabase]
+) -> None:
+    database = SqliteDatabase(broken_path)
+    databases.append(database)
+    ledger = SqliteLedger(database)
+
+    with pytest.raises(StoreUnavailable):
+        await database.open()
+    with pytest.raises(StoreUnavailable):
+        await ledger.record(claim("evt_BROKEN"), Rounding.CARRY, NOW)
+    with pytest.raises(StoreUnavailable):
+        await ledger.ping()
+    with pytest.raises(StoreUnavailable):
+        await SqliteCustomers(database).get("rs_A")
+    assert await asyncio.to_thread(broken_path.read_bytes) == GARBAGE  # refused, never "repaired" into an empty ledger
+
+
+async def test_store_unavailable_when_directory_does_not_exist(tmp_path: Path, databases: list[SqliteDatabase]) -> None:
+    database = SqliteDatabase(tmp_path / "missing" / "gateway.db")
+    databases.append(database)
+
+    with pytest.raises(StoreUnavailable):
+        await SqliteLedger(database).ping()
+
+
+async def test_store_unavailable_and_nothing_recorded_when_file_stays_locked(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    database = SqliteDatabase(path, busy_timeout_ms=50)
+    databases.append(database)
+    ledger = SqliteLedger(database)
+    await database.open()
+    locker = raw(path)
+    locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock longer than our busy timeout
+    try:
+        with pytest.raises(StoreUnavailable):
+            await ledger.record(claim("evt_LOCKED"), Rounding.CARRY, NOW)
+        with pytest.raises(StoreUnavailable):
+            await ledger.ping()
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    # The lock is gone: the same delivery, retried by Ringside, is recorded as new.
+    retried = await ledger.record(claim("evt_LOCKED"), Rounding.CARRY, NOW + 5)
+    assert retried.created
+
+
+async def test_nothing_is_half_written_when_a_statement_fails_midway(database: SqliteDatabase, path: Path) -> None:
+    ledger = SqliteLedger(database)
+    # The entry's INSERT succeeds, then the carry's INSERT fails: the entry must not survive alone.
+    connection = raw(path)
+    connection.execute(
+        "CREATE TRIGGER fail_carry BEFORE INSERT ON carries BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END"
+    )
+
+    with pytest.raises(StoreUnavailable):
+        await ledger.record(claim("evt_HALF", exact="0.6"), Rounding.CARRY, NOW)
+
+    assert await ledger.get("evt_HALF") is None
+    assert await ledger.stats() == LedgerStats(0, 0, 0, None, 0, 0)
+    connection.execute("DROP TRIGGER fail_carry")
+    connection.close()
+    retried = await ledger.record(claim("evt_HALF", exact="0.6"), Rounding.CARRY, NOW)
+    assert retried.created and retried.entry is not None and retried.entry.units == 0
+
+
+async def test_store_unavailable_when_file_has_a_newer_schema(path: Path, databases: list[SqliteDatabase]) -> None:
+    connection = raw(path)
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    database = SqliteDatabase(path)
+    databases.append(database)
+
+    with pytest.raises(StoreUnavailable, match="schema version"):
+        await database.open()
+
+
+async def test_store_unavailable_when_database_is_closed(database: SqliteDatabase) -> None:
+    database.close()
+    database.close()  # closing twice is harmless
+
+    with pytest.raises(StoreUnavailable):
+        await SqliteLedger(database).ping()
+
+
+async def test_local_biller_raises_biller_unavailable_when_store_fails(
+    broken_path: Path, databases: list[SqliteDatabase]
+) -> None:
+    database = SqliteDatabase(broken_path)
+    databases.append(database)
+
+    with pytest.raises(BillerUnavailable):
+        await SqliteBiller(database).send(MeterEvent(identifier="evt_X", customer="cus_A", value=1, timestamp=1))
