@@ -6,6 +6,8 @@ import pytest
 
 from gateway.adapters.clock import FrozenClock
 
+pytest_plugins = ["tests.fakes.fixtures"]
+
 
 @pytest.fixture
 def clock() -> FrozenClock:

@@ -17,8 +17,8 @@ import structlog
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import SkipValidation
 from litestar.exceptions import HTTPException
+from litestar.params import SkipValidation
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from gateway.app.container import Container
