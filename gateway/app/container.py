@@ -57,7 +57,8 @@ def _dispatch_config(settings: Settings) -> DispatchConfig:
         concurrency=settings.dispatch_concurrency,
         lease_s=settings.dispatch_lease_s,
         poll_s=settings.dispatch_poll_s,
-        max_rps=settings.stripe_rate(),
+        # Only Stripe has a rate limit to respect; the local ledger biller is a table insert.
+        max_rps=settings.stripe_rate() if biller_kind(settings) == "stripe" else 10_000.0,
         retry_base_s=settings.retry_base_s,
         retry_max_s=settings.retry_max_s,
     )
