@@ -6,7 +6,7 @@ import pytest
 
 from gateway.adapters.clock import FrozenClock
 
-pytest_plugins = ["tests.fakes.fixtures"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.redis_fixtures"]
 
 
 @pytest.fixture

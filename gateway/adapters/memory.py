@@ -6,11 +6,22 @@ Methods do no awaiting between their reads and writes, so each is atomic on the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 import msgspec
 
-from gateway.domain.ledger import Claim, Entry, LedgerStats, Parked, ParkReason, Recorded, State, rejected_record
+from gateway.domain.ledger import (
+    Claim,
+    CustomerUsage,
+    Entry,
+    LedgerStats,
+    Parked,
+    ParkReason,
+    Recorded,
+    State,
+    rejected_record,
+)
 from gateway.domain.ports import BillingSink, CustomerStore, DedupeStore, Delivery, MeterEvent
 from gateway.domain.units import ZERO, Rounding, settle
 
@@ -91,6 +102,25 @@ class MemoryLedger(DedupeStore):
         if entry is not None:
             self.parked[event_id] = rejected_record(entry, message, now)
 
+    async def requeue(self, event_id: str, now: float, *, billing_customer: str | None = None) -> Entry | None:
+        entry = self.entries.get(event_id)
+        record = self.parked.get(event_id)
+        if entry is None or entry.state is not State.PARKED or record is None:
+            return None
+        if record.reason is not ParkReason.BILLER_REJECTED:
+            return None
+        requeued = msgspec.structs.replace(
+            entry,
+            state=State.PENDING,
+            billing_customer=billing_customer or entry.billing_customer,
+            attempts=0,
+            next_attempt_at=now,
+        )
+        del self.parked[event_id]
+        self._leases.pop(event_id, None)
+        self.entries[event_id] = requeued
+        return requeued
+
     async def get(self, event_id: str) -> Entry | None:
         return self.entries.get(event_id)
 
@@ -113,6 +143,21 @@ class MemoryLedger(DedupeStore):
             units_pending=sum(e.units for e in pending),
         )
 
+    async def usage(self, since: int | None = None, until: int | None = None) -> list[CustomerUsage]:
+        totals: dict[str, list[int]] = {}
+        for entry in self.entries.values():
+            if entry.state is State.PARKED:
+                continue
+            if (since is not None and entry.timestamp < since) or (until is not None and entry.timestamp >= until):
+                continue
+            events, sent, pending = totals.setdefault(entry.billing_customer, [0, 0, 0])
+            sent_now = entry.units if entry.state is State.SENT else 0
+            totals[entry.billing_customer] = [events + 1, sent + sent_now, pending + entry.units - sent_now]
+        return [
+            CustomerUsage(customer, events=events, units_sent=sent, units_pending=pending)
+            for customer, (events, sent, pending) in sorted(totals.items())
+        ]
+
     async def ping(self) -> None:
         return None
 
@@ -126,6 +171,9 @@ class MemoryCustomers(CustomerStore):
 
     async def set(self, ringside_id: str, billing_id: str) -> None:
         self.mapping[ringside_id] = billing_id
+
+    async def set_many(self, pairs: Sequence[tuple[str, str]]) -> None:
+        self.mapping.update(pairs)
 
     async def delete(self, ringside_id: str) -> bool:
         return self.mapping.pop(ringside_id, None) is not None

@@ -4,9 +4,12 @@ One file holds the ledger (entries, parked records, customers' carries), the cus
 `STRIPE_API_KEY`, the local ledger biller's meter events. Several processes (`gateway serve`, `gateway worker`, CLI
 commands) may share the file, so:
 
-- every write is one `BEGIN IMMEDIATE` ... `COMMIT` transaction: the write lock is taken before the first read, so
-  a check-then-write (is this id claimed? then claim it) can never interleave with another process's;
+- every write runs inside a `BEGIN IMMEDIATE` ... `COMMIT` transaction: the write lock is taken before the first
+  read, so a check-then-write (is this id claimed? then claim it) can never interleave with another process's;
 - `synchronous=FULL` makes a commit durable before it returns, because a webhook is acknowledged right after it;
+- group commit: writes that queue up while a commit is on its way to disk share the next transaction, each in a
+  SAVEPOINT of its own, so one fsync acknowledges many deliveries; a write that fails is rolled back to its
+  savepoint alone and the others commit (see SqliteDatabase);
 - any SQLite failure (locked beyond the busy timeout, disk full, I/O error, read-only, not a database) rolls the
   transaction back and surfaces as StoreUnavailable, so a caller never sees a half-written step.
 
@@ -19,15 +22,28 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
-from gateway.domain.ledger import Claim, Entry, LedgerStats, Parked, ParkReason, Recorded, State, rejected_record
-from gateway.domain.ports import BillingSink, CustomerStore, DedupeStore, Delivery, MeterEvent
+from gateway.domain.ledger import (
+    Claim,
+    CustomerUsage,
+    Entry,
+    LedgerStats,
+    Parked,
+    ParkReason,
+    Recorded,
+    State,
+    rejected_record,
+)
+from gateway.domain.ports import BatchBillingSink, CustomerStore, DedupeStore, Delivery, MeterEvent
 from gateway.domain.units import ZERO, Rounding, settle
 
 T = TypeVar("T")
@@ -98,12 +114,39 @@ _SCHEMA = (
 )
 
 
-class SqliteDatabase:
-    """One SQLite file, one connection, one thread.
+# Writes committed together at most: bounds the time one group holds the write lock and its callers wait.
+MAX_GROUP_COMMIT = 256
 
-    Invariants: the connection is created, used and closed only on the single worker thread of `_executor`, so
-    calls are serialised in submission order and the event loop never blocks on disk. Every call is one
-    transaction: it commits whole or leaves nothing behind, and its SQLite errors arrive as StoreUnavailable.
+
+@dataclass(slots=True)
+class _Job:
+    """One call waiting for the writer thread; `future` belongs to `loop` and is settled only through it."""
+
+    work: Callable[[sqlite3.Connection], Any]
+    write: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+# (job, succeeded, result or exception)
+_Settled = tuple[_Job, bool, Any]
+
+
+class SqliteDatabase:
+    """One SQLite file, one connection, one thread, group commit.
+
+    Invariants:
+    - The connection is created, used and closed only on the single worker thread of `_executor`; calls are run in
+      submission order and the event loop never blocks on disk.
+    - Every call is atomic: it takes effect whole or not at all, and its SQLite errors arrive as StoreUnavailable.
+    - Group commit: consecutive writes waiting in the queue when the thread turns to them (at most
+      MAX_GROUP_COMMIT) run in one `BEGIN IMMEDIATE` transaction, each inside its own SAVEPOINT. A write that raises
+      is rolled back to its savepoint, alone, and its caller gets the error; the others stay in the transaction.
+      No caller is answered before the COMMIT that made its write durable; if that COMMIT fails, every write of
+      the group fails with StoreUnavailable and none took effect. Nothing waits for a group to fill: a group is
+      whatever arrived while the previous commit was being written, so an idle store commits a lone write at once.
+    - A read runs alone in a deferred transaction (a snapshot, no write lock), in its place in the queue, so it sees
+      exactly the writes submitted before it, all committed.
     The connection opens lazily (or with `open()`) and is re-opened after a failure that left it unusable.
     """
 
@@ -113,6 +156,10 @@ class SqliteDatabase:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite")
         self._connection: sqlite3.Connection | None = None  # touched on the executor thread only
         self._closed = False
+        # The queue of calls; `_draining` is True while a `_drain` is submitted or running, which then owns the queue.
+        self._lock = threading.Lock()
+        self._jobs: deque[_Job] = deque()
+        self._draining = False
 
     @classmethod
     def from_url(cls, url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> SqliteDatabase:
@@ -137,49 +184,122 @@ class SqliteDatabase:
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in a deferred transaction: a consistent snapshot for reads, no write lock taken."""
-        return await self._submit(work, "BEGIN")
+        return await self._submit(work, write=False)
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in a `BEGIN IMMEDIATE` transaction: it holds the file's write lock from its first read."""
-        return await self._submit(work, "BEGIN IMMEDIATE")
+        """Run `work` atomically under the file's write lock (`BEGIN IMMEDIATE`, from its first read on).
+
+        It may share its transaction with other writes (group commit, inside a savepoint of its own); it returns
+        only once that transaction is committed.
+        """
+        return await self._submit(work, write=True)
 
     def close(self) -> None:
         """Close the connection once the calls already submitted have finished. Later calls raise StoreUnavailable.
 
         Synchronous (the container's resource closes it), and short: it waits only for calls already queued.
         """
-        if self._closed:
-            return
-        self._closed = True
-        self._executor.submit(self._disconnect)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        # The executor runs in order: a drain already submitted finishes the queue before the connection closes.
+        try:
+            self._executor.submit(self._disconnect)
+        except RuntimeError:
+            # The executor is already shut down (the interpreter is exiting): no call runs any more, so the
+            # connection can be closed from here.
+            self._disconnect()
         self._executor.shutdown(wait=True)
 
-    async def _submit(self, work: Callable[[sqlite3.Connection], T], begin: str) -> T:
-        if self._closed:
-            raise StoreUnavailable("the SQLite store is closed")
+    async def _submit(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._run, work, begin)
-        except RuntimeError as exc:
-            # Closed between the check above and the submission: the executor refuses new work.
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
             if self._closed:
-                raise StoreUnavailable("the SQLite store is closed") from exc
-            raise
+                raise StoreUnavailable("the SQLite store is closed")
+            self._jobs.append(_Job(work, write, loop, future))
+            start = not self._draining
+            self._draining = True
+        if start:
+            self._executor.submit(self._drain)
+        return await future
 
-    def _run(self, work: Callable[[sqlite3.Connection], T], begin: str) -> T:
-        """On the executor thread: one whole transaction, or nothing."""
+    def _drain(self) -> None:
+        """On the executor thread: run the queue, a group at a time, until it is empty."""
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._draining = False
+                    return
+                first = self._jobs.popleft()
+                group = [first]
+                if first.write:
+                    while self._jobs and self._jobs[0].write and len(group) < MAX_GROUP_COMMIT:
+                        group.append(self._jobs.popleft())
+            try:
+                settled = self._run_writes(group) if first.write else [self._run_read(first)]
+            except BaseException as exc:  # never leave a caller waiting, whatever happened
+                settled = [(job, False, exc) for job in group]
+            _answer(settled)
+
+    def _run_read(self, job: _Job) -> _Settled:
         try:
             connection = self._connect()
-            connection.execute(begin)
+            connection.execute("BEGIN")
             try:
-                result = work(connection)
+                result = job.work(connection)
                 connection.execute("COMMIT")
             except BaseException:
                 self._rollback(connection)
                 raise
-            return result
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the SQLite store failed: {exc}") from exc
+        except Exception as exc:
+            return job, False, _translated(exc)
+        return job, True, result
+
+    def _run_writes(self, group: list[_Job]) -> list[_Settled]:
+        """One transaction for the group, a savepoint per job; every job's outcome, known only after COMMIT."""
+        if not group:
+            return []
+        try:
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            return [(job, False, _translated(exc)) for job in group]
+        done: list[_Settled] = []
+        for position, job in enumerate(group):
+            try:
+                connection.execute("SAVEPOINT job")
+                result = job.work(connection)
+                connection.execute("RELEASE job")
+                done.append((job, True, result))
+                continue
+            except Exception as exc:
+                failure = _translated(exc)
+                if connection.in_transaction and self._undo_savepoint(connection):
+                    done.append((job, False, failure))
+                    continue
+            # SQLite ended the whole transaction itself (SQLITE_FULL, SQLITE_IOERR...) or the savepoint could not be
+            # undone: the earlier jobs' work is gone with it. They fail too; the rest start a new transaction.
+            self._rollback(connection)
+            lost = StoreUnavailable(f"the SQLite store failed: {failure}")
+            undone: list[_Settled] = [(earlier, False, lost if ok else value) for earlier, ok, value in done]
+            return [*undone, (job, False, failure), *self._run_writes(group[position + 1 :])]
+        try:
+            connection.execute("COMMIT")
+        except Exception as exc:
+            self._rollback(connection)
+            failure = _translated(exc)
+            return [(job, False, failure if ok else value) for job, ok, value in done]
+        return done
+
+    def _undo_savepoint(self, connection: sqlite3.Connection) -> bool:
+        try:
+            connection.execute("ROLLBACK TO job")
+            connection.execute("RELEASE job")
+        except sqlite3.Error:
+            return False
+        return True
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is not None:
@@ -222,6 +342,36 @@ class SqliteDatabase:
             # Nothing of ours is pending (every transaction committed or rolled back), so a failing close loses nothing.
             with contextlib.suppress(sqlite3.Error):
                 connection.close()
+
+
+def _translated(exc: Exception) -> Exception:
+    """SQLite's errors become StoreUnavailable (the port's error); the caller's own errors pass through as they are."""
+    if isinstance(exc, sqlite3.Error):
+        translated = StoreUnavailable(f"the SQLite store failed: {exc}")
+        translated.__cause__ = exc
+        return translated
+    return exc
+
+
+def _answer(settled: list[_Settled]) -> None:
+    """Hand each outcome to its caller's event loop: one wake-up per loop, not one per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
+    for item in settled:
+        by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: list[_Settled]) -> None:
+    """On the caller's loop. A caller that was cancelled meanwhile is skipped (its write stands, as before)."""
+    for job, ok, value in items:
+        if job.future.done():
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
@@ -454,6 +604,27 @@ class SqliteLedger(DedupeStore):
 
         await self._db.write(work)
 
+    async def requeue(self, event_id: str, now: float, *, billing_customer: str | None = None) -> Entry | None:
+        def work(connection: sqlite3.Connection) -> Entry | None:
+            # The parked record is checked inside the write lock, so two replays cannot both requeue the entry.
+            rejected = connection.execute(
+                "SELECT 1 FROM parked WHERE key = ? AND reason = ?", (event_id, ParkReason.BILLER_REJECTED.value)
+            ).fetchone()
+            if rejected is None:
+                return None
+            row = connection.execute(
+                "UPDATE entries SET state = 'pending', billing_customer = COALESCE(?, billing_customer),"
+                " attempts = 0, next_attempt_at = ?, leased_until = 0"
+                f" WHERE event_id = ? AND state = 'parked' RETURNING {_ENTRY_COLUMNS}",
+                (billing_customer or None, now, event_id),
+            ).fetchone()
+            if row is None:
+                return None
+            connection.execute("DELETE FROM parked WHERE key = ?", (event_id,))
+            return _entry(row)
+
+        return await self._db.write(work)
+
     async def get(self, event_id: str) -> Entry | None:
         return await self._db.read(lambda connection: _select_entry(connection, event_id))
 
@@ -500,6 +671,23 @@ class SqliteLedger(DedupeStore):
 
         return await self._db.read(work)
 
+    async def usage(self, since: int | None = None, until: int | None = None) -> list[CustomerUsage]:
+        def work(connection: sqlite3.Connection) -> list[CustomerUsage]:
+            rows = connection.execute(
+                "SELECT billing_customer, COUNT(*),"
+                " COALESCE(SUM(CASE WHEN state = 'sent' THEN units END), 0),"
+                " COALESCE(SUM(CASE WHEN state = 'pending' THEN units END), 0)"
+                " FROM entries WHERE state IN ('pending', 'sent')"
+                " AND (:since IS NULL OR timestamp >= :since) AND (:until IS NULL OR timestamp < :until)"
+                " GROUP BY billing_customer ORDER BY billing_customer",
+                {"since": since, "until": until},
+            ).fetchall()
+            return [
+                CustomerUsage(str(r[0]), events=int(r[1]), units_sent=int(r[2]), units_pending=int(r[3])) for r in rows
+            ]
+
+        return await self._db.read(work)
+
     async def ping(self) -> None:
         # A committed write: only that proves the file is writable (not read-only, not full, not locked for long).
         await self._db.write(lambda connection: connection.execute("UPDATE heartbeat SET beats = beats + 1"))
@@ -532,6 +720,19 @@ class SqliteCustomers(CustomerStore):
             )
         )
 
+    async def set_many(self, pairs: Sequence[tuple[str, str]]) -> None:
+        rows = [(str(ringside_id), str(billing_id)) for ringside_id, billing_id in pairs]
+        if not rows:
+            return
+        # One transaction: a failure anywhere (disk full, locked) rolls back every row, so an import is never half done.
+        await self._db.write(
+            lambda connection: connection.executemany(
+                "INSERT INTO customers (ringside_id, billing_id) VALUES (?, ?)"
+                " ON CONFLICT (ringside_id) DO UPDATE SET billing_id = excluded.billing_id",
+                rows,
+            )
+        )
+
     async def delete(self, ringside_id: str) -> bool:
         def work(connection: sqlite3.Connection) -> bool:
             return connection.execute("DELETE FROM customers WHERE ringside_id = ?", (ringside_id,)).rowcount > 0
@@ -554,15 +755,18 @@ class SqliteCustomers(CustomerStore):
 # -- The local ledger biller ------------------------------------------------------------------------------------
 
 
-class SqliteBiller(BillingSink):
+class SqliteBiller(BatchBillingSink):
     """The local ledger biller: records meter events in the store's file instead of sending them (CONTRACT 5).
 
     Invariant: one row per identifier (its PRIMARY KEY), like Stripe's de-duplication of `identifier`; a second
     send of an identifier returns ALREADY_SENT and keeps the first event. A store failure is a transient biller
-    failure (BillerUnavailable), so the dispatcher retries the entry rather than parking it.
+    failure (BillerUnavailable), so the dispatcher retries the entry rather than parking it. It takes batches like
+    Stripe's v2 stream (up to `max_batch` events in one transaction), so that it costs the dispatcher one write per
+    batch rather than one per event.
     """
 
     name = "ledger"
+    max_batch = 100
 
     def __init__(self, database: SqliteDatabase) -> None:
         self._db = database
@@ -575,6 +779,25 @@ class SqliteBiller(BillingSink):
                 (event.identifier, event.customer, event.value, event.timestamp),
             ).rowcount
             return Delivery.SENT if inserted == 1 else Delivery.ALREADY_SENT
+
+        try:
+            return await self._db.write(work)
+        except StoreUnavailable as exc:
+            raise BillerUnavailable(exc.message, cause="store_unavailable") from exc
+
+    async def send_batch(self, events: Sequence[MeterEvent]) -> list[Delivery]:
+        """Record every event in one transaction; SENT or ALREADY_SENT for each, in order, or nothing at all."""
+
+        def work(connection: sqlite3.Connection) -> list[Delivery]:
+            outcomes = []
+            for event in events:
+                inserted = connection.execute(
+                    "INSERT INTO meter_events (identifier, customer, value, timestamp) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (identifier) DO NOTHING",
+                    (event.identifier, event.customer, event.value, event.timestamp),
+                ).rowcount
+                outcomes.append(Delivery.SENT if inserted == 1 else Delivery.ALREADY_SENT)
+            return outcomes
 
         try:
             return await self._db.write(work)

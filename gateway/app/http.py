@@ -7,12 +7,13 @@ in `dependencies=` that asks the container (STYLE.md). The container is the app'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
+import msgspec
 import structlog
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
@@ -21,8 +22,26 @@ from litestar.exceptions import HTTPException
 from litestar.params import SkipValidation
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from gateway.app.container import Container
-from gateway.domain.errors import GatewayError, PayloadTooLarge, SignatureError, StoreUnavailable
+from gateway.app.container import Container, check_store, close_store_clients
+from gateway.app.metrics import metrics_route
+from gateway.app.openapi import READY_RESPONSES, WEBHOOK_RESPONSES, Health, Readiness, WebhookOperation, openapi_config
+from gateway.app.portal import portal_router
+from gateway.app.request_id import RequestIdMiddleware
+from gateway.domain.errors import (
+    BillerRejected,
+    BillerUnavailable,
+    GatewayError,
+    InvalidPortalRequest,
+    InvalidReturnUrl,
+    MissingToken,
+    NoBillingAccount,
+    PayloadTooLarge,
+    PortalAuthError,
+    PortalFlowUnavailable,
+    PortalNotConfigured,
+    SignatureError,
+    StoreUnavailable,
+)
 from gateway.domain.ports import DedupeStore
 from gateway.domain.signature import HEADER
 from gateway.service.ingest import Ingest, Outcome, Status
@@ -38,7 +57,17 @@ _STATUS_OF: dict[type[GatewayError], int] = {
     SignatureError: 401,
     PayloadTooLarge: 413,
     StoreUnavailable: 503,
+    # The portal (CONTRACT 3). A biller's refusal there is not the user's fault: 502, never a 4xx or a 500.
+    PortalAuthError: 401,
+    InvalidReturnUrl: 400,
+    InvalidPortalRequest: 400,
+    NoBillingAccount: 404,
+    PortalFlowUnavailable: 409,
+    PortalNotConfigured: 503,
+    BillerUnavailable: 503,
+    BillerRejected: 502,
 }
+PORTAL_REALM = "billing-portal"
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -57,8 +86,24 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 def _gateway_error(request: Request[Any, Any, State], exc: GatewayError) -> Response[Any]:
     status = next((code for kind, code in _STATUS_OF.items() if isinstance(exc, kind)), 400)
-    headers = {"Retry-After": str(STORE_RETRY_AFTER_S)} if isinstance(exc, StoreUnavailable) else None
-    return Response(error_body(exc.code, exc.message), status_code=status, headers=headers)
+    return Response(error_body(exc.code, exc.message), status_code=status, headers=_headers_of(exc))
+
+
+def _headers_of(exc: GatewayError) -> dict[str, str] | None:
+    if isinstance(exc, StoreUnavailable):
+        return {"Retry-After": str(STORE_RETRY_AFTER_S)}
+    if isinstance(exc, PortalAuthError):
+        # RFC 6750 3 / 3.1: a request without a token gets a bare challenge; a bad one gets error="invalid_token".
+        if isinstance(exc, MissingToken):
+            return {"WWW-Authenticate": f'Bearer realm="{PORTAL_REALM}"'}
+        description = exc.message.replace('"', "'").replace("\\", "/")
+        return {
+            "WWW-Authenticate": f'Bearer realm="{PORTAL_REALM}", error="invalid_token", '
+            f'error_description="{description}"'
+        }
+    if isinstance(exc, BillerUnavailable) and exc.retry_after_s is not None:
+        return {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    return None
 
 
 def _http_error(request: Request[Any, Any, State], exc: HTTPException) -> Response[Any]:
@@ -77,24 +122,35 @@ def _unexpected(request: Request[Any, Any, State], exc: Exception) -> Response[A
 _RESPONSE_STATUS = {Status.PARKED: 202}
 
 
-@post("/webhooks/ringside", status_code=200)
+@post(
+    "/webhooks/ringside",
+    status_code=200,
+    tags=["webhooks"],
+    summary="Receive a signed Ringside delivery",
+    description="Verify the X-FC-Signature over the raw body, record the event in the ledger, acknowledge. "
+    "Exactly one meter event follows per event id, however often it is delivered (CONTRACT 1).",
+    responses=WEBHOOK_RESPONSES,
+    operation_class=WebhookOperation,
+)
 async def ringside_webhook(request: Request[Any, Any, State], ingest: IngestDependency) -> Response[dict[str, Any]]:
-    """Verify, record, acknowledge (CONTRACT 1). The body is read as raw bytes and verified before anything else."""
+    """Verify, record, acknowledge (CONTRACT 1). The body is read as raw bytes and verified before anything else.
+
+    The request id is bound by RequestIdMiddleware, for this and every other route.
+    """
     started = time.perf_counter()
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
+    try:
         try:
-            try:
-                body = await request.body()
-            except HTTPException as exc:
-                if exc.status_code == 413:
-                    raise PayloadTooLarge() from None
-                raise
-            outcome = await ingest.deliver(request.headers.get(HEADER), body)
-        except GatewayError as exc:
-            log.warning("webhook.refused", outcome=exc.code, latency_ms=_ms(started))
+            body = await request.body()
+        except HTTPException as exc:
+            if exc.status_code == 413:
+                ingest.refused(PayloadTooLarge())
+                raise PayloadTooLarge() from None
             raise
-        _log_delivery(outcome, started)
+        outcome = await ingest.deliver(request.headers.get(HEADER), body)
+    except GatewayError as exc:
+        log.warning("webhook.refused", outcome=exc.code, latency_ms=_ms(started))
+        raise
+    _log_delivery(outcome, started)
     return Response(_response_body(outcome), status_code=_RESPONSE_STATUS.get(outcome.status, 200))
 
 
@@ -125,15 +181,17 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-@get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@get("/healthz", tags=["operations"], summary="Liveness", cache=False)
+async def healthz() -> Health:
+    """The process is alive and answering."""
+    return Health(status="ok")
 
 
-@get("/readyz")
-async def readyz(ledger: LedgerDependency, state: State) -> Response[dict[str, Any]]:
-    """Ready when the ledger can be written. The biller's state is reported but does not fail readiness."""
-    checks: dict[str, Any] = {"biller": state.biller_name}
+@get("/readyz", tags=["operations"], summary="Readiness", responses=READY_RESPONSES, cache=False)
+async def readyz(ledger: LedgerDependency, state: State) -> Response[Readiness]:
+    """Ready when the ledger can be written. The biller's state is reported but does not fail readiness: ingest
+    goes on while Stripe is down, and entries wait in the ledger (CONTRACT 4)."""
+    checks: dict[str, Any] = {"biller": state.biller_name, "biller_configured": state.biller_configured}
     try:
         await ledger.ping()
         checks["store"] = "ok"
@@ -141,20 +199,34 @@ async def readyz(ledger: LedgerDependency, state: State) -> Response[dict[str, A
     except StoreUnavailable as exc:
         checks["store"] = f"unavailable: {exc.message}"
         status = 503
-    return Response({"status": "ready" if status == 200 else "not_ready", "checks": checks}, status_code=status)
+    readiness = {"status": "ready" if status == 200 else "not_ready", "checks": checks}
+    return Response(msgspec.convert(readiness, Readiness), status_code=status)
 
 
 def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar:
-    """Build the app around a container; the lifespan runs the dispatcher and closes what the container opened."""
+    """Build the app around a container; the lifespan runs the dispatcher and the sweep, and closes what the
+    container opened.
+
+    Shutdown (SIGTERM): uvicorn stops accepting and lets in-flight requests finish, then the lifespan ends: the
+    sweep stops, the dispatcher finishes its calls in flight and releases the leases of entries it had not started
+    (so a restarted or other gateway delivers them at once), then the clients and the store are closed.
+    """
     settings = container.settings()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await check_store(container)
         dispatcher = container.dispatcher()
         task = asyncio.create_task(dispatcher.run(), name="dispatcher") if run_dispatcher else None
+        sweep = container.sweep() if run_dispatcher else None
+        sweeping = asyncio.create_task(sweep.run(), name="sweep") if sweep is not None else None
         try:
             yield
         finally:
+            if sweep is not None and sweeping is not None:
+                sweep.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sweeping, timeout=5)
             dispatcher.stop()
             if task is not None:
                 try:
@@ -169,8 +241,14 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     async def provide_ledger() -> DedupeStore:
         return container.ledger()  # type: ignore[no-any-return]
 
-    return Litestar(
-        route_handlers=[ringside_webhook, healthz, readyz],
+    app = Litestar(
+        route_handlers=[
+            ringside_webhook,
+            healthz,
+            readyz,
+            metrics_route(container.metrics, container.sweep),
+            portal_router(container),
+        ],
         dependencies={"ingest": Provide(provide_ingest), "ledger": Provide(provide_ledger)},
         exception_handlers={
             GatewayError: _gateway_error,
@@ -179,12 +257,48 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
         },
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
-        state=State({"biller_name": container.billing_sink().name}),
-        openapi_config=None,
+        state=State(
+            {"biller_name": container.billing_sink().name, "biller_configured": settings.selected_biller() != "ledger"}
+        ),
+        openapi_config=openapi_config(),
+        # Logging is configured once for the process (gateway.app.logging); Litestar must not install its own.
+        logging_config=None,
     )
+    # Around Litestar's whole handler rather than in `middleware=`: route middleware does not run for requests that
+    # match no route (404, 405), and those must carry a request id too.
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    return app
+
+
+def app_from_env() -> Litestar:
+    """The app of one `gateway serve --workers N` worker (uvicorn factory): settings from this process's environment.
+
+    Each worker builds its own container (its own database handle or pool, its own dispatcher); `serve` has already
+    validated the same environment before starting the workers.
+    """
+    return _app_from_environment(run_dispatcher=True)
+
+
+def ingest_app_from_env() -> Litestar:
+    """As app_from_env, without the in-process dispatcher (`gateway serve --workers N --no-dispatcher`)."""
+    return _app_from_environment(run_dispatcher=False)
+
+
+def _app_from_environment(*, run_dispatcher: bool) -> Litestar:
+    import os
+
+    from gateway.app.container import build_container
+    from gateway.app.logging import configure_logging
+    from gateway.app.settings import load_settings
+
+    settings = load_settings(os.environ)
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(build_container(settings), run_dispatcher=run_dispatcher)
 
 
 async def close_container(container: Container) -> None:
-    """Close the biller's client, then the resources (databases, pools) the container opened."""
+    """Close the biller's clients, then the resources (databases, pools) the container opened."""
     await container.billing_sink().close()
+    await container.billing_portal().close()
+    await close_store_clients(container)
     container.shutdown_resources()

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from gateway.domain.policy import BillingPolicy
+from gateway.domain.portal import ReturnUrlPolicy
 from gateway.domain.units import Rounding
 
 
@@ -39,6 +40,9 @@ class Secret:
         return hash(self._value)
 
 
+MIN_DEDUPE_TTL_S = 24 * 3600
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -62,16 +66,42 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_ROUNDING: carry | half_even | up | down."""
     store: str = "sqlite:///gateway.db"
     """GATEWAY_STORE: sqlite:///relative.db, sqlite:////absolute.db, redis://host:port/db or memory://."""
+    redis_prefix: str = "gw:"
+    """GATEWAY_REDIS_PREFIX: prefix of every key the gateway writes in Redis (several gateways can share one Redis)."""
+    dedupe_ttl_s: int = 30 * 24 * 3600
+    """GATEWAY_DEDUPE_TTL_S: how long Redis remembers a sent event id; longer than Ringside's retry horizon."""
     meter_event_name: str = "ringside_spend"
     """GATEWAY_METER_EVENT_NAME: the Stripe meter's event_name."""
+    biller: str | None = None
+    """GATEWAY_BILLER: stripe | lago | ledger. Unset: stripe when STRIPE_API_KEY is set, else ledger (the local
+    ledger biller). See `selected_biller`."""
     stripe_api_key: Secret | None = None
-    """STRIPE_API_KEY: selects the Stripe biller; without it meter events go to the local ledger biller."""
+    """STRIPE_API_KEY: the Stripe biller's key; without it (and GATEWAY_BILLER unset) meter events go to the local
+    ledger biller."""
     stripe_api_base: str | None = None
     """STRIPE_API_BASE: another Stripe base URL (a local test server, stripe-mock)."""
     stripe_timeout_s: float = 10.0
     """GATEWAY_STRIPE_TIMEOUT_S: per-call timeout towards Stripe."""
     stripe_max_rps: float | None = None
     """GATEWAY_STRIPE_MAX_RPS: calls per second to Stripe; default 1000 for live keys, 25 for test keys."""
+    stripe_api: str = "v1"
+    """GATEWAY_STRIPE_API: v1 (one meter event per call, one call in flight per customer) or v2_stream (Stripe's
+    high-throughput meter event stream: up to 100 events per call, with a 15-minute session token)."""
+    lago_api_key: Secret | None = None
+    """LAGO_API_KEY: the Lago organization's API key. Required with GATEWAY_BILLER=lago."""
+    lago_api_url: str = "https://api.getlago.com"
+    """LAGO_API_URL: Lago's API origin: https://api.getlago.com (US cloud), https://api.eu.getlago.com (EU cloud), or
+    a self-hosted Lago API (e.g. http://localhost:3000)."""
+    lago_metric_code: str | None = None
+    """LAGO_METRIC_CODE: the `code` of the Lago billable metric the events feed (a sum over LAGO_UNITS_PROPERTY).
+    Required with GATEWAY_BILLER=lago."""
+    lago_units_property: str = "units"
+    """LAGO_UNITS_PROPERTY: the event property carrying the units: the billable metric's `field_name`."""
+    lago_timeout_s: float = 10.0
+    """GATEWAY_LAGO_TIMEOUT_S: timeout of one event call to Lago, and of one portal request's calls together."""
+    lago_max_rps: float = 500.0
+    """GATEWAY_LAGO_MAX_RPS: calls per second to Lago; Lago's default limit on event ingestion is 500 requests/s per
+    organization (Lago docs, api-reference/rate-limits)."""
     dispatch_concurrency: int = 16
     """GATEWAY_DISPATCH_CONCURRENCY: customers served at once (one call in flight per customer)."""
     dispatch_batch: int = 200
@@ -84,6 +114,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_RETRY_BASE_S: first retry delay; doubles per attempt, with jitter."""
     retry_max_s: float = 600.0
     """GATEWAY_RETRY_MAX_S: the longest delay between two attempts."""
+    pending_alert_s: float = 300.0
+    """GATEWAY_PENDING_ALERT_S: the sweep warns (log and metric) while the oldest pending entry is older than this."""
+    sweep_interval_s: float = 15.0
+    """GATEWAY_SWEEP_INTERVAL_S: how often the sweep measures the ledger's backlog."""
     log_format: str = "auto"
     """GATEWAY_LOG_FORMAT: json | console | auto (console on a terminal, JSON otherwise)."""
     log_level: str = "info"
@@ -92,6 +126,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_HOST: address `gateway serve` binds to."""
     port: int = 8000
     """GATEWAY_PORT: port `gateway serve` listens on."""
+    ringside_api_key: Secret | None = None
+    """RINGSIDE_API_KEY: Ringside's server-side API key, for `gateway ringside-register` (and customer look-ups)."""
+    ringside_api_base: str = "https://api.fightclub.pro"
+    """RINGSIDE_API_BASE: Ringside's API (its docs' curl examples call https://api.fightclub.pro/v1/...)."""
+    portal_jwt_secret: Secret | None = None
+    """PORTAL_JWT_SECRET: HS256 key the host application signs portal tokens with (>= 32 bytes). Unset: the
+    portal routes answer 503 portal_not_configured."""
+    portal_return_url: str | None = None
+    """PORTAL_RETURN_URL: where the portal sends users back by default. Required with PORTAL_JWT_SECRET."""
+    portal_allowed_return_urls: tuple[str, ...] = ()
+    """PORTAL_ALLOWED_RETURN_URLS: comma-separated origin+path prefixes a request's return_url may fall under."""
+    portal_configuration_id: str | None = None
+    """PORTAL_CONFIGURATION_ID: a Stripe portal configuration (bpc_...); unset, Stripe's default one is used."""
+    portal_jwt_leeway_s: float = 30.0
+    """PORTAL_JWT_LEEWAY_S: clock skew allowed on a token's exp, iat and nbf (0 to 300)."""
+    portal_link_token_max_ttl_s: int = 300
+    """PORTAL_LINK_TOKEN_MAX_TTL_S: a token passed in a URL (GET /api/portal?token=) must expire within this."""
 
     def policy(self) -> BillingPolicy:
         return BillingPolicy(
@@ -100,6 +151,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             billable_types=self.billable_events,
             max_event_usd=self.max_event_usd,
         )
+
+    def return_url_policy(self) -> ReturnUrlPolicy:
+        """The portal's return-URL rule; ValueError when PORTAL_RETURN_URL is unset or an entry is not a plain URL."""
+        if self.portal_return_url is None:
+            raise ValueError("PORTAL_RETURN_URL is not set")
+        return ReturnUrlPolicy.build(self.portal_return_url, self.portal_allowed_return_urls)
+
+    def selected_biller(self) -> str:
+        """The biller meter events go to: GATEWAY_BILLER, else stripe with STRIPE_API_KEY, else the local ledger."""
+        if self.biller is not None:
+            return self.biller
+        return "stripe" if self.stripe_api_key is not None else "ledger"
 
     def stripe_rate(self) -> float:
         if self.stripe_max_rps is not None:
@@ -119,24 +182,46 @@ ENVIRONMENT: Mapping[str, str] = {
     "GATEWAY_UNITS_PER_USD": "units_per_usd",
     "GATEWAY_ROUNDING": "rounding",
     "GATEWAY_STORE": "store",
+    "GATEWAY_REDIS_PREFIX": "redis_prefix",
+    "GATEWAY_DEDUPE_TTL_S": "dedupe_ttl_s",
     "GATEWAY_METER_EVENT_NAME": "meter_event_name",
+    "GATEWAY_BILLER": "biller",
     "STRIPE_API_KEY": "stripe_api_key",
     "STRIPE_API_BASE": "stripe_api_base",
     "GATEWAY_STRIPE_TIMEOUT_S": "stripe_timeout_s",
     "GATEWAY_STRIPE_MAX_RPS": "stripe_max_rps",
+    "GATEWAY_STRIPE_API": "stripe_api",
+    "LAGO_API_KEY": "lago_api_key",
+    "LAGO_API_URL": "lago_api_url",
+    "LAGO_METRIC_CODE": "lago_metric_code",
+    "LAGO_UNITS_PROPERTY": "lago_units_property",
+    "GATEWAY_LAGO_TIMEOUT_S": "lago_timeout_s",
+    "GATEWAY_LAGO_MAX_RPS": "lago_max_rps",
     "GATEWAY_DISPATCH_CONCURRENCY": "dispatch_concurrency",
     "GATEWAY_DISPATCH_BATCH": "dispatch_batch",
     "GATEWAY_DISPATCH_LEASE_S": "dispatch_lease_s",
     "GATEWAY_DISPATCH_POLL_S": "dispatch_poll_s",
     "GATEWAY_RETRY_BASE_S": "retry_base_s",
     "GATEWAY_RETRY_MAX_S": "retry_max_s",
+    "GATEWAY_PENDING_ALERT_S": "pending_alert_s",
+    "GATEWAY_SWEEP_INTERVAL_S": "sweep_interval_s",
     "GATEWAY_LOG_FORMAT": "log_format",
     "GATEWAY_LOG_LEVEL": "log_level",
     "GATEWAY_HOST": "host",
     "GATEWAY_PORT": "port",
+    "RINGSIDE_API_KEY": "ringside_api_key",
+    "RINGSIDE_API_BASE": "ringside_api_base",
+    "PORTAL_JWT_SECRET": "portal_jwt_secret",
+    "PORTAL_RETURN_URL": "portal_return_url",
+    "PORTAL_ALLOWED_RETURN_URLS": "portal_allowed_return_urls",
+    "PORTAL_CONFIGURATION_ID": "portal_configuration_id",
+    "PORTAL_JWT_LEEWAY_S": "portal_jwt_leeway_s",
+    "PORTAL_LINK_TOKEN_MAX_TTL_S": "portal_link_token_max_ttl_s",
 }
-_LISTS = {"webhook_secrets", "billable_events"}
-_SECRETS = {"webhook_secrets", "stripe_api_key"}
+_LISTS = {"webhook_secrets", "billable_events", "portal_allowed_return_urls"}
+_SECRETS = {"webhook_secrets", "stripe_api_key", "portal_jwt_secret", "ringside_api_key", "lago_api_key"}
+# Billers GATEWAY_BILLER may name (each has its providers in gateway/app/container.py).
+BILLERS = ("stripe", "lago", "ledger")
 
 
 def _split(value: str) -> list[str]:
@@ -165,6 +250,15 @@ def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
     if secrets.get("stripe_api_key") is not None:
         key = secrets["stripe_api_key"]
         wrapped["stripe_api_key"] = key if isinstance(key, Secret) else Secret(key)
+    if secrets.get("portal_jwt_secret") is not None:
+        key = secrets["portal_jwt_secret"]
+        wrapped["portal_jwt_secret"] = key if isinstance(key, Secret) else Secret(key)
+    if secrets.get("ringside_api_key") is not None:
+        key = secrets["ringside_api_key"]
+        wrapped["ringside_api_key"] = key if isinstance(key, Secret) else Secret(key)
+    if secrets.get("lago_api_key") is not None:
+        key = secrets["lago_api_key"]
+        wrapped["lago_api_key"] = key if isinstance(key, Secret) else Secret(key)
     settings = msgspec.structs.replace(settings, **wrapped)
     _check(settings)
     return settings
@@ -179,6 +273,8 @@ def _explain(message: str) -> str:
 
 
 def _check(settings: Settings) -> None:
+    if settings.stripe_api not in {"v1", "v2_stream"}:
+        raise SettingsError("GATEWAY_STRIPE_API must be v1 or v2_stream")
     if settings.units_per_usd <= 0:
         raise SettingsError("GATEWAY_UNITS_PER_USD must be a positive integer")
     if settings.max_event_usd <= 0 or not settings.max_event_usd.is_finite():
@@ -188,7 +284,53 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_MAX_EVENT_USD x GATEWAY_UNITS_PER_USD must stay below 10^15 (Stripe's limit)")
     if settings.signature_tolerance_s <= 0:
         raise SettingsError("GATEWAY_SIGNATURE_TOLERANCE_S must be positive")
+    if settings.pending_alert_s <= 0 or settings.sweep_interval_s <= 0:
+        raise SettingsError("GATEWAY_PENDING_ALERT_S and GATEWAY_SWEEP_INTERVAL_S must be positive")
     if settings.log_format not in {"auto", "json", "console"}:
         raise SettingsError("GATEWAY_LOG_FORMAT must be json, console or auto")
     if not settings.store.startswith(("sqlite:///", "redis://", "rediss://", "memory://")):
         raise SettingsError("GATEWAY_STORE must be sqlite:///path.db, redis://host:port/db or memory://")
+    if settings.dedupe_ttl_s < MIN_DEDUPE_TTL_S:
+        # A redelivery after the claim expired would be billed again: the retention must outlast Ringside's retries.
+        raise SettingsError("GATEWAY_DEDUPE_TTL_S must be at least 86400 (one day); the default is 30 days")
+    _check_portal(settings)
+    _check_biller(settings)
+
+
+def _check_portal(settings: Settings) -> None:
+    if not 0 <= settings.portal_jwt_leeway_s <= 300:
+        raise SettingsError("PORTAL_JWT_LEEWAY_S must be between 0 and 300 seconds")
+    if settings.portal_link_token_max_ttl_s <= 0:
+        raise SettingsError("PORTAL_LINK_TOKEN_MAX_TTL_S must be positive")
+    if settings.portal_jwt_secret is None:
+        return
+    # RFC 7518 3.2: an HS256 key must be at least as long as the hash output, 256 bits.
+    if len(settings.portal_jwt_secret.reveal().encode()) < 32:
+        raise SettingsError("PORTAL_JWT_SECRET must be at least 32 bytes (RFC 7518 3.2)")
+    if settings.portal_return_url is None:
+        raise SettingsError("PORTAL_RETURN_URL is required when PORTAL_JWT_SECRET is set")
+    try:
+        settings.return_url_policy()
+    except ValueError as exc:
+        raise SettingsError(f"PORTAL_RETURN_URL / PORTAL_ALLOWED_RETURN_URLS: {exc}") from None
+
+
+def _check_biller(settings: Settings) -> None:
+    biller = settings.selected_biller()
+    if biller not in BILLERS:
+        raise SettingsError(f"GATEWAY_BILLER must be one of {', '.join(BILLERS)} (got {biller!r})")
+    if biller == "stripe" and settings.stripe_api_key is None:
+        raise SettingsError("STRIPE_API_KEY is required with GATEWAY_BILLER=stripe")
+    if biller != "lago":
+        return
+    if settings.lago_api_key is None:
+        raise SettingsError("LAGO_API_KEY is required with GATEWAY_BILLER=lago")
+    if not settings.lago_metric_code:
+        # Lago accepts events for an unknown metric code and never bills them: no default could be safe.
+        raise SettingsError("LAGO_METRIC_CODE (the billable metric's code) is required with GATEWAY_BILLER=lago")
+    if not settings.lago_api_url.startswith(("https://", "http://")):
+        raise SettingsError("LAGO_API_URL must be an http(s) URL, e.g. https://api.getlago.com")
+    if not settings.lago_units_property:
+        raise SettingsError("LAGO_UNITS_PROPERTY must not be empty")
+    if settings.lago_timeout_s <= 0 or settings.lago_max_rps <= 0:
+        raise SettingsError("GATEWAY_LAGO_TIMEOUT_S and GATEWAY_LAGO_MAX_RPS must be positive")

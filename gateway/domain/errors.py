@@ -99,3 +99,51 @@ class BillerRateLimited(BillerUnavailable):
 class NoBillingAccount(GatewayError):
     code = "no_billing_account"
     default_message = "no billing account is linked to this customer"
+
+
+# -- Customer billing portal (CONTRACT 3) -------------------------------------------------------------------------
+
+
+class PortalNotConfigured(GatewayError):
+    """The portal cannot serve anyone: no PORTAL_JWT_SECRET, or no biller that offers a portal (503)."""
+
+    code = "portal_not_configured"
+    default_message = "the billing portal is not configured on this gateway"
+
+
+class PortalAuthError(GatewayError):
+    """The request does not prove a signed-in user (401, with a `WWW-Authenticate: Bearer` challenge)."""
+
+    code = "invalid_token"
+    default_message = "the bearer token is not valid"
+
+
+class MissingToken(PortalAuthError):
+    code = "missing_token"
+    default_message = "an Authorization: Bearer <token> header is required"
+
+
+class ExpiredToken(PortalAuthError):
+    code = "token_expired"
+    default_message = "the bearer token has expired"
+
+
+class InvalidReturnUrl(GatewayError):
+    """A requested return_url is not under an allow-listed prefix, or is not a plain http(s) URL (400)."""
+
+    code = "invalid_return_url"
+    default_message = "return_url is not allowed"
+
+
+class InvalidPortalRequest(GatewayError):
+    """The request's options cannot be read: a malformed body or an unknown flow (400)."""
+
+    code = "invalid_request"
+    default_message = "the portal request is malformed"
+
+
+class PortalFlowUnavailable(GatewayError):
+    """The requested flow cannot apply to this customer, e.g. a cancellation without a subscription (409)."""
+
+    code = "flow_unavailable"
+    default_message = "this portal flow is not available for this customer"

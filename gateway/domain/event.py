@@ -91,6 +91,10 @@ def parse_event(body: bytes) -> Event:
         envelope = _decode_envelope(body)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise _invalid(body, f"invalid event: {exc}") from None
+    except RecursionError:
+        # msgspec descends into nested arrays and objects (even ignored ones) on the C stack, guarded by Python's
+        # recursion limit: a signed body nested ~1,000 deep is not an event, never a crash.
+        raise InvalidEvent(body_key(body), "invalid event: JSON is nested too deeply") from None
     event_id = _valid_id(envelope.id)
     if event_id is None:
         raise InvalidEvent(
@@ -120,7 +124,7 @@ def _invalid(body: bytes, message: str) -> InvalidEvent:
     """Salvage the id (and type) of an event whose other fields are wrong, so that it is parked under its id."""
     try:
         partial = _decode_id_only(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
         return InvalidEvent(body_key(body), message)
     event_id = _valid_id(partial.id)
     event_type = partial.type if isinstance(partial.type, str) else None

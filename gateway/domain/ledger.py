@@ -84,6 +84,18 @@ class LedgerStats(msgspec.Struct, frozen=True):
     units_pending: int
 
 
+class CustomerUsage(msgspec.Struct, frozen=True):
+    """One billing customer's billable entries over a period (`DedupeStore.usage`).
+
+    Parked entries are not billed and not counted; `events` counts the pending and sent entries.
+    """
+
+    billing_customer: str
+    events: int
+    units_sent: int
+    units_pending: int
+
+
 def rejected_record(entry: Entry, message: str, now: float) -> Parked:
     """The parked record of an entry the biller refused: the entry itself is the body an operator sees."""
     return Parked(

@@ -6,12 +6,14 @@ a port passes the same contract suite (tests/contract/).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from gateway.domain.ledger import Claim, Entry, LedgerStats, Parked, ParkReason, Recorded
+from gateway.domain.ledger import Claim, CustomerUsage, Entry, LedgerStats, Parked, ParkReason, Recorded
+from gateway.domain.portal import PortalFlow
 from gateway.domain.units import Rounding
 
 
@@ -65,6 +67,16 @@ class DedupeStore(Protocol):
         """pending -> parked: the biller refused it for good. A parked record (biller_rejected) keeps the message."""
         ...
 
+    async def requeue(self, event_id: str, now: float, *, billing_customer: str | None = None) -> Entry | None:
+        """Put a biller-rejected entry back to pending and remove its parked record, in one step (an operator's replay).
+
+        Only an entry in state parked whose parked record has reason biller_rejected qualifies. It becomes pending,
+        due at `now`, with no attempts and no lease, billed to `billing_customer` when one is given; its units stay as
+        they were settled (the carry is not touched). Returns the requeued entry, or None, changing nothing, when
+        there is no such entry: so a second replay of the same id bills nothing twice.
+        """
+        ...
+
     async def get(self, event_id: str) -> Entry | None: ...
 
     async def get_parked(self, key: str) -> Parked | None: ...
@@ -72,6 +84,14 @@ class DedupeStore(Protocol):
     async def list_parked(self, reason: ParkReason | None = None, limit: int = 100) -> list[Parked]: ...
 
     async def stats(self) -> LedgerStats: ...
+
+    async def usage(self, since: int | None = None, until: int | None = None) -> list[CustomerUsage]:
+        """Units per billing customer of the pending and sent entries whose event timestamp lies in [since, until).
+
+        A missing bound is open. Parked entries are not counted. Sorted by billing customer; customers without an
+        entry in the period are absent.
+        """
+        ...
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store can be written now."""
@@ -84,6 +104,13 @@ class CustomerStore(Protocol):
     async def get(self, ringside_id: str) -> str | None: ...
 
     async def set(self, ringside_id: str, billing_id: str) -> None: ...
+
+    async def set_many(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Set every (ringside_id, billing_id) pair in one atomic step: all of them take effect, or none does.
+
+        When a Ringside id appears more than once, its last pair wins.
+        """
+        ...
 
     async def delete(self, ringside_id: str) -> bool: ...
 
@@ -114,5 +141,39 @@ class BillingSink(Protocol):
     name: str
 
     async def send(self, event: MeterEvent) -> Delivery: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchBillingSink(BillingSink, Protocol):
+    """A biller that takes many meter events per call (Stripe's v2 meter event stream: up to 100 per request).
+
+    `send_batch` takes 1 to `max_batch` events and returns one Delivery per event, in their order. It raises for the
+    whole call: BillerUnavailable (or BillerRateLimited) when it failed transiently, so none of the events may be
+    taken as delivered; BillerRejected when the request as a whole was refused, and then the dispatcher sends the
+    events again one per call, so that only an event that is refused on its own is parked. `send(e)` behaves as
+    `send_batch([e])`. The dispatcher finds out by `isinstance(sink, BatchBillingSink)`.
+    """
+
+    max_batch: int
+
+    async def send_batch(self, events: Sequence[MeterEvent]) -> list[Delivery]: ...
+
+
+class BillingPortal(Protocol):
+    """A biller's self-service portal (invoices, payment methods, cancellation) for one billing customer.
+
+    `session_url` returns the URL of a new, short-lived portal session for `billing_customer` that sends the user
+    back to `return_url` (already vetted by ReturnUrlPolicy), opened on `flow` when one is given. The customer is
+    always the one passed in: an adapter never takes it from anywhere else. Raises NoBillingAccount when the biller
+    does not know the customer, PortalFlowUnavailable when `flow` cannot apply to it (no subscription to cancel),
+    BillerUnavailable when the biller cannot be reached (timeouts, 5xx, 429), BillerRejected for any other refusal,
+    and PortalNotConfigured when this deployment has no portal at all.
+    """
+
+    name: str
+
+    async def session_url(self, billing_customer: str, return_url: str, flow: PortalFlow | None) -> str: ...
 
     async def close(self) -> None: ...

@@ -11,11 +11,13 @@ from enum import StrEnum
 
 import msgspec
 
+from gateway.domain.errors import GatewayError, StoreUnavailable
 from gateway.domain.event import InvalidEvent, parse_event
 from gateway.domain.ledger import Claim, Parked, ParkReason
 from gateway.domain.policy import Bill, BillingPolicy, Ignore, Park, assess
 from gateway.domain.ports import Clock, CustomerStore, DedupeStore
 from gateway.domain.signature import SignatureVerifier
+from gateway.service.metrics import Metrics, NoMetrics
 
 
 class Status(StrEnum):
@@ -46,19 +48,43 @@ class Ingest:
         clock: Clock,
         policy: BillingPolicy,
         on_recorded: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
+        stripe_ids_on_events: bool = True,
     ) -> None:
+        """`stripe_ids_on_events`: take the billing customer from an event's `stripe_customer_id` metadata (CONTRACT 1).
+
+        Only a Stripe id can be found there, so it is False for a biller whose ids are something else (Lago's
+        subscriptions): the customer store alone maps Ringside customers then, and an event is never billed to an
+        id its biller cannot know.
+        """
         self._verifier = verifier
         self._ledger = ledger
         self._customers = customers
         self._clock = clock
         self._policy = policy
         self._on_recorded = on_recorded
+        self._metrics = metrics or NoMetrics()
+        self._stripe_ids_on_events = stripe_ids_on_events
 
     async def deliver(self, signature: str | None, body: bytes) -> Outcome:
-        """Handle one delivery. Raises SignatureError (nothing touched) or StoreUnavailable (nothing recorded)."""
-        now = self._clock.now()
-        signed_at = self._verifier.verify(signature, body, now)
-        return await self.process(body, signed_at, now)
+        """Handle one delivery. Raises SignatureError (nothing touched) or StoreUnavailable (nothing recorded).
+
+        Every delivery is counted once, by its outcome: the response status, or `refused` / `unavailable` with the
+        error's code.
+        """
+        try:
+            now = self._clock.now()
+            signed_at = self._verifier.verify(signature, body, now)
+            outcome = await self.process(body, signed_at, now)
+        except GatewayError as exc:
+            self._metrics.delivery("unavailable" if isinstance(exc, StoreUnavailable) else "refused", exc.code)
+            raise
+        self._metrics.delivery(outcome.status.value, outcome.reason.value if outcome.reason else "")
+        return outcome
+
+    def refused(self, error: GatewayError) -> None:
+        """Count a delivery refused before it could reach `deliver` (a body over the size limit)."""
+        self._metrics.delivery("refused", error.code)
 
     async def process(self, body: bytes, signed_at: int, now: float, *, replaces: str | None = None) -> Outcome:
         """Run an authenticated body through the pipeline. `replaces` names a parked record being replayed."""
@@ -100,8 +126,8 @@ class Ingest:
         return await self._record(event.id, event.type, customer, event.ringside_customer, decision, now, replaces)
 
     async def _resolve_customer(self, on_event: str | None, ringside_customer: str | None) -> str | None:
-        """CONTRACT 1, "Customer mapping": the event's own metadata first, then the customer store."""
-        if on_event:
+        """CONTRACT 1, "Customer mapping": the event's own Stripe id first (for a Stripe-id biller), then the store."""
+        if on_event and self._stripe_ids_on_events:
             return on_event
         if ringside_customer:
             return await self._customers.get(ringside_customer)
@@ -131,6 +157,7 @@ class Ingest:
             return Outcome(Status.DUPLICATE, event_id, event_type=event_type, customer=customer)
         self._on_recorded()
         units = recorded.entry.units if recorded.entry else None
+        self._metrics.units_accepted(units or 0)
         return Outcome(Status.ACCEPTED, event_id, units=units, event_type=event_type, customer=customer)
 
     async def _park(self, parked: Parked, *, replaying: bool) -> Outcome:
@@ -139,6 +166,7 @@ class Ingest:
             return Outcome(Status.PARKED, parked.key, reason=parked.reason, message=parked.message)
         if not await self._ledger.park(parked):
             return Outcome(Status.DUPLICATE, parked.key, event_type=parked.event_type)
+        self._metrics.parked(parked.reason.value)
         return Outcome(
             Status.PARKED,
             parked.key,

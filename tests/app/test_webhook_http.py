@@ -234,7 +234,7 @@ def test_health_and_readiness_report_ok(gateway: Gateway) -> None:
     assert gateway.client.get("/healthz").json() == {"status": "ok"}
     ready = gateway.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"store": "ok", "biller": "memory"}
+    assert ready.json()["checks"] == {"store": "ok", "biller": "memory", "biller_configured": False}
 
 
 async def test_records_exactly_once_when_one_event_arrives_many_times_at_once(clock: FrozenClock) -> None:

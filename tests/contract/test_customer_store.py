@@ -10,7 +10,7 @@ import pytest
 from gateway.domain.ports import CustomerStore
 
 
-@pytest.fixture(params=["memory_customers", "sqlite_customers"])
+@pytest.fixture(params=["memory_customers", "sqlite_customers", "redis_customers"])
 def customers(request: pytest.FixtureRequest) -> CustomerStore:
     store: CustomerStore = request.getfixturevalue(request.param)
     return store
@@ -59,3 +59,25 @@ async def test_list_returns_pairs_sorted_by_ringside_id_up_to_limit(customers: C
 
 async def test_list_is_empty_when_no_customer_is_mapped(customers: CustomerStore) -> None:
     assert await customers.list() == []
+
+
+async def test_set_many_sets_every_pair_and_overwrites_existing_ones(customers: CustomerStore) -> None:
+    await customers.set("rs_A", "cus_OLD")
+
+    await customers.set_many([("rs_A", "cus_A"), ("rs_B", "cus_B"), ("rs_C", "cus_C")])
+
+    assert await customers.list() == [("rs_A", "cus_A"), ("rs_B", "cus_B"), ("rs_C", "cus_C")]
+
+
+async def test_set_many_keeps_the_last_pair_when_an_id_repeats(customers: CustomerStore) -> None:
+    await customers.set_many([("rs_A", "cus_FIRST"), ("rs_A", "cus_LAST")])
+
+    assert await customers.get("rs_A") == "cus_LAST"
+
+
+async def test_set_many_changes_nothing_when_pairs_are_empty(customers: CustomerStore) -> None:
+    await customers.set("rs_A", "cus_A")
+
+    await customers.set_many([])
+
+    assert await customers.list() == [("rs_A", "cus_A")]

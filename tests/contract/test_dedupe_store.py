@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.ledger import Claim, Entry, LedgerStats, Parked, ParkReason, Recorded, State
+from gateway.domain.ledger import Claim, CustomerUsage, Entry, LedgerStats, Parked, ParkReason, Recorded, State
 from gateway.domain.ports import DedupeStore
 from gateway.domain.units import Rounding
 
@@ -24,7 +24,7 @@ NOW = 1_800_000_000.0
 BILLABLE = "chat.completion.finished"
 
 
-@pytest.fixture(params=["memory_ledger", "sqlite_ledger"])
+@pytest.fixture(params=["memory_ledger", "sqlite_ledger", "redis_ledger"])
 def ledger(request: pytest.FixtureRequest) -> DedupeStore:
     store: DedupeStore = request.getfixturevalue(request.param)
     return store
@@ -607,3 +607,129 @@ async def test_each_id_is_created_once_when_deliveries_race(ledger: DedupeStore)
     # Ten events of 0.37 units per customer: floor(3.7) = 3 units each, whatever the interleaving.
     assert units_by_customer == {f"cus_{index}": 3 for index in range(5)}
     assert (await ledger.stats()).units_pending == 15
+
+
+# -- requeue (an operator's replay of a biller-rejected entry) --------------------------------------------------
+
+
+async def rejected_entry(ledger: DedupeStore, event_id: str, *, exact: str = "9", customer: str = "cus_A") -> Entry:
+    await recorded_entry(ledger, event_id, exact=exact, customer=customer)
+    await ledger.lease_due(NOW, 10, 30.0)
+    await ledger.mark_retry(event_id, NOW + 1, "503 from Stripe")
+    await ledger.mark_rejected(event_id, "No such customer: 'cus_A'", NOW + 2)
+    entry = await ledger.get(event_id)
+    assert entry is not None and entry.state is State.PARKED
+    return entry
+
+
+async def test_requeue_puts_rejected_entry_back_to_pending_and_removes_its_record(ledger: DedupeStore) -> None:
+    rejected = await rejected_entry(ledger, "evt_REJECTED")
+
+    requeued = await ledger.requeue("evt_REJECTED", NOW + 10)
+
+    expected = msgspec.structs.replace(rejected, state=State.PENDING, attempts=0, next_attempt_at=NOW + 10)
+    assert requeued == expected
+    assert await ledger.get("evt_REJECTED") == expected
+    assert await ledger.get_parked("evt_REJECTED") is None
+    assert await leased_ids(ledger, NOW + 10) == ["evt_REJECTED"]
+
+
+async def test_requeue_bills_another_customer_when_one_is_given(ledger: DedupeStore) -> None:
+    await rejected_entry(ledger, "evt_REJECTED", exact="9", customer="cus_WRONG")
+
+    requeued = await ledger.requeue("evt_REJECTED", NOW + 10, billing_customer="cus_RIGHT")
+
+    assert requeued is not None
+    assert (requeued.billing_customer, requeued.units) == ("cus_RIGHT", 9)
+    assert await ledger.usage() == [CustomerUsage("cus_RIGHT", events=1, units_sent=0, units_pending=9)]
+
+
+async def test_requeue_changes_nothing_the_second_time(ledger: DedupeStore) -> None:
+    await rejected_entry(ledger, "evt_REJECTED")
+    first = await ledger.requeue("evt_REJECTED", NOW + 10)
+
+    again = await ledger.requeue("evt_REJECTED", NOW + 20, billing_customer="cus_OTHER")
+
+    assert again is None
+    assert await ledger.get("evt_REJECTED") == first
+
+
+async def test_requeue_returns_none_when_entry_is_pending_or_sent(ledger: DedupeStore) -> None:
+    pending = await recorded_entry(ledger, "evt_PENDING")
+    await recorded_entry(ledger, "evt_SENT")
+    await ledger.mark_sent("evt_SENT", NOW + 1)
+    sent = await ledger.get("evt_SENT")
+
+    assert await ledger.requeue("evt_PENDING", NOW + 10) is None
+    assert await ledger.requeue("evt_SENT", NOW + 10) is None
+
+    assert await ledger.get("evt_PENDING") == pending
+    assert await ledger.get("evt_SENT") == sent
+
+
+async def test_requeue_returns_none_and_keeps_record_when_it_was_parked_at_ingest(ledger: DedupeStore) -> None:
+    record_ = parked("evt_PARKED", reason=ParkReason.UNKNOWN_CUSTOMER)
+    await ledger.park(record_)
+
+    assert await ledger.requeue("evt_PARKED", NOW + 10) is None
+    assert await ledger.requeue("evt_UNKNOWN", NOW + 10) is None
+
+    assert await ledger.get_parked("evt_PARKED") == record_
+    assert await ledger.get("evt_PARKED") is None
+
+
+async def test_requeue_requeues_once_when_replays_race(ledger: DedupeStore) -> None:
+    await rejected_entry(ledger, "evt_RACE")
+
+    results = await asyncio.gather(*(ledger.requeue("evt_RACE", NOW + 10) for _ in range(10)))
+
+    assert sum(result is not None for result in results) == 1
+
+
+async def test_requeued_entry_can_be_sent_and_then_counts_as_sent(ledger: DedupeStore) -> None:
+    await rejected_entry(ledger, "evt_REJECTED", exact="9")
+    await ledger.requeue("evt_REJECTED", NOW + 10)
+
+    await ledger.mark_sent("evt_REJECTED", NOW + 11)
+
+    stats = await ledger.stats()
+    assert (stats.pending, stats.sent, stats.parked, stats.units_sent) == (0, 1, 0, 9)
+
+
+# -- usage (units per customer over a period) -------------------------------------------------------------------
+
+
+async def recorded_at(ledger: DedupeStore, event_id: str, *, timestamp: int, exact: str, customer: str) -> None:
+    new_claim = msgspec.structs.replace(claim(event_id, exact=exact, customer=customer), timestamp=timestamp)
+    result = await ledger.record(new_claim, Rounding.DOWN, NOW)
+    assert result.created
+
+
+async def test_usage_is_empty_when_ledger_is_empty(ledger: DedupeStore) -> None:
+    assert await ledger.usage() == []
+
+
+async def test_usage_sums_sent_and_pending_units_per_customer_and_skips_parked(ledger: DedupeStore) -> None:
+    await recorded_at(ledger, "evt_A_SENT", timestamp=1000, exact="5", customer="cus_A")
+    await ledger.mark_sent("evt_A_SENT", NOW)
+    await recorded_at(ledger, "evt_A_PENDING", timestamp=1001, exact="7", customer="cus_A")
+    await recorded_at(ledger, "evt_B_SENT", timestamp=1002, exact="11", customer="cus_B")
+    await ledger.mark_sent("evt_B_SENT", NOW)
+    await recorded_at(ledger, "evt_B_REJECTED", timestamp=1003, exact="13", customer="cus_B")
+    await ledger.mark_rejected("evt_B_REJECTED", "No such customer", NOW)
+    await ledger.park(parked("evt_PARKED"))
+
+    assert await ledger.usage() == [
+        CustomerUsage("cus_A", events=2, units_sent=5, units_pending=7),
+        CustomerUsage("cus_B", events=1, units_sent=11, units_pending=0),
+    ]
+
+
+async def test_usage_counts_event_timestamps_in_half_open_period(ledger: DedupeStore) -> None:
+    for timestamp, exact in [(999, "1"), (1000, "2"), (1500, "4"), (1999, "8"), (2000, "16")]:
+        await recorded_at(ledger, f"evt_{timestamp}", timestamp=timestamp, exact=exact, customer="cus_A")
+
+    assert await ledger.usage(since=1000, until=2000) == [CustomerUsage("cus_A", 3, 0, 14)]
+    assert await ledger.usage(since=1500) == [CustomerUsage("cus_A", 3, 0, 28)]
+    assert await ledger.usage(until=1000) == [CustomerUsage("cus_A", 1, 0, 1)]
+    assert await ledger.usage(since=3000) == []

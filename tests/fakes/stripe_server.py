@@ -112,7 +112,9 @@ class FakeStripe:
     `prices`, `portal_sessions`, `meter_event_sessions`, `requests` (every RecordedRequest), `invalid_requests`,
     `error_reports` (what Stripe would report asynchronously for v2 stream events, e.g. an unknown customer).
 
-    Attributes tests set: `known_customers` (None accepts every customer), `latency_s` (added to every call).
+    Attributes tests set: `known_customers` (None accepts every customer), `latency_s` (added to every call),
+    `subscriptions` (Stripe subscription objects, at least `id`, `customer`, `status`; listed by
+    `GET /v1/subscriptions`, which portal deep links into a subscription use).
     """
 
     def __init__(self, api_key: str = FAKE_API_KEY, *, spec_dir: str | None = None) -> None:
@@ -126,6 +128,7 @@ class FakeStripe:
         self.products: list[dict[str, Any]] = []
         self.prices: list[dict[str, Any]] = []
         self.portal_sessions: list[dict[str, Any]] = []
+        self.subscriptions: list[dict[str, Any]] = []
         self.meter_event_sessions: list[dict[str, Any]] = []
         self.requests: list[RecordedRequest] = []
         self.invalid_requests: list[RecordedRequest] = []
@@ -151,6 +154,7 @@ class FakeStripe:
             ("GET", "/v1/prices"): self._list_prices,
             ("POST", "/v1/prices"): self._create_price,
             ("POST", "/v1/billing_portal/sessions"): self._create_portal_session,
+            ("GET", "/v1/subscriptions"): self._list_subscriptions,
             ("POST", "/v2/billing/meter_event_session"): self._create_meter_event_session,
             ("POST", METER_EVENT_STREAM): self._stream_meter_events,
         }
@@ -708,6 +712,20 @@ class FakeStripe:
         return _Reply(200, session)
 
 
+    def _list_subscriptions(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+        # Not in the OpenAPI excerpt, so its query is not validated. Supports `customer` and `status`; without a
+        # status, every subscription that is not canceled, as Stripe does (docs api/subscriptions/list).
+        status = params.get("status")
+        with self._lock:
+            found = [
+                {"object": "subscription", **s}
+                for s in self.subscriptions
+                if _matches(s, params, "customer")
+                and (status == "all" or s.get("status") == status or (status is None and s.get("status") != "canceled"))
+            ]
+        return _Reply(200, _page(found, params, "/v1/subscriptions"))
+
+
 def _flow(flow_data: Mapping[str, Any]) -> dict[str, Any]:
     after = flow_data.get("after_completion", {"type": "portal_homepage"})
     return {
@@ -787,6 +805,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The client died mid-request (a SIGKILLed gateway): like any HTTP server, Stripe never sees a request
+            # whose body did not arrive whole, so it is neither processed nor recorded as an invalid one.
+            self.close_connection = True
+            return
         headers = {name.lower(): value for name, value in self.headers.items()}
         reply = self.server.fake._dispatch(method, self.path, headers, body)
         if isinstance(reply, _Drop):

@@ -1,0 +1,1 @@
+"""Benchmarks: load generator, server orchestration, domain and dispatch micro-benchmarks. Figures live here only."""

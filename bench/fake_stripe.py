@@ -1,0 +1,110 @@
+"""The tests' fake Stripe in a process of its own, with artificial latency, timed requests and a stats command.
+
+    python -m bench.fake_stripe --latency-ms 50      # prints its URL, then answers `stats` / `quit` on stdin
+
+A process of its own so that its request handling (and its OpenAPI validation of every event) does not share the
+dispatcher's interpreter lock and slow the side being measured. `stats` prints one JSON line: requests by path and
+status, stored meter events, invalid requests, the most v1 calls ever in flight for one customer, and the most
+requests (per path) started within any one second, which is what Stripe's rate limits count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe, _Drop, _Reply, _RequestHandler, _Server
+
+
+class _QuickServer(_Server):
+    # The default backlog of 5 drops connection attempts when 16 dispatcher connections open at once (a client
+    # then waits a second for its SYN to be retried, or fails).
+    request_queue_size = 128
+
+
+class _QuickHandler(_RequestHandler):
+    # The handler writes the response head and body separately; with Nagle's algorithm on, the body waits for the
+    # client's delayed ACK of the head (~40 ms on Linux), which would add 40 ms to every call and measure the kernel.
+    disable_nagle_algorithm = True
+
+
+class TimedFakeStripe(FakeStripe):
+    """FakeStripe that also notes when each request started, per path (for the per-second rate)."""
+
+    def __init__(self) -> None:
+        super().__init__(api_key=FAKE_API_KEY)
+        self.started: dict[str, list[float]] = {}
+        self.statuses: Counter[tuple[str, int]] = Counter()
+        self._timing = threading.Lock()
+
+    def start(self) -> TimedFakeStripe:
+        """As FakeStripe.start, on a server that neither drops connections nor delays answers (see above)."""
+        server = _QuickServer(("127.0.0.1", 0), _QuickHandler)
+        server.fake = self
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Reply | _Drop:
+        started = time.monotonic()
+        reply = super()._dispatch(method, target, headers, body)
+        path = target.split("?", 1)[0]
+        with self._timing:
+            self.started.setdefault(path, []).append(started)
+            self.statuses[(path, reply.status if isinstance(reply, _Reply) else 0)] += 1
+        return reply
+
+    def stats(self) -> dict[str, Any]:
+        with self._timing:
+            busiest = {path: _busiest_second(sorted(times)) for path, times in self.started.items()}
+            statuses = {f"{path} {status}": count for (path, status), count in self.statuses.items()}
+        return {
+            "meter_events": len(self.meter_events),
+            "distinct_identifiers": len({event["identifier"] for event in self.meter_events}),
+            "total_value": self.total_value(),
+            "invalid_requests": len(self.invalid_requests),
+            "sessions": len(self.meter_event_sessions),
+            "max_in_flight_per_customer": self.max_in_flight_per_customer,
+            "busiest_second": busiest,
+            "statuses": statuses,
+        }
+
+
+def _busiest_second(times: list[float]) -> int:
+    """The most requests that started within any window of one second (a sliding window over sorted times)."""
+    best = 0
+    for index, start in enumerate(times):
+        best = max(best, bisect.bisect_left(times, start + 1.0, lo=index) - index)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.fake_stripe")
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--session-ttl-s", type=float, default=15 * 60)
+    args = parser.parse_args()
+    fake = TimedFakeStripe()
+    fake.latency_s = args.latency_ms / 1000
+    fake.session_ttl_s = args.session_ttl_s
+    fake.start()
+    print(fake.url, flush=True)
+    try:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "stats":
+                print(json.dumps(fake.stats()), flush=True)
+            elif command == "quit":
+                break
+    finally:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""Ingest benchmark: the gateway (SQLite, Redis; one worker and two) against a bare HMAC endpoint, in one run.
+
+    .venv/bin/python -m bench.run [--duration 10] [--only bare,sqlite,redis] [--workers 1,2] [--soak 60]
+    bench/run.sh ...   (the same)
+
+For every target and worker count it starts a server, warms it up, then measures
+1. the maximum: closed loop at `--concurrency` connections for `--duration` s -> req/s, p50/p90/p99, errors, RSS;
+2. half load: open loop at half that maximum for `--duration` s -> p99 (the latency target is quoted there);
+and prints one table in which each gateway row's throughput is a ratio to the bare endpoint with as many workers.
+`--soak S` adds a memory run: the SQLite gateway, one worker, full load for S seconds, RSS at start/middle/end.
+
+Invariants: servers bind 127.0.0.1 on free ports and are stopped (SIGTERM, then SIGKILL) whatever happens; every
+load is bounded in time; SQLite runs in a fresh temporary directory; Redis uses one database (`--redis-url`, db 14
+by default) that is flushed before each Redis target, so point it at a database nothing else uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.load import BENCH_SECRET, LoadResult, Mix, Target, free_port, install_fast_loop, presign, run_load
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One server to measure: `kind` is bare, sqlite or redis; `without` names bench.ablate switches turned off;
+    `quiet` runs the gateway at GATEWAY_LOG_LEVEL=warning (no per-delivery log line), to price that line."""
+
+    kind: str
+    workers: int
+    without: tuple[str, ...] = ()
+    quiet: bool = False
+
+    @property
+    def label(self) -> str:
+        label = {"bare": "bare HMAC endpoint", "sqlite": "gateway, SQLite", "redis": "gateway, Redis"}[self.kind]
+        if self.without:
+            label += " without " + ", ".join(self.without)
+        if self.quiet:
+            label += ", log level warning"
+        return label
+
+    @property
+    def baseline(self) -> tuple[int, bool]:
+        """Rows are compared with the bare endpoint on the same server stack and worker count."""
+        return self.workers, "fast-server" in self.without
+
+
+@dataclass
+class Row:
+    setup: Setup
+    full: LoadResult | None
+    half: LoadResult | None
+    note: str = ""
+    runs: int = 1
+
+
+class Server:
+    """A server subprocess on a free port; its output goes to a log file."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], log_path: Path, port: int) -> None:
+        self.port = port
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            list(argv), env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, path: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}; see {self.log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout_s}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # The whole session: uvicorn's worker processes too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def started(setup: Setup, workdir: Path, redis_url: str, dispatcher: bool) -> Iterator[Server]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "RINGSIDE_WEBHOOK_SECRETS": BENCH_SECRET,
+        "GATEWAY_LOG_FORMAT": "json",
+        "GATEWAY_PORT": str(port),
+    }
+    env.pop("STRIPE_API_KEY", None)  # the local ledger biller: the dispatcher's work stays on this machine
+    log_path = workdir / f"{setup.kind}-{setup.workers}-{'-'.join(setup.without) or 'all'}-{setup.quiet}.log"
+    prefix = [sys.executable, "-m", "bench.ablate", "--without", ",".join(setup.without), "--"]
+    if setup.quiet:
+        env["GATEWAY_LOG_LEVEL"] = "warning"
+    if setup.kind == "bare":
+        argv = (
+            [*prefix, "bare"] if setup.without else [sys.executable, "-m", "bench.bare_app"]
+        ) + ["--port", str(port), "--workers", str(setup.workers)]
+        ready = "/healthz"
+    else:
+        if setup.kind == "sqlite":
+            env["GATEWAY_STORE"] = f"sqlite:///{workdir / f'gateway-{setup.workers}.db'}"
+        else:
+            env["GATEWAY_STORE"] = redis_url
+            _flush_redis(redis_url)
+        argv = ([*prefix, "serve"] if setup.without else [sys.executable, "-m", "gateway.app.cli", "serve"]) + [
+            "--workers",
+            str(setup.workers),
+        ]
+        if not dispatcher:
+            argv.append("--no-dispatcher")
+        ready = "/readyz"
+    server = Server(argv, env, log_path, port)
+    try:
+        server.wait_ready(ready)
+        yield server
+    finally:
+        server.stop()
+
+
+def _flush_redis(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def measure(
+    server: Server, *, duration_s: float, concurrency: int, warmup_s: float, expect_rps: float
+) -> tuple[LoadResult, LoadResult]:
+    target = Target("127.0.0.1", server.port, "/webhooks/ringside")
+    deliveries = presign(int(expect_rps * (warmup_s + duration_s)) + 1000, target, secret=BENCH_SECRET, mix=Mix())
+    full = asyncio.run(
+        run_load(
+            target, deliveries, duration_s=duration_s, concurrency=concurrency, warmup_s=warmup_s, server_pid=server.pid
+        )
+    )
+    rate = max(1.0, full.throughput_rps / 2)
+    deliveries = presign(int(rate * (1 + duration_s)) + 1000, target, secret=BENCH_SECRET, mix=Mix())
+    half = asyncio.run(
+        run_load(
+            target,
+            deliveries,
+            duration_s=duration_s,
+            concurrency=concurrency,
+            rate_rps=rate,
+            warmup_s=1.0,
+            server_pid=server.pid,
+        )
+    )
+    return full, half
+
+
+def soak(workdir: Path, redis_url: str, seconds: float, concurrency: int, expect_rps: float) -> LoadResult:
+    """The SQLite gateway at full load for `seconds`, sampling its RSS every second."""
+    with started(Setup("sqlite", 1), workdir, redis_url, dispatcher=True) as server:
+        target = Target("127.0.0.1", server.port, "/webhooks/ringside")
+        deliveries = presign(int(expect_rps * (seconds + 5)) + 1000, target, secret=BENCH_SECRET, mix=Mix())
+        return asyncio.run(
+            run_load(
+                target,
+                deliveries,
+                duration_s=seconds,
+                concurrency=concurrency,
+                warmup_s=5.0,
+                server_pid=server.pid,
+                rss_every_s=1.0,
+            )
+        )
+
+
+def table(rows: list[Row]) -> str:
+    bare = {row.setup.baseline: row.full.throughput_rps for row in rows if row.setup.kind == "bare" and row.full}
+    header = (
+        "| target | workers | req/s (max) | vs bare | p50 ms | p90 ms | p99 ms | p99 ms at half load "
+        "| server CPU us/req | errors | peak RSS MiB |"
+    )
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        if row.full is None or row.half is None:
+            lines.append(f"| {row.setup.label} | {row.setup.workers} | {row.note} | | | | | | | | |")
+            continue
+        base = bare.get(row.setup.baseline)
+        ratio = "1.00" if row.setup.kind == "bare" else (f"{row.full.throughput_rps / base:.2f}" if base else "-")
+        lines.append(
+            f"| {row.setup.label} | {row.setup.workers} | {row.full.throughput_rps:,.0f} | {ratio} "
+            f"| {row.full.p50_ms:.1f} | {row.full.p90_ms:.1f} | {row.full.p99_ms:.1f} "
+            f"| {row.half.p99_ms:.1f} ({row.half.throughput_rps:,.0f}/s) | {row.full.server_cpu_us or 0:.0f} "
+            f"| {row.full.errors + row.half.errors} | {row.full.peak_rss_mib or 0:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def median_run(runs: list[tuple[LoadResult, LoadResult]]) -> tuple[LoadResult, LoadResult]:
+    """The run whose maximum throughput is the median: one noisy neighbour's burst moves no figure."""
+    ordered = sorted(runs, key=lambda run: run[0].throughput_rps)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def load_average() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/loadavg").read_text().split(" ", 1)[0]
+    return "?"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement [10]")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--only", default="bare,sqlite,redis", help="targets, comma-separated [bare,sqlite,redis]")
+    parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated [1,2]")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a database the bench may flush [db 14]")
+    parser.add_argument("--no-dispatcher", action="store_true", help="gateway without its in-process dispatcher")
+    parser.add_argument("--soak", type=float, default=0.0, help="also a memory run at full load for this many s")
+    parser.add_argument("--expect-rps", type=float, default=9000.0, help="pre-signing budget per second of load")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per target, interleaved; the median is shown")
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also one worker with each optimisation off (bench.ablate), and without the per-delivery log line",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
+    args = parser.parse_args(argv)
+    loop_name = install_fast_loop()
+
+    kinds = [kind.strip() for kind in args.only.split(",") if kind.strip()]
+    workers = [int(count) for count in args.workers.split(",")]
+    setups = [Setup(kind, count) for count in workers for kind in ("bare", "sqlite", "redis") if kind in kinds]
+    if args.ablations:
+        setups += [
+            Setup("sqlite", 1, without=("group-commit",)),
+            Setup("sqlite", 1, without=("batch-biller",)),
+            Setup("sqlite", 1, quiet=True),
+            Setup("bare", 1, without=("fast-server",)),
+            Setup("sqlite", 1, without=("fast-server",)),
+        ]
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    print(f"machine: {machine()}; load generator loop: {loop_name}; work dir {workdir}", file=sys.stderr)
+    results: dict[Setup, list[tuple[LoadResult, LoadResult]]] = {setup: [] for setup in setups}
+    failures: dict[Setup, str] = {}
+    loads = [load_average()]
+    try:
+        for attempt in range(args.repeat):
+            # Interleaved (bare, gateway, bare, ...), so that a burst of outside load hits every target alike.
+            for setup in setups:
+                if setup in failures:
+                    continue
+                print(f"-- {setup.label}, {setup.workers} worker(s), run {attempt + 1}", file=sys.stderr)
+                try:
+                    with started(setup, workdir, args.redis_url, dispatcher=not args.no_dispatcher) as server:
+                        full, half = measure(
+                            server,
+                            duration_s=args.duration,
+                            concurrency=args.concurrency,
+                            warmup_s=args.warmup,
+                            expect_rps=args.expect_rps,
+                        )
+                except (RuntimeError, OSError) as exc:
+                    print(f"   skipped: {exc}", file=sys.stderr)
+                    failures[setup] = f"not measured: {exc}"
+                    continue
+                print(full.summary(), file=sys.stderr)
+                print(f"   half load: {half.throughput_rps:,.0f}/s, p99 {half.p99_ms:.1f} ms", file=sys.stderr)
+                results[setup].append((full, half))
+                loads.append(load_average())
+        rows = [
+            Row(setup, *median_run(results[setup]), runs=len(results[setup]))
+            if results[setup]
+            else Row(setup, None, None, note=failures.get(setup, "not measured"))
+            for setup in setups
+        ]
+        print()
+        print(
+            f"Ingest, {args.duration:g} s per measurement, median of {args.repeat} run(s), closed loop "
+            f"x{args.concurrency}, mix {Mix()}; {machine()}; 1-min load average during the run: {', '.join(loads)}"
+        )
+        print(table(rows))
+        if args.soak:
+            result = soak(workdir, args.redis_url, args.soak, args.concurrency, args.expect_rps)
+            growth = result.rss_growth()
+            print()
+            print(f"Memory, gateway SQLite x1 at full load for {args.soak:g} s: {result.throughput_rps:,.0f} req/s")
+            if growth is not None:
+                print(
+                    f"RSS MiB start {growth[0]:.1f}, middle {growth[1]:.1f}, end {growth[2]:.1f}: "
+                    f"{growth[3]:+.1f}% (target: within 10%)"
+                )
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,832 @@
+"""Redis adapters: the shared store of several gateway replicas (`GATEWAY_STORE=redis://host:port/db`, CONTRACT 5).
+
+Every replica (`gateway serve`, `gateway worker`, CLI commands) talks to one Redis through redis-py's asyncio
+client. The rules of each port stay MemoryLedger's; what Redis adds is that they must hold across processes, so:
+
+- every state change is ONE server-side step: a Lua script (Redis runs a script whole, with nothing interleaved),
+  or a MULTI/EXEC transaction. Python never reads a key and then writes another on the strength of that read;
+- Decimal carries and ledger rules are computed in Python (gateway.domain.units.settle, msgspec structs), and the
+  scripts commit them only if what Python read is still what the server holds (compare-and-set). A script that
+  finds its precondition broken writes nothing and says why, and Python retries with the fresh value;
+- every script checks all of its preconditions before its first write. Redis refuses a write for lack of memory
+  (maxmemory) only before a script's first write, and never stops one half-way, so a script writes all or nothing;
+- any Redis failure (connection refused or lost, timeout, OOM, READONLY replica, ...) surfaces as StoreUnavailable:
+  the delivery gets 503 and Ringside retries. The client's connections reconnect by themselves on the next call.
+
+Key layout under the prefix P (default "gw:"; per-record keys and index keys have distinct first segments, so an
+event id can never collide with an index):
+
+    P e:<event id>       string  msgpack Entry, the claim of a billable event. Expires GATEWAY_DEDUPE_TTL_S after it
+                                 is sent; pending and biller-rejected entries never expire.
+    P p:<key>            string  msgpack Parked, the claim of a parked delivery (kept until it is replayed).
+    P c:<customer>       string  the customer's carry, a Decimal in plain text (str(Decimal), exact).
+    P q:due              zset    pending ids not leased, scored by next_attempt_at.
+    P q:leased           zset    pending ids leased by a dispatcher, scored by the lease's deadline.
+    P q:held             hash    leased id -> its next_attempt_at, restored to q:due when the lease ends.
+    P q:age              zset    every pending id, scored by created_at (pending count, oldest pending).
+    P ix:parked          zset    every parked key, scored by parked_at; P ix:parked:<reason> the same per reason.
+    P stats              hash    counters kept by the scripts: sent, units_sent, units_pending (stats is O(1)).
+    P customers          hash    Ringside customer id -> billing customer id; P ix:customers (zset, score 0) keeps
+                                 the ids in byte order for list().
+    P m:<identifier>     string  the local ledger biller's claim on a meter event identifier;
+    P meter_events       list    its meter events (msgpack MeterEvent) in the order they were first sent.
+    P heartbeat          string  a counter ping() increments: the write that proves Redis accepts writes.
+
+Values are msgpack-encoded msgspec structs with their field names: Decimals travel as strings, bytes bodies as
+msgpack bin (byte-exact, non-UTF-8 included), floats as float64 (exact), and replicas of two versions can read each
+other's records during a rolling upgrade (unknown fields are ignored, missing ones take their default).
+
+Redis Cluster is not supported: the lease script reads entry keys it learns from the queue, which Cluster does not
+allow. Use one primary (with replicas, Sentinel or a managed failover).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any, Final, cast
+
+import msgspec
+import structlog
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisError
+from redis.typing import EncodableT
+
+from gateway.domain.errors import BillerUnavailable, StoreUnavailable
+from gateway.domain.ledger import (
+    Claim,
+    CustomerUsage,
+    Entry,
+    LedgerStats,
+    Parked,
+    ParkReason,
+    Recorded,
+    State,
+    rejected_record,
+)
+from gateway.domain.ports import BillingSink, CustomerStore, DedupeStore, Delivery, MeterEvent
+from gateway.domain.units import ZERO, Rounding, settle
+
+log = structlog.get_logger("gateway.redis")
+
+DEFAULT_PREFIX: Final = "gw:"
+# Longer than Ringside's retry horizon, so that a late redelivery of a sent event is still a duplicate. Stripe's
+# own identifier de-duplication only lasts "at least 24 hours" (CONTRACT 2), so ours must outlive Ringside's.
+DEFAULT_DEDUPE_TTL_S: Final = 30 * 24 * 3600
+
+# A webhook must get its answer (or a 503) well within Ringside's delivery timeout: a dead Redis fails fast, a
+# slow one is abandoned after SOCKET_TIMEOUT_S per try.
+SOCKET_TIMEOUT_S: Final = 2.0
+# Connections per process; every step is one short script, so a few dozen serve thousands of deliveries a second.
+MAX_CONNECTIONS: Final = 64
+POOL_WAIT_S: Final = 5.0
+# A pooled connection idle this long is PINGed before use, so a Redis restart is noticed before a command is lost.
+HEALTH_CHECK_INTERVAL_S: Final = 15
+# Retries re-dial a broken pooled connection (the first command after a Redis restart fails on it). Re-sending a
+# script after a lost reply is safe: each one re-checks its preconditions (a second record of an id is answered as
+# a duplicate, still a 2xx after a durable record; a second compare-and-set finds the new value and stops; a second
+# lease leases other entries, and the first ones come back when their lease runs out).
+_RETRY = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2)
+# Optimistic steps retry on a conflict; every conflict means another call succeeded, so progress is certain, and
+# this bound only turns pathological contention into a 503 (Ringside retries) instead of an endless loop.
+_MAX_CONFLICTS: Final = 1000
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_entry = msgspec.msgpack.Decoder(Entry).decode
+_decode_parked = msgspec.msgpack.Decoder(Parked).decode
+_decode_meter_event = msgspec.msgpack.Decoder(MeterEvent).decode
+
+
+def connect(url: str, *, max_connections: int = MAX_CONNECTIONS) -> Redis:
+    """A client for `redis://host:port/db` (or `rediss://`): no I/O until the first command.
+
+    Bytes in, bytes out (no decode_responses): stored records are binary msgpack. The pool is a blocking one: under
+    a burst, calls queue for a connection (up to POOL_WAIT_S) instead of failing at once or opening one connection
+    per concurrent delivery. The client owns its pool and closes it with `aclose()`.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=_RETRY,
+        client_name="ringside-gateway",
+    )
+    return Redis.from_pool(pool)
+
+
+class DurabilityWarning(msgspec.Struct, frozen=True):
+    """One way a Redis server could forget acknowledged events or claims: a log event name and what to do."""
+
+    event: str
+    message: str
+
+
+async def durability_warnings(client: Redis) -> list[DurabilityWarning]:
+    """What is wrong with this Redis as a home for billing data; empty when nothing is. Never raises.
+
+    - `appendonly no`: without AOF, a restart loses every write since the last RDB snapshot (or all of them), so
+      events Ringside was told were recorded could be lost, and claims forgotten (a redelivery billed again).
+    - a `maxmemory-policy` other than `noeviction`: Redis would evict claims and pending entries under memory
+      pressure instead of refusing writes (which become 503s, and Ringside retries).
+    """
+    try:
+        appendonly = _config_value(await client.config_get("appendonly"), "appendonly")
+        eviction = _config_value(await client.config_get("maxmemory-policy"), "maxmemory-policy")
+    except RedisError as exc:
+        # Managed Redis services often disable CONFIG: say that we could not check rather than stay silent.
+        return [DurabilityWarning("redis.durability_unknown", f"could not read Redis persistence settings: {exc}")]
+    warnings = []
+    if appendonly != "yes":
+        warnings.append(
+            DurabilityWarning(
+                "redis.no_persistence",
+                "Redis has no AOF persistence (appendonly no): acknowledged events could be lost on a Redis "
+                "restart. Run Redis for billing data with appendonly yes (README, Redis).",
+            )
+        )
+    if eviction not in ("noeviction", ""):
+        warnings.append(
+            DurabilityWarning(
+                "redis.eviction_enabled",
+                f"maxmemory-policy is {eviction}: Redis may evict claims and pending entries under memory "
+                "pressure; set maxmemory-policy noeviction (README, Redis).",
+            )
+        )
+    return warnings
+
+
+async def warn_if_volatile(client: Redis) -> None:
+    """At start-up: log a structlog warning for each durability_warnings() finding. Never raises."""
+    for warning in await durability_warnings(client):
+        log.warning(warning.event, message=warning.message)
+
+
+def _config_value(reply: Any, name: str) -> str:
+    """One value of a CONFIG GET reply ("" for a parameter the server does not know), whatever the key type.
+
+    redis-py decodes CONFIG replies to str even without decode_responses; accept bytes too, to be independent of it.
+    """
+    values = {_text(key): _text(value) for key, value in dict(reply).items()}
+    return values.get(name, "")
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Translate redis-py's errors at the boundary: nothing named `redis.*` travels upward."""
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+
+
+class _Keys:
+    """The key layout of the module docstring, under one prefix."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def entry(self, event_id: str) -> str:
+        return f"{self.prefix}e:{event_id}"
+
+    def parked(self, key: str) -> str:
+        return f"{self.prefix}p:{key}"
+
+    def carry(self, customer: str) -> str:
+        return f"{self.prefix}c:{customer}"
+
+    def meter_event(self, identifier: str) -> str:
+        return f"{self.prefix}m:{identifier}"
+
+    def parked_index(self, reason: ParkReason | None = None) -> str:
+        return f"{self.prefix}ix:parked" if reason is None else f"{self.prefix}ix:parked:{reason.value}"
+
+    def every_reason_index(self) -> list[str]:
+        return [self.parked_index(reason) for reason in ParkReason]
+
+    @property
+    def due(self) -> str:
+        return f"{self.prefix}q:due"
+
+    @property
+    def leased(self) -> str:
+        return f"{self.prefix}q:leased"
+
+    @property
+    def held(self) -> str:
+        return f"{self.prefix}q:held"
+
+    @property
+    def age(self) -> str:
+        return f"{self.prefix}q:age"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}stats"
+
+    @property
+    def customers(self) -> str:
+        return f"{self.prefix}customers"
+
+    @property
+    def customer_index(self) -> str:
+        return f"{self.prefix}ix:customers"
+
+    @property
+    def meter_events(self) -> str:
+        return f"{self.prefix}meter_events"
+
+    @property
+    def heartbeat(self) -> str:
+        return f"{self.prefix}heartbeat"
+
+
+# -- Scripts ----------------------------------------------------------------------------------------------------
+# Each reads and checks first, then writes; none does arithmetic of its own (values arrive as the exact strings
+# Python wrote: Redis parses scores with strtod, so floats round-trip exactly, and Lua's numbers would print a
+# 15-digit unit count as 1e+15). An error after a script's first write would leave it half done, so every argument
+# a write takes is formed in Python and well-formed by construction (negative counts included: Redis refuses "-0").
+
+# Claim + carry + pending entry. Why compare-and-set rather than the whole rule in Lua: the carry is an exact
+# Decimal of up to ~40 fractional digits and its rule lives in units.settle; Lua has only doubles, so doing it
+# there means a second, hand-written decimal adder to keep in step with settle(). Why not WATCH/MULTI: each
+# in-flight WATCH pins a connection until EXEC (500 concurrent deliveries, 500 connections), costs three round
+# trips, and a conflict needs a fresh read; this script answers a conflict with the current carry in the same
+# reply, answers a duplicate with the existing entry, and commits claim, carry, queue and counters in one step.
+_RECORD = """
+-- KEYS: 1 entry, 2 parked record of this id, 3 carry, 4 parked record replaced (or KEYS[2]), 5 q:due, 6 q:age,
+--       7 stats, 8 ix:parked, 9.. ix:parked:<reason> for every reason
+-- ARGV: 1 entry blob, 2 event id, 3 next_attempt_at, 4 created_at, 5 units, 6 '1' when the carry is settled,
+--       7 the carry Python settled from ('' = none), 8 the new carry, 9 the key replaced ('' = none)
+local existing = redis.call('GET', KEYS[1])
+if existing then return {'exists', existing} end
+if ARGV[9] ~= ARGV[2] and redis.call('EXISTS', KEYS[2]) == 1 then return {'parked'} end
+if ARGV[6] == '1' then
+  local carry = redis.call('GET', KEYS[3]) or ''
+  if carry ~= ARGV[7] then return {'carry', carry} end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[6] == '1' then redis.call('SET', KEYS[3], ARGV[8]) end
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2])
+redis.call('HINCRBY', KEYS[7], 'units_pending', ARGV[5])
+if ARGV[9] ~= '' then
+  redis.call('DEL', KEYS[4])
+  for i = 8, #KEYS do redis.call('ZREM', KEYS[i], ARGV[9]) end
+end
+return {'created'}
+"""
+
+_PARK = """
+-- KEYS: 1 entry of this key, 2 parked record, 3 ix:parked, 4 ix:parked:<reason>
+-- ARGV: 1 parked blob, 2 key, 3 parked_at
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+return 1
+"""
+
+# Expired leases come back first (a crashed dispatcher's entries), then due ids move from q:due to q:leased, all in
+# one step, so two dispatchers can never take the same id: the second finds it gone from q:due.
+_LEASE = """
+-- KEYS: 1 q:due, 2 q:leased, 3 q:held
+-- ARGV: 1 now, 2 limit, 3 lease deadline, 4 prefix of entry keys
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])) do
+  local due_at = redis.call('HGET', KEYS[3], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
+  if due_at then redis.call('ZADD', KEYS[1], due_at, id) end
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+local leased = {}
+for i = 1, #due, 2 do
+  local id, due_at = due[i], due[i + 1]
+  redis.call('ZREM', KEYS[1], id)
+  local blob = redis.call('GET', ARGV[4] .. id)
+  if blob then
+    redis.call('ZADD', KEYS[2], ARGV[3], id)
+    redis.call('HSET', KEYS[3], id, due_at)
+    leased[#leased + 1] = blob
+  end
+end
+return leased
+"""
+
+_RELEASE = """
+-- KEYS: 1 q:due, 2 q:leased, 3 q:held.  ARGV: the ids
+for _, id in ipairs(ARGV) do
+  local due_at = redis.call('HGET', KEYS[3], id)
+  if due_at then
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('ZADD', KEYS[1], due_at, id)
+  end
+end
+return 0
+"""
+
+# The three marks compare the entry with the bytes Python decided from (ARGV[1]) and write nothing when it changed
+# in between; Python then re-reads and decides again (usually: it is no longer pending, so nothing to do).
+_MARK_SENT = """
+-- KEYS: 1 entry, 2 q:due, 3 q:leased, 4 q:held, 5 q:age, 6 stats
+-- ARGV: 1 entry blob read, 2 new blob, 3 event id, 4 units, 5 dedupe TTL in seconds, 6 minus the units
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[5])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('HDEL', KEYS[4], ARGV[3])
+redis.call('ZREM', KEYS[5], ARGV[3])
+redis.call('HINCRBY', KEYS[6], 'sent', 1)
+redis.call('HINCRBY', KEYS[6], 'units_sent', ARGV[4])
+redis.call('HINCRBY', KEYS[6], 'units_pending', ARGV[6])
+return 1
+"""
+
+_MARK_RETRY = """
+-- KEYS: 1 entry, 2 q:due, 3 q:leased, 4 q:held
+-- ARGV: 1 entry blob read, 2 new blob, 3 event id, 4 next_attempt_at
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('HDEL', KEYS[4], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+return 1
+"""
+
+_MARK_REJECTED = """
+-- KEYS: 1 entry, 2 q:due, 3 q:leased, 4 q:held, 5 q:age, 6 stats, 7 parked record, 8 ix:parked,
+--       9 ix:parked:biller_rejected, 10.. ix:parked:<reason> for every reason
+-- ARGV: 1 entry blob read, 2 new blob, 3 event id, 4 minus the units, 5 parked blob, 6 parked_at
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('HDEL', KEYS[4], ARGV[3])
+redis.call('ZREM', KEYS[5], ARGV[3])
+redis.call('HINCRBY', KEYS[6], 'units_pending', ARGV[4])
+-- Overwrite, as MemoryLedger does: a rejection must always be recordable, never stuck on a conflict.
+redis.call('SET', KEYS[7], ARGV[5])
+for i = 10, #KEYS do redis.call('ZREM', KEYS[i], ARGV[3]) end
+redis.call('ZADD', KEYS[8], ARGV[6], ARGV[3])
+redis.call('ZADD', KEYS[9], ARGV[6], ARGV[3])
+return 1
+"""
+
+# An operator's replay of a biller-rejected entry: both the entry and its parked record must still be the bytes
+# Python decided from, so two concurrent replays requeue it once.
+_REQUEUE = """
+-- KEYS: 1 entry, 2 parked record, 3 q:due, 4 q:age, 5 stats, 6 ix:parked, 7.. ix:parked:<reason> for every reason
+-- ARGV: 1 entry blob read, 2 parked blob read, 3 new blob, 4 event id, 5 next_attempt_at, 6 created_at, 7 units
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('DEL', KEYS[2])
+for i = 6, #KEYS do redis.call('ZREM', KEYS[i], ARGV[4]) end
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[6], ARGV[4])
+redis.call('HINCRBY', KEYS[5], 'units_pending', ARGV[7])
+return 1
+"""
+
+_SEND = """
+-- KEYS: 1 m:<identifier>, 2 meter_events.  ARGV: 1 meter event blob
+if not redis.call('SET', KEYS[1], '1', 'NX') then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _members(reply: object) -> list[str]:
+    """ZRANGE without scores answers a list of members (redis-py's return type covers every ZRANGE form)."""
+    return [_text(member) for member in cast("list[bytes | str]", reply)]
+
+
+def _glob_escape(text: str) -> str:
+    """A literal prefix in a SCAN MATCH pattern: glob's special characters escaped."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _raw(value: bytes | str) -> bytes:
+    """The client never decodes replies (no decode_responses), but redis-py's types cannot know it."""
+    return value if isinstance(value, bytes) else value.encode()
+
+
+class RedisLedger(DedupeStore):
+    """The ledger in Redis, with MemoryLedger's semantics, shared by every replica.
+
+    Invariants: an id is claimed by at most one entry or one parked record (a biller-rejected entry keeps its entry
+    and gains a parked record of the same key); each method is one atomic server-side step; a pending id is in
+    exactly one of q:due and q:leased, so a lease is held by one dispatcher at a time, and an expired lease is
+    taken over by the next lease_due of any replica; sent entries expire `dedupe_ttl_s` after they are sent,
+    pending ones never. lease_due orders by next_attempt_at, then by event id (MemoryLedger: then by created_at).
+    """
+
+    def __init__(
+        self, client: Redis, *, prefix: str = DEFAULT_PREFIX, dedupe_ttl_s: int = DEFAULT_DEDUPE_TTL_S
+    ) -> None:
+        if dedupe_ttl_s <= 0:
+            raise ValueError("dedupe_ttl_s must be positive")
+        self._client = client
+        self._keys = _Keys(prefix)
+        self._ttl_s = int(dedupe_ttl_s)
+        self._record = client.register_script(_RECORD)
+        self._park = client.register_script(_PARK)
+        self._lease = client.register_script(_LEASE)
+        self._release = client.register_script(_RELEASE)
+        self._mark_sent = client.register_script(_MARK_SENT)
+        self._mark_retry = client.register_script(_MARK_RETRY)
+        self._mark_rejected = client.register_script(_MARK_REJECTED)
+        self._requeue = client.register_script(_REQUEUE)
+
+    def __repr__(self) -> str:
+        return f"RedisLedger(prefix={self._keys.prefix!r})"
+
+    async def record(self, claim: Claim, rounding: Rounding, now: float, *, replaces: str | None = None) -> Recorded:
+        keys = self._keys
+        event_id = claim.event_id
+        replaced = replaces if replaces is not None else ""
+        script_keys = [
+            keys.entry(event_id),
+            keys.parked(event_id),
+            keys.carry(claim.billing_customer),
+            keys.parked(replaces) if replaces is not None else keys.parked(event_id),
+            keys.due,
+            keys.age,
+            keys.stats,
+            keys.parked_index(),
+            *keys.every_reason_index(),
+        ]
+        settles_carry = rounding is Rounding.CARRY
+        with _store_errors():
+            # Only a hint: the script re-checks it. Other rules leave the carry alone, so they never conflict.
+            read = await self._client.get(keys.carry(claim.billing_customer)) if settles_carry else None
+            for _ in range(_MAX_CONFLICTS):
+                carry_text = _text(read)
+                units, carry = settle(claim.exact_units, Decimal(carry_text) if carry_text else ZERO, rounding)
+                entry = Entry(
+                    event_id=event_id,
+                    event_type=claim.event_type,
+                    billing_customer=claim.billing_customer,
+                    ringside_customer=claim.ringside_customer,
+                    cost_usd=claim.cost_usd,
+                    units=units,
+                    timestamp=claim.timestamp,
+                    state=State.PENDING,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+                reply = await self._record(
+                    keys=script_keys,
+                    args=[
+                        _encode(entry),
+                        event_id,
+                        now,
+                        now,
+                        units,
+                        "1" if settles_carry else "0",
+                        carry_text,
+                        str(carry),
+                        replaced,
+                    ],
+                )
+                outcome = _text(reply[0])
+                if outcome == "created":
+                    return Recorded(created=True, entry=entry)
+                if outcome == "exists":
+                    return Recorded(created=False, entry=_decode_entry(reply[1]))
+                if outcome == "parked":
+                    return Recorded(created=False, entry=None)
+                read = reply[1]  # "carry": another record of this customer won; settle again from its carry
+        raise StoreUnavailable(f"too much contention on the carry of {claim.billing_customer!r}; retry later")
+
+    async def park(self, parked: Parked) -> bool:
+        keys = self._keys
+        with _store_errors():
+            claimed = await self._park(
+                keys=[
+                    keys.entry(parked.key),
+                    keys.parked(parked.key),
+                    keys.parked_index(),
+                    keys.parked_index(parked.reason),
+                ],
+                args=[_encode(parked), parked.key, parked.parked_at],
+            )
+        return bool(claimed)
+
+    async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
+        if limit <= 0:
+            return []
+        keys = self._keys
+        with _store_errors():
+            blobs = await self._lease(
+                keys=[keys.due, keys.leased, keys.held],
+                args=[now, limit, now + lease_s, keys.entry("")],
+            )
+        return [_decode_entry(blob) for blob in blobs]
+
+    async def release(self, event_ids: list[str]) -> None:
+        if not event_ids:
+            return
+        keys = self._keys
+        with _store_errors():
+            await self._release(keys=[keys.due, keys.leased, keys.held], args=list(event_ids))
+
+    async def mark_sent(self, event_id: str, now: float) -> None:
+        keys = self._keys
+
+        async def commit(blob: bytes, entry: Entry) -> Any:
+            sent = msgspec.structs.replace(entry, state=State.SENT, sent_at=now)
+            return await self._mark_sent(
+                keys=[keys.entry(event_id), keys.due, keys.leased, keys.held, keys.age, keys.stats],
+                args=[blob, _encode(sent), event_id, entry.units, self._ttl_s, -entry.units],
+            )
+
+        await self._transition(event_id, commit)
+
+    async def mark_retry(self, event_id: str, next_attempt_at: float, error: str) -> None:
+        keys = self._keys
+
+        async def commit(blob: bytes, entry: Entry) -> Any:
+            retried = msgspec.structs.replace(
+                entry, attempts=entry.attempts + 1, next_attempt_at=next_attempt_at, last_error=error
+            )
+            return await self._mark_retry(
+                keys=[keys.entry(event_id), keys.due, keys.leased, keys.held],
+                args=[blob, _encode(retried), event_id, next_attempt_at],
+            )
+
+        await self._transition(event_id, commit)
+
+    async def mark_rejected(self, event_id: str, message: str, now: float) -> None:
+        keys = self._keys
+
+        async def commit(blob: bytes, entry: Entry) -> Any:
+            rejected = msgspec.structs.replace(entry, state=State.PARKED, last_error=message)
+            return await self._mark_rejected(
+                keys=[
+                    keys.entry(event_id),
+                    keys.due,
+                    keys.leased,
+                    keys.held,
+                    keys.age,
+                    keys.stats,
+                    keys.parked(event_id),
+                    keys.parked_index(),
+                    keys.parked_index(ParkReason.BILLER_REJECTED),
+                    *keys.every_reason_index(),
+                ],
+                args=[
+                    blob,
+                    _encode(rejected),
+                    event_id,
+                    -entry.units,
+                    _encode(rejected_record(rejected, message, now)),
+                    now,
+                ],
+            )
+
+        await self._transition(event_id, commit)
+
+    async def requeue(self, event_id: str, now: float, *, billing_customer: str | None = None) -> Entry | None:
+        keys = self._keys
+        with _store_errors():
+            for _ in range(_MAX_CONFLICTS):
+                entry_blob, parked_blob = await self._client.mget([keys.entry(event_id), keys.parked(event_id)])
+                if entry_blob is None or parked_blob is None:
+                    return None
+                entry = _decode_entry(_raw(entry_blob))
+                if entry.state is not State.PARKED or _decode_parked(_raw(parked_blob)).reason is not (
+                    ParkReason.BILLER_REJECTED
+                ):
+                    return None
+                requeued = msgspec.structs.replace(
+                    entry,
+                    state=State.PENDING,
+                    billing_customer=billing_customer or entry.billing_customer,
+                    attempts=0,
+                    next_attempt_at=now,
+                )
+                if await self._requeue(
+                    keys=[
+                        keys.entry(event_id),
+                        keys.parked(event_id),
+                        keys.due,
+                        keys.age,
+                        keys.stats,
+                        keys.parked_index(),
+                        *keys.every_reason_index(),
+                    ],
+                    args=[entry_blob, parked_blob, _encode(requeued), event_id, now, entry.created_at, entry.units],
+                ):
+                    return requeued
+        raise StoreUnavailable(f"entry {event_id!r} kept changing; retry later")
+
+    async def _transition(self, event_id: str, commit: Callable[[bytes, Entry], Awaitable[Any]]) -> None:
+        """Change a pending entry by compare-and-set; a no-op once the entry is gone or no longer pending.
+
+        `commit` decides the new entry from the one read (the rules stay in Python and msgspec) and runs a script
+        that writes only if the entry still has the bytes read, answering 1; on 0 (it changed in between, say
+        another replica's mark after a lease ran out) the entry is read again and the decision made afresh.
+        """
+        with _store_errors():
+            for _ in range(_MAX_CONFLICTS):
+                read = await self._client.get(self._keys.entry(event_id))
+                if read is None:
+                    return
+                blob = _raw(read)
+                entry = _decode_entry(blob)
+                if entry.state is not State.PENDING or await commit(blob, entry):
+                    return
+        raise StoreUnavailable(f"entry {event_id!r} kept changing; retry later")
+
+    async def get(self, event_id: str) -> Entry | None:
+        with _store_errors():
+            blob = await self._client.get(self._keys.entry(event_id))
+        return None if blob is None else _decode_entry(_raw(blob))
+
+    async def get_parked(self, key: str) -> Parked | None:
+        with _store_errors():
+            blob = await self._client.get(self._keys.parked(key))
+        return None if blob is None else _decode_parked(_raw(blob))
+
+    async def list_parked(self, reason: ParkReason | None = None, limit: int = 100) -> list[Parked]:
+        if limit <= 0:
+            return []
+        with _store_errors():
+            parked_keys = _members(await self._client.zrange(self._keys.parked_index(reason), 0, limit - 1))
+            if not parked_keys:
+                return []
+            blobs = await self._client.mget([self._keys.parked(key) for key in parked_keys])
+        # A record replayed between the two reads is simply no longer listed.
+        return [_decode_parked(_raw(blob)) for blob in blobs if blob is not None]
+
+    async def stats(self) -> LedgerStats:
+        keys = self._keys
+        with _store_errors():
+            # MULTI/EXEC: one consistent snapshot, every read O(1) or O(log n).
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.zcard(keys.age)
+                pipe.zrange(keys.age, 0, 0, withscores=True)
+                pipe.hmget(keys.stats, ["sent", "units_sent", "units_pending"])
+                pipe.zcard(keys.parked_index())
+                pending, oldest, counters, parked = await pipe.execute()
+        sent, units_sent, units_pending = (int(value or 0) for value in counters)
+        return LedgerStats(
+            pending=int(pending),
+            sent=sent,
+            parked=int(parked),
+            oldest_pending_at=float(oldest[0][1]) if oldest else None,
+            units_sent=units_sent,
+            units_pending=units_pending,
+        )
+
+    async def usage(self, since: int | None = None, until: int | None = None) -> list[CustomerUsage]:
+        """Walk every entry with SCAN: a report for operators, so it costs no index memory and no write per event.
+
+        Redis keeps a sent entry for GATEWAY_DEDUPE_TTL_S only, so a period older than that is reported from what
+        is left (Stripe holds the complete record). SCAN does not block Redis; it may return a key twice (hence the
+        set) and each entry is read whole, so every entry is counted once, in one state.
+        """
+        totals: dict[str, list[int]] = {}
+        seen: set[bytes] = set()
+        with _store_errors():
+            batch: list[bytes] = []
+            async for key in self._client.scan_iter(match=_glob_escape(self._keys.entry("")) + "*", count=1000):
+                raw_key = _raw(key)
+                if raw_key not in seen:
+                    seen.add(raw_key)
+                    batch.append(raw_key)
+                if len(batch) >= 1000:
+                    self._add_usage(totals, await self._client.mget(batch), since, until)
+                    batch = []
+            if batch:
+                self._add_usage(totals, await self._client.mget(batch), since, until)
+        return [
+            CustomerUsage(customer, events=events, units_sent=sent, units_pending=pending)
+            for customer, (events, sent, pending) in sorted(totals.items())
+        ]
+
+    @staticmethod
+    def _add_usage(
+        totals: dict[str, list[int]], blobs: list[bytes | str | None], since: int | None, until: int | None
+    ) -> None:
+        for blob in blobs:
+            if blob is None:  # expired between SCAN and MGET
+                continue
+            entry = _decode_entry(_raw(blob))
+            if entry.state is State.PARKED:
+                continue
+            if (since is not None and entry.timestamp < since) or (until is not None and entry.timestamp >= until):
+                continue
+            counts = totals.setdefault(entry.billing_customer, [0, 0, 0])
+            counts[0] += 1
+            counts[1 if entry.state is State.SENT else 2] += entry.units
+
+    async def ping(self) -> None:
+        # A write, not a PING: only a write proves Redis accepts them now (not OOM, not a read-only replica).
+        with _store_errors():
+            await self._client.incr(self._keys.heartbeat)
+
+
+class RedisCustomers(CustomerStore):
+    """Ringside customer id -> Stripe customer id: a hash, plus a score-0 zset that keeps the ids in byte order.
+
+    Invariant: an id is in the hash exactly when it is in the zset; both change in one MULTI/EXEC.
+    """
+
+    def __init__(self, client: Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+        self._client = client
+        self._keys = _Keys(prefix)
+
+    async def get(self, ringside_id: str) -> str | None:
+        with _store_errors():
+            value = await self._client.hget(self._keys.customers, ringside_id)
+        return None if value is None else _text(value)
+
+    async def set(self, ringside_id: str, billing_id: str) -> None:
+        with _store_errors():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._keys.customers, ringside_id, billing_id)
+                pipe.zadd(self._keys.customer_index, {ringside_id: 0})
+                await pipe.execute()
+
+    async def set_many(self, pairs: Sequence[tuple[str, str]]) -> None:
+        # A dict keeps each id's last pair, as the port requires; one MULTI/EXEC applies all of them or none.
+        mapping: dict[EncodableT, EncodableT] = dict(pairs)
+        if not mapping:
+            return
+        with _store_errors():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(self._keys.customers, mapping=mapping)
+                pipe.zadd(self._keys.customer_index, {ringside_id: 0 for ringside_id, _ in pairs})
+                await pipe.execute()
+
+    async def delete(self, ringside_id: str) -> bool:
+        with _store_errors():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._keys.customers, ringside_id)
+                pipe.zrem(self._keys.customer_index, ringside_id)
+                removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def list(self, limit: int = 1000) -> list[tuple[str, str]]:
+        if limit <= 0:
+            return []
+        with _store_errors():
+            # Members of equal score are ordered by their bytes: UTF-8 byte order is code point order, as sorted().
+            ids = _members(await self._client.zrange(self._keys.customer_index, 0, limit - 1))
+            if not ids:
+                return []
+            billing_ids = await self._client.hmget(self._keys.customers, list(ids))
+        # An id deleted between the two reads is simply no longer listed.
+        pairs = zip(ids, billing_ids, strict=True)
+        return [(ringside, _text(billing)) for ringside, billing in pairs if billing is not None]
+
+
+class RedisBiller(BillingSink):
+    """The local ledger biller in Redis: records meter events instead of sending them (CONTRACT 5).
+
+    Invariant: one event per identifier, like Stripe's de-duplication of `identifier`; a second send returns
+    ALREADY_SENT and keeps the first. A Redis failure is a transient biller failure (BillerUnavailable), so the
+    dispatcher retries the entry rather than parking it.
+    """
+
+    name = "ledger"
+
+    def __init__(self, client: Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+        self._client = client
+        self._keys = _Keys(prefix)
+        self._send = client.register_script(_SEND)
+
+    async def send(self, event: MeterEvent) -> Delivery:
+        try:
+            with _store_errors():
+                stored = await self._send(
+                    keys=[self._keys.meter_event(event.identifier), self._keys.meter_events], args=[_encode(event)]
+                )
+        except StoreUnavailable as exc:
+            raise BillerUnavailable(exc.message, cause="store_unavailable") from exc
+        return Delivery.SENT if stored else Delivery.ALREADY_SENT
+
+    async def events(self) -> list[MeterEvent]:
+        """Every recorded meter event, in the order they were first sent."""
+        with _store_errors():
+            blobs = await self._client.lrange(self._keys.meter_events, 0, -1)
+        return [_decode_meter_event(_raw(blob)) for blob in blobs]
+
+    async def close(self) -> None:
+        # The client belongs to the container (it is shared with the ledger), which closes it.
+        return None

@@ -1,0 +1,124 @@
+"""Replay: an operator sends a parked delivery through the pipeline again (`gateway parked replay`).
+
+Two kinds of parked records, two ways back (CONTRACT 1, "Ledger first"):
+- parked at ingest (`unknown_customer`, `invalid_payload`, `too_old`): the body is run through `Ingest.process`
+  exactly as a delivery would be, with `replaces=key`, so the new ledger entry and the removal of the parked record
+  happen in one atomic step. A mapping added since (`gateway customers set`) is therefore picked up, and the event
+  is billed once: the id is then claimed by its entry, so a second replay finds nothing parked, and a live
+  redelivery racing the replay is a duplicate of whichever claimed the id first.
+- rejected by the biller (`biller_rejected`): the entry is already in the ledger, in state parked.
+  `DedupeStore.requeue` puts it back to pending and removes the record in one step, billed to the customer store's
+  current mapping for its Ringside customer when that changed (the usual fix for "No such customer").
+
+Invariant: a replay never bills an event twice, and a replay that still cannot bill leaves the parked record as it
+was, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+
+import msgspec
+
+from gateway.domain.ledger import Parked, ParkReason
+from gateway.domain.ports import Clock, CustomerStore, DedupeStore
+from gateway.service.ingest import Ingest, Outcome, Status
+
+# `replay --all` reads the keys in pages that double in size, since the records left parked stay listed.
+_FIRST_PAGE = 500
+
+
+class ReplayStatus(StrEnum):
+    BILLED = "billed"
+    """Recorded as pending (or requeued): the dispatcher sends it to the biller."""
+    STILL_PARKED = "still_parked"
+    """Still not billable (no mapping yet, still invalid, too old); the parked record is kept."""
+    DUPLICATE = "duplicate"
+    """Its event id is already in the ledger (another record of it was billed); the parked record is kept."""
+    IGNORED = "ignored"
+    """Not a billable event type under the current settings; the parked record is kept."""
+    NOT_PARKED = "not_parked"
+    """Nothing is parked under this key: never parked, or already replayed."""
+
+
+class ReplayResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What one replay did. `reason` and `message` say why a record is still parked."""
+
+    key: str
+    status: ReplayStatus
+    units: int | None = None
+    customer: str | None = None
+    reason: ParkReason | None = None
+    message: str | None = None
+
+
+class Replayer:
+    def __init__(self, ingest: Ingest, ledger: DedupeStore, customers: CustomerStore, clock: Clock) -> None:
+        self._ingest = ingest
+        self._ledger = ledger
+        self._customers = customers
+        self._clock = clock
+
+    async def replay(self, key: str) -> ReplayResult:
+        """Replay the record parked under `key`. Raises StoreUnavailable (then nothing changed)."""
+        parked = await self._ledger.get_parked(key)
+        if parked is None:
+            return ReplayResult(key, ReplayStatus.NOT_PARKED)
+        if parked.reason is ParkReason.BILLER_REJECTED:
+            return await self._requeue(parked)
+        outcome = await self._ingest.process(parked.body, parked.signed_at, self._clock.now(), replaces=key)
+        return _result(key, outcome)
+
+    async def parked_keys(self, reason: ParkReason | None = None) -> list[str]:
+        """Every key parked now (with `reason`, when given), oldest first."""
+        limit = _FIRST_PAGE
+        while True:
+            page = await self._ledger.list_parked(reason, limit=limit)
+            if len(page) < limit:
+                return [record.key for record in page]
+            limit *= 2
+
+    async def replay_all(
+        self, keys: list[str], on_each: Callable[[ReplayResult], None] = lambda result: None
+    ) -> list[ReplayResult]:
+        """Replay `keys` one after another (the customer carry makes order matter: oldest first, as parked)."""
+        results = []
+        for key in keys:
+            result = await self.replay(key)
+            results.append(result)
+            on_each(result)
+        return results
+
+    async def _requeue(self, parked: Parked) -> ReplayResult:
+        entry = await self._ledger.get(parked.key)
+        if entry is None:
+            return ReplayResult(parked.key, ReplayStatus.NOT_PARKED)
+        customer = entry.billing_customer
+        if entry.ringside_customer:
+            # The customer store is where an operator fixes a wrong Stripe id; the rejected id is kept otherwise.
+            customer = await self._customers.get(entry.ringside_customer) or customer
+        requeued = await self._ledger.requeue(parked.key, self._clock.now(), billing_customer=customer)
+        if requeued is None:
+            # Replayed by someone else between our two reads.
+            return ReplayResult(parked.key, ReplayStatus.NOT_PARKED)
+        return ReplayResult(parked.key, ReplayStatus.BILLED, units=requeued.units, customer=requeued.billing_customer)
+
+
+def _result(key: str, outcome: Outcome) -> ReplayResult:
+    if outcome.status is Status.ACCEPTED:
+        return ReplayResult(key, ReplayStatus.BILLED, units=outcome.units, customer=outcome.customer)
+    if outcome.status is Status.PARKED:
+        return ReplayResult(key, ReplayStatus.STILL_PARKED, reason=outcome.reason, message=outcome.message)
+    if outcome.status is Status.DUPLICATE:
+        return ReplayResult(
+            key,
+            ReplayStatus.DUPLICATE,
+            customer=outcome.customer,
+            message=f"event {outcome.event_id} is already in the ledger",
+        )
+    return ReplayResult(
+        key,
+        ReplayStatus.IGNORED,
+        message=f"event type {outcome.event_type!r} is not billable (GATEWAY_BILLABLE_EVENTS)",
+    )

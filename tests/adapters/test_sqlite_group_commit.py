@@ -1,0 +1,134 @@
+"""SqliteDatabase's group commit: writes that queue up together share one transaction, each atomic on its own.
+
+Every test holds the writer thread inside a first write (a gate), queues more writes behind it, then opens the gate,
+so the grouping is deterministic without any sleep: the queued writes are one group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.adapters.sqlite import SqliteDatabase
+from gateway.domain.errors import StoreUnavailable
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
+    db = SqliteDatabase(tmp_path / "group.db")
+    await db.write(lambda c: c.execute("CREATE TABLE items (name TEXT PRIMARY KEY)"))
+    yield db
+    db.close()
+
+
+def insert(name: str) -> Callable[[sqlite3.Connection], str]:
+    def work(connection: sqlite3.Connection) -> str:
+        connection.execute("INSERT INTO items (name) VALUES (?)", (name,))
+        return name
+
+    return work
+
+
+async def names(database: SqliteDatabase) -> list[str]:
+    rows = await database.read(lambda c: c.execute("SELECT name FROM items ORDER BY name").fetchall())
+    return [str(row[0]) for row in rows]
+
+
+async def queued_behind_a_gate(
+    database: SqliteDatabase, works: list[Callable[[sqlite3.Connection], Any]], statements: list[str]
+) -> list[Any]:
+    """Hold the writer thread in a first write, queue `works`, release; return their outcomes (values or errors)."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold(connection: sqlite3.Connection) -> None:
+        connection.set_trace_callback(statements.append)
+        entered.set()
+        gate.wait(timeout=10)
+
+    first = asyncio.ensure_future(database.write(hold))
+    await asyncio.to_thread(entered.wait, 10)
+    pending: list[Awaitable[Any]] = [asyncio.ensure_future(database.write(work)) for work in works]
+    await asyncio.sleep(0)  # let every write reach the queue before the gate opens
+    gate.set()
+    await first
+    return list(await asyncio.gather(*pending, return_exceptions=True))
+
+
+async def test_writes_share_one_commit_when_they_queue_while_another_commits(database: SqliteDatabase) -> None:
+    statements: list[str] = []
+
+    results = await queued_behind_a_gate(database, [insert(f"item_{n}") for n in range(10)], statements)
+
+    assert results == [f"item_{n}" for n in range(10)]
+    assert statements.count("COMMIT") == 2  # the gate's own transaction, then one for all ten
+    assert statements.count("SAVEPOINT job") == 10
+    assert await names(database) == sorted(f"item_{n}" for n in range(10))
+
+
+async def test_failing_write_is_undone_alone_when_it_shares_a_group(database: SqliteDatabase) -> None:
+    def insert_then_fail(connection: sqlite3.Connection) -> None:
+        connection.execute("INSERT INTO items (name) VALUES ('half_written')")
+        raise ValueError("the caller's own error")
+
+    results = await queued_behind_a_gate(database, [insert("before"), insert_then_fail, insert("after")], [])
+
+    assert results[0] == "before" and results[2] == "after"
+    assert isinstance(results[1], ValueError)
+    assert await names(database) == ["after", "before"]
+
+
+async def test_sqlite_error_fails_only_its_own_write_when_it_shares_a_group(database: SqliteDatabase) -> None:
+    results = await queued_behind_a_gate(database, [insert("evt_A"), insert("evt_A"), insert("evt_B")], [])
+
+    assert results[0] == "evt_A" and results[2] == "evt_B"
+    assert isinstance(results[1], StoreUnavailable)  # the primary key refused the second evt_A
+    assert await names(database) == ["evt_A", "evt_B"]
+
+
+async def test_earlier_writes_fail_and_later_ones_commit_when_sqlite_ends_the_transaction(
+    database: SqliteDatabase,
+) -> None:
+    def lose_the_transaction(connection: sqlite3.Connection) -> None:
+        # What SQLITE_FULL or SQLITE_IOERR do: SQLite rolls the whole transaction back by itself.
+        connection.execute("ROLLBACK")
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    results = await queued_behind_a_gate(database, [insert("lost"), lose_the_transaction, insert("later")], [])
+
+    assert isinstance(results[0], StoreUnavailable)
+    assert isinstance(results[1], StoreUnavailable)
+    assert results[2] == "later"
+    assert await names(database) == ["later"]
+
+
+async def test_every_write_of_the_group_fails_and_none_stays_when_commit_fails(database: SqliteDatabase) -> None:
+    await database.write(
+        lambda c: c.execute(
+            "CREATE TABLE children (parent TEXT REFERENCES items (name) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    )
+
+    def orphan(connection: sqlite3.Connection) -> None:
+        # A deferred foreign key is checked at COMMIT only: the one way to make a COMMIT itself refuse.
+        connection.execute("INSERT INTO children (parent) VALUES ('nobody')")
+
+    results = await queued_behind_a_gate(database, [insert("innocent"), orphan], [])
+
+    assert all(isinstance(result, StoreUnavailable) for result in results)
+    assert await names(database) == []
+
+
+async def test_read_sees_exactly_the_writes_submitted_before_it(database: SqliteDatabase) -> None:
+    writes = [asyncio.ensure_future(database.write(insert(f"w{n}"))) for n in range(5)]
+    seen = asyncio.ensure_future(names(database))
+    later = asyncio.ensure_future(database.write(insert("w9")))
+
+    await asyncio.gather(*writes, later)
+
+    assert await seen == ["w0", "w1", "w2", "w3", "w4"]

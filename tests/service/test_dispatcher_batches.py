@@ -1,0 +1,204 @@
+"""The dispatcher with a biller that takes batches (BatchBillingSink), asserted by the ledger's and biller's state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from decimal import Decimal
+
+import pytest
+
+from gateway.adapters.clock import FrozenClock
+from gateway.adapters.memory import MemoryBiller, MemoryLedger
+from gateway.domain.errors import BillerError, BillerRateLimited, BillerRejected, BillerUnavailable
+from gateway.domain.ledger import Claim, ParkReason, State
+from gateway.domain.ports import BatchBillingSink, Delivery, MeterEvent
+from gateway.domain.units import Rounding, exact_units
+from gateway.service.dispatcher import DispatchConfig, Dispatcher
+
+CONFIG = DispatchConfig(batch=2, concurrency=2, lease_s=30, max_rps=1_000_000, retry_base_s=1, retry_max_s=60)
+
+
+class BatchBiller(MemoryBiller, BatchBillingSink):
+    """Records like the memory biller, `max_batch` events per call; fails whole calls as scripted.
+
+    `refuse` names identifiers whose presence makes a call be refused as a whole (as a 400 would).
+    """
+
+    name = "batch"
+    max_batch = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+        self.failures: list[BillerError] = []
+        self.refuse: set[str] = set()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def send_batch(self, events: Sequence[MeterEvent]) -> list[Delivery]:
+        assert 1 <= len(events) <= self.max_batch
+        self.calls.append([event.identifier for event in events])
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            if self.failures:
+                raise self.failures.pop(0)
+            if self.refuse & {event.identifier for event in events}:
+                raise BillerRejected("Invalid event in request.")
+            return [await MemoryBiller.send(self, event) for event in events]
+        finally:
+            self.in_flight -= 1
+
+    async def send(self, event: MeterEvent) -> Delivery:
+        return (await self.send_batch([event]))[0]
+
+
+async def record(
+    ledger: MemoryLedger, event_id: str, now: float, *, cost: str = "0.01", customer: str = "cus_1"
+) -> None:
+    claim = Claim(
+        event_id=event_id,
+        event_type="chat.completion.finished",
+        billing_customer=customer,
+        ringside_customer=None,
+        cost_usd=Decimal(cost),
+        exact_units=exact_units(Decimal(cost), 100_000),
+        timestamp=int(now),
+    )
+    await ledger.record(claim, Rounding.CARRY, now)
+
+
+@pytest.fixture
+def ledger() -> MemoryLedger:
+    return MemoryLedger()
+
+
+@pytest.fixture
+def biller() -> BatchBiller:
+    return BatchBiller()
+
+
+@pytest.fixture
+def dispatcher(ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock) -> Dispatcher:
+    return Dispatcher(ledger, biller, clock, CONFIG, jitter=lambda: 0.0)
+
+
+async def test_sends_entries_in_batches_of_max_batch_whatever_their_customers(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock
+) -> None:
+    for n in range(6):
+        await record(ledger, f"evt_{n}", clock.now(), customer=f"cus_{n % 2}")
+
+    handled = await dispatcher.run_once()
+
+    assert handled == 6  # max_batch x concurrency leased, although GATEWAY_DISPATCH_BATCH is 2
+    assert sorted(len(call) for call in biller.calls) == [3, 3]
+    assert biller.max_in_flight == 2
+    assert set(biller.events) == {f"evt_{n}" for n in range(6)}
+    assert {e.state for e in ledger.entries.values()} == {State.SENT}
+
+
+async def test_leases_max_batch_times_concurrency_per_round(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock
+) -> None:
+    for n in range(8):
+        await record(ledger, f"evt_{n}", clock.now())
+
+    first, second, third = await dispatcher.run_once(), await dispatcher.run_once(), await dispatcher.run_once()
+
+    assert (first, second, third) == (6, 2, 0)
+    assert len(biller.events) == 8
+
+
+async def test_marks_zero_unit_entries_sent_without_a_call(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock
+) -> None:
+    await record(ledger, "evt_TINY", clock.now(), cost="0.000001")
+    await record(ledger, "evt_REAL", clock.now(), customer="cus_2")
+
+    await dispatcher.run_once()
+
+    assert biller.calls == [["evt_REAL"]]
+    assert ledger.entries["evt_TINY"].state is State.SENT
+
+
+async def test_schedules_each_entry_of_a_failed_batch_for_retry_with_its_own_backoff(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock
+) -> None:
+    await record(ledger, "evt_FRESH", clock.now())
+    await record(ledger, "evt_RETRIED", clock.now())
+    await ledger.mark_retry("evt_RETRIED", clock.now(), "earlier failure")  # one attempt already, due now
+    biller.failures = [BillerUnavailable("boom", cause="server_error")]
+
+    await dispatcher.run_once()
+
+    fresh, retried = ledger.entries["evt_FRESH"], ledger.entries["evt_RETRIED"]
+    assert (fresh.state, fresh.attempts, fresh.last_error) == (State.PENDING, 1, "server_error: boom")
+    assert fresh.next_attempt_at - clock.now() == pytest.approx(0.5)  # base 1 s, halved by zero jitter
+    assert (retried.attempts, retried.next_attempt_at - clock.now()) == (2, pytest.approx(1.0))
+    assert biller.events == {}
+    clock.advance(5)
+    await dispatcher.run_once()
+    assert {e.state for e in ledger.entries.values()} == {State.SENT}
+
+
+async def test_a_rate_limited_batch_pauses_the_whole_dispatcher(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock
+) -> None:
+    await record(ledger, "evt_429", clock.now())
+    biller.failures = [BillerRateLimited(retry_after_s=7)]
+
+    await dispatcher.run_once()
+    await record(ledger, "evt_OTHER", clock.now())
+    paused = await dispatcher.run_once()
+    clock.advance(7)
+    resumed = await dispatcher.run_once()
+
+    assert (paused, resumed) == (0, 2)
+    assert set(biller.events) == {"evt_429", "evt_OTHER"}
+
+
+async def test_parks_only_the_entry_at_fault_when_a_batch_is_refused_as_a_whole(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock
+) -> None:
+    for event_id in ("evt_A", "evt_POISON", "evt_C"):
+        await record(ledger, event_id, clock.now())
+    biller.refuse = {"evt_POISON"}
+
+    await dispatcher.run_once()
+
+    assert biller.calls == [["evt_A", "evt_POISON", "evt_C"], ["evt_A"], ["evt_POISON"], ["evt_C"]]
+    assert set(biller.events) == {"evt_A", "evt_C"}
+    assert ledger.entries["evt_POISON"].state is State.PARKED
+    assert ledger.parked["evt_POISON"].reason is ParkReason.BILLER_REJECTED
+    assert ledger.parked["evt_POISON"].message == "Invalid event in request."
+    assert {ledger.entries[e].state for e in ("evt_A", "evt_C")} == {State.SENT}
+
+
+async def test_counts_identifiers_the_biller_already_holds_as_sent(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock
+) -> None:
+    await record(ledger, "evt_SEEN", clock.now())
+    await biller.send(MeterEvent("evt_SEEN", "cus_1", 1000, int(clock.now())))  # sent before a crash, not marked
+
+    await dispatcher.run_once()
+
+    assert ledger.entries["evt_SEEN"].state is State.SENT
+    assert len(biller.events) == 1
+
+
+async def test_releases_unsent_batches_when_stopped_before_they_start(
+    ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock
+) -> None:
+    for n in range(4):
+        await record(ledger, f"evt_{n}", clock.now())
+    dispatcher = Dispatcher(ledger, biller, clock, CONFIG)
+    dispatcher.stop()
+
+    await dispatcher.run_once()
+    again = await ledger.lease_due(clock.now(), 10, 30)
+
+    assert biller.calls == []
+    assert len(again) == 4  # released, not left leased for 30 s

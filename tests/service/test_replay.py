@@ -1,0 +1,127 @@
+"""Replay of parked deliveries through the pipeline, on the in-memory adapters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from gateway.adapters.clock import FrozenClock
+from gateway.adapters.memory import MemoryCustomers, MemoryLedger
+from gateway.domain.ledger import ParkReason, State
+from gateway.domain.policy import BillingPolicy
+from gateway.domain.signature import SignatureVerifier
+from gateway.service.ingest import Ingest, Status
+from gateway.service.replay import Replayer, ReplayResult, ReplayStatus
+from tests.builders import SECRET, encode, event
+
+
+@pytest.fixture
+def ledger() -> MemoryLedger:
+    return MemoryLedger()
+
+
+@pytest.fixture
+def customers() -> MemoryCustomers:
+    return MemoryCustomers()
+
+
+def ingest_with(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, policy: BillingPolicy | None = None
+) -> Ingest:
+    return Ingest(SignatureVerifier([SECRET]), ledger, customers, clock, policy or BillingPolicy())
+
+
+@pytest.fixture
+def replayer(ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock) -> Replayer:
+    return Replayer(ingest_with(ledger, customers, clock), ledger, customers, clock)
+
+
+async def park_unmapped(ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, event_id: str) -> None:
+    body = encode(event(event_id, cost="0.0123", customer="cust_LATE", stripe_customer=None))
+    outcome = await ingest_with(ledger, customers, clock).process(body, int(clock.now()), clock.now())
+    assert outcome.status is Status.PARKED
+
+
+async def test_replay_records_the_event_and_removes_the_record_when_a_mapping_was_added(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, replayer: Replayer
+) -> None:
+    await park_unmapped(ledger, customers, clock, "evt_LATE")
+    await customers.set("cust_LATE", "cus_LATE")
+
+    result = await replayer.replay("evt_LATE")
+
+    assert result == ReplayResult("evt_LATE", ReplayStatus.BILLED, units=1230, customer="cus_LATE")
+    assert ledger.parked == {}
+    entry = ledger.entries["evt_LATE"]
+    assert (entry.state, entry.billing_customer, entry.units) == (State.PENDING, "cus_LATE", 1230)
+
+
+async def test_replay_leaves_the_record_untouched_when_still_unmapped(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, replayer: Replayer
+) -> None:
+    await park_unmapped(ledger, customers, clock, "evt_LATE")
+    before = ledger.parked["evt_LATE"]
+
+    result = await replayer.replay("evt_LATE")
+
+    assert (result.status, result.reason) == (ReplayStatus.STILL_PARKED, ParkReason.UNKNOWN_CUSTOMER)
+    assert ledger.parked == {"evt_LATE": before}
+    assert ledger.entries == {}
+
+
+async def test_replays_that_race_bill_once(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, replayer: Replayer
+) -> None:
+    await park_unmapped(ledger, customers, clock, "evt_RACE")
+    await customers.set("cust_LATE", "cus_LATE")
+
+    results = await asyncio.gather(*(replayer.replay("evt_RACE") for _ in range(5)))
+
+    assert sum(result.status is ReplayStatus.BILLED for result in results) == 1
+    assert list(ledger.entries) == ["evt_RACE"]
+
+
+async def test_replay_is_ignored_and_kept_when_the_type_is_no_longer_billable(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock
+) -> None:
+    await park_unmapped(ledger, customers, clock, "evt_LATE")
+    await customers.set("cust_LATE", "cus_LATE")
+    policy = BillingPolicy(billable_types=frozenset({"run.completed"}))
+    replayer = Replayer(ingest_with(ledger, customers, clock, policy), ledger, customers, clock)
+
+    result = await replayer.replay("evt_LATE")
+
+    assert result.status is ReplayStatus.IGNORED
+    assert "evt_LATE" in ledger.parked
+
+
+async def test_replay_of_a_rejected_entry_keeps_its_customer_when_no_mapping_exists(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, replayer: Replayer
+) -> None:
+    body = encode(event("evt_REJECTED", cost="0.5", customer="cust_R", stripe_customer="cus_FLAKY"))
+    await ingest_with(ledger, customers, clock).process(body, int(clock.now()), clock.now())
+    await ledger.mark_rejected("evt_REJECTED", "account under review", clock.now())
+    clock.advance(60)
+
+    result = await replayer.replay("evt_REJECTED")
+
+    assert result == ReplayResult("evt_REJECTED", ReplayStatus.BILLED, units=50_000, customer="cus_FLAKY")
+    assert ledger.entries["evt_REJECTED"] == msgspec.structs.replace(
+        ledger.entries["evt_REJECTED"], state=State.PENDING, next_attempt_at=clock.now(), attempts=0
+    )
+    assert ledger.parked == {}
+
+
+async def test_replay_all_lists_every_key_beyond_one_page(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, replayer: Replayer
+) -> None:
+    for number in range(1_100):
+        await park_unmapped(ledger, customers, clock, f"evt_{number:04d}")
+        clock.advance(0.001)
+
+    keys = await replayer.parked_keys(ParkReason.UNKNOWN_CUSTOMER)
+
+    assert keys == [f"evt_{number:04d}" for number in range(1_100)]
+    assert await replayer.parked_keys(ParkReason.TOO_OLD) == []
