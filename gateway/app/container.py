@@ -19,6 +19,7 @@ from gateway.adapters.disabled_portal import DisabledBillingPortal
 from gateway.adapters.lago import LagoBillingPortal, LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
 from gateway.adapters.redis_store import RedisBiller, RedisCustomers, RedisLedger, connect, warn_if_volatile
+from gateway.adapters.ringside_customers import RingsideCustomerLookup
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
 from gateway.adapters.stripe_portal import StripeBillingPortal
 from gateway.adapters.stripe_sink import StripeBillingSink
@@ -28,7 +29,7 @@ from gateway.app.metrics import PrometheusMetrics
 from gateway.app.settings import Secret, Settings
 from gateway.domain.errors import PortalNotConfigured
 from gateway.domain.portal import ReturnUrlPolicy
-from gateway.domain.ports import BillingSink
+from gateway.domain.ports import BillingSink, CustomerStore
 from gateway.domain.signature import SignatureVerifier
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from gateway.service.ingest import Ingest
@@ -150,6 +151,13 @@ def _dispatch_config(settings: Settings) -> DispatchConfig:
     )
 
 
+def _ringside_lookup(store: CustomerStore, settings: Settings) -> RingsideCustomerLookup:
+    assert settings.ringside_api_key is not None
+    return RingsideCustomerLookup(
+        store, api_key=settings.ringside_api_key.reveal(), api_base=settings.ringside_api_base
+    )
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
     clock = providers.Singleton(SystemClock)
@@ -177,6 +185,13 @@ class Container(containers.DeclarativeContainer):
         sqlite=providers.Singleton(SqliteCustomers, sqlite),
         redis=providers.Singleton(RedisCustomers, redis, prefix=_redis_prefix),
     )
+    # Ingest, replay and the portal resolve customers through Ringside's customer API when RINGSIDE_API_KEY is
+    # set (CONTRACT 1); operator commands read and write the store itself.
+    customer_resolver = providers.Selector(
+        providers.Callable(lambda s: "ringside" if s.ringside_api_key is not None else "store", settings),
+        ringside=providers.Singleton(_ringside_lookup, customers, settings),
+        store=customers,
+    )
     billing_sink = providers.Selector(
         providers.Callable(biller_kind, settings),
         stripe=providers.Singleton(_stripe_sink, settings),
@@ -194,7 +209,7 @@ class Container(containers.DeclarativeContainer):
     )
     portal_sessions = providers.Singleton(
         PortalSessions,
-        customers=customers,
+        customers=customer_resolver,
         portal=billing_portal,
         return_urls=providers.Singleton(_return_url_policy, settings),
     )
@@ -222,14 +237,14 @@ class Container(containers.DeclarativeContainer):
         Ingest,
         verifier=verifier,
         ledger=ledger,
-        customers=customers,
+        customers=customer_resolver,
         clock=clock,
         policy=policy,
         on_recorded=dispatcher.provided.wake,
         stripe_ids_on_events=providers.Callable(_stripe_ids_on_events, settings),
         metrics=metrics,
     )
-    replayer = providers.Factory(Replayer, ingest=ingest, ledger=ledger, customers=customers, clock=clock)
+    replayer = providers.Factory(Replayer, ingest=ingest, ledger=ledger, customers=customer_resolver, clock=clock)
 
 
 def build_container(settings: Settings) -> Container:
@@ -256,12 +271,14 @@ async def check_store(container: Container) -> None:
 
 
 async def close_store_clients(container: Container) -> None:
-    """Close the Redis client's connections.
+    """Close the Ringside look-up's HTTP client and the Redis client's connections.
 
     Its close is a coroutine, and dependency-injector's shutdown_resources() (which closes SQLite) is synchronous;
     an async Resource would turn every provider that depends on it into an awaitable. So the client is a Singleton,
     closed here by the app's shutdown, and reset so that a later call builds a fresh one.
     """
+    if container.settings().ringside_api_key is not None:
+        await container.customer_resolver().close()
     if store_kind(container.settings()) == "redis":
         await container.redis().aclose()
         container.redis.reset()
