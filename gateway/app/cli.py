@@ -340,10 +340,11 @@ def customers() -> None:
 
 
 def _ids(ringside_id: str, stripe_id: str | None = None) -> tuple[str, str | None]:
-    from gateway.app.customer_file import check_ringside_id, check_stripe_id
+    from gateway.app.customer_file import check_billing_id, check_ringside_id
 
+    biller = _settings().selected_biller()
     try:
-        return check_ringside_id(ringside_id), None if stripe_id is None else check_stripe_id(stripe_id)
+        return check_ringside_id(ringside_id), None if stripe_id is None else check_billing_id(stripe_id, biller)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -446,7 +447,7 @@ def customers_import(file: Path, as_json: bool) -> None:
     try:
         with progress(len(lines), f"Checking {file.name}", hidden=as_json) as bar:
             last = 0
-            for row in read_rows(lines):
+            for row in read_rows(lines, _settings().selected_biller()):
                 pairs.append((row.ringside_id, row.stripe_id))
                 bar.update(row.line - last)
                 last = row.line

@@ -52,7 +52,18 @@ def check_stripe_id(value: str) -> str:
     return value
 
 
-def read_rows(lines: Iterable[str]) -> Iterator[CustomerRow]:
+def check_billing_id(value: str, biller: str) -> str:
+    """The billing id a Ringside customer maps to: a Stripe customer for Stripe (and the local ledger biller, which
+    stands in for Stripe); for another biller (Lago: a subscription id), any id without spaces."""
+    if biller in ("stripe", "ledger"):
+        return check_stripe_id(value)
+    value = value.strip()
+    if not value or len(value) > MAX_ID_CHARS or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError(f"billing id {value!r} must be 1 to {MAX_ID_CHARS} characters without spaces")
+    return value
+
+
+def read_rows(lines: Iterable[str], biller: str = "stripe") -> Iterator[CustomerRow]:
     """Validated rows, in file order. Raises CustomerFileError naming the line of the first bad row.
 
     A Ringside id mapped twice to different Stripe ids is an error (which one was meant?); the same pair twice is
@@ -77,7 +88,7 @@ def read_rows(lines: Iterable[str]) -> Iterator[CustomerRow]:
                 f"line {line}: expected 2 columns (Ringside customer id, Stripe customer id), found {len(cells)}"
             )
         try:
-            ringside_id, stripe_id = check_ringside_id(cells[0]), check_stripe_id(cells[1])
+            ringside_id, stripe_id = check_ringside_id(cells[0]), check_billing_id(cells[1], biller)
         except ValueError as exc:
             raise CustomerFileError(f"line {line}: {exc}") from None
         earlier = seen.get(ringside_id)

@@ -253,7 +253,10 @@ def portal_router(container: Container) -> Router:
             log.warning("portal.unauthenticated", method=request.method, outcome=exc.code, reason=exc.message)
             raise
 
-    async def provide_portal_sessions() -> PortalSessions:
+    async def provide_portal_sessions(ringside_customer: RingsideCustomer) -> PortalSessions:
+        # Depends on the caller's identity only to be resolved after it: authentication (and "not configured")
+        # answers first, whatever order Litestar would otherwise resolve the two in.
+        del ringside_customer
         return container.portal_sessions()
 
     return Router(

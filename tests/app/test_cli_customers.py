@@ -121,3 +121,19 @@ def test_import_reports_json_when_asked(env: dict[str, str | None], tmp_path: Pa
         "file": str(csv_file),
         "imported": 2,
     }
+
+
+def test_maps_lago_subscription_ids_when_lago_is_the_biller(database: Path) -> None:
+    env = cli_env(
+        GATEWAY_STORE=sqlite_store(database),
+        GATEWAY_BILLER="lago",
+        LAGO_API_KEY="lago_key",
+        LAGO_METRIC_CODE="ringside_spend",
+    )
+    csv_file = database.parent / "subscriptions.csv"
+    csv_file.write_text("ringside_id,billing_id\ncust_9,sub_2024_acme\n")
+
+    assert gateway("customers", "set", "cust_8", "sub-8", env=env).exit_code == 0
+    assert gateway("customers", "import", str(csv_file), env=env).exit_code == 0
+    assert stored(database) == [("cust_8", "sub-8"), ("cust_9", "sub_2024_acme")]
+    assert gateway("customers", "set", "cust_10", "has space", env=env).exit_code == 1
