@@ -169,8 +169,9 @@ def table(drains: list[Drain], concurrency: int, customers: int) -> str:
     lines = [
         f"Dispatch, concurrency {concurrency}, {customers} customers; the fake Stripe in its own process",
         "| API | latency ms | max calls/s | entries drained | seconds | events/s | calls | events/call "
-        "| busiest second (calls) | max in flight per customer | 429s | exactly once | backlog drains in |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| busiest second (calls) | max in flight per customer | 429s | exactly once | fake Stripe CPU "
+        "| backlog drains in |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for drain in drains:
         s, stats = drain.scenario, drain.stats
@@ -191,7 +192,7 @@ def table(drains: list[Drain], concurrency: int, customers: int) -> str:
             f"| {s.api} | {s.latency_ms:g} | {s.max_rps:g} | {drain.drained:,} of {s.backlog:,} | {drain.seconds:.1f} "
             f"| {drain.rate:,.0f} | {calls:,} | {drain.drained / calls if calls else 0:.1f} "
             f"| {stats['busiest_second'].get(path, 0)} | {per_customer} | {throttled} | {'yes' if once else 'NO'} "
-            f"| {whole} |"
+            f"| {stats['cpu_s'] / drain.seconds:.0%} | {whole} |"
         )
     return "\n".join(lines)
 

@@ -408,8 +408,13 @@ async def run_load(
     server_pid: int | None = None,
     rss_every_s: float | None = None,
     client: str = "raw",
+    cycle: bool = False,
 ) -> LoadResult:
-    """Send `deliveries` in order until `warmup_s + duration_s` is over or they run out; measure after warm-up."""
+    """Send `deliveries` in order until `warmup_s + duration_s` is over or they run out; measure after warm-up.
+
+    `cycle` starts over at the first delivery instead of running out: only for a server that keeps no state (the
+    bare endpoint), where a repeat is no different from a first delivery.
+    """
     if time.time() + warmup_s + duration_s - deliveries.signed_at > SIGNATURE_WINDOW_S:
         raise ValueError("the run would outlast the signatures' 300 s tolerance: shorten it or pre-sign later")
     latencies: list[float] = []
@@ -439,12 +444,13 @@ async def run_load(
         nonlocal next_index, errors, measured
         while True:
             # Claim the index before any await: workers sleeping towards their due times must not share one.
-            index = next_index
-            if index >= len(deliveries):
+            sequence = next_index
+            if sequence >= len(deliveries) and not cycle:
                 return
-            next_index = index + 1
+            next_index = sequence + 1
+            index = sequence % len(deliveries)
             if rate_rps:
-                due = started + index / rate_rps
+                due = started + sequence / rate_rps
                 if due >= stop_at:
                     return
                 delay = due - time.perf_counter()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ from bench.load import BENCH_SECRET, LoadResult, Mix, Target, free_port, install
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
+_RUNS = itertools.count(1)  # numbers the servers' log files, so that a repeated target keeps every log
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def started(setup: Setup, workdir: Path, redis_url: str, dispatcher: bool) -> It
         "GATEWAY_PORT": str(port),
     }
     env.pop("STRIPE_API_KEY", None)  # the local ledger biller: the dispatcher's work stays on this machine
-    log_path = workdir / f"{setup.kind}-{setup.workers}-{'-'.join(setup.without) or 'all'}-{setup.quiet}.log"
+    log_path = workdir / f"{next(_RUNS):02d}-{setup.kind}-{setup.workers}-{'-'.join(setup.without) or 'all'}.log"
     prefix = [sys.executable, "-m", "bench.ablate", "--without", ",".join(setup.without), "--"]
     if setup.quiet:
         env["GATEWAY_LOG_LEVEL"] = "warning"
@@ -164,13 +166,21 @@ def _flush_redis(url: str) -> None:
 
 
 def measure(
-    server: Server, *, duration_s: float, concurrency: int, warmup_s: float, expect_rps: float
+    server: Server, *, duration_s: float, concurrency: int, warmup_s: float, expect_rps: float, stateless: bool
 ) -> tuple[LoadResult, LoadResult]:
+    """Maximum (closed loop), then half of it (open loop). A `stateless` server (the bare endpoint) may be sent the
+    pre-signed deliveries over again; the gateway must get fresh ones, or its valid events would turn duplicates."""
     target = Target("127.0.0.1", server.port, "/webhooks/ringside")
     deliveries = presign(int(expect_rps * (warmup_s + duration_s)) + 1000, target, secret=BENCH_SECRET, mix=Mix())
     full = asyncio.run(
         run_load(
-            target, deliveries, duration_s=duration_s, concurrency=concurrency, warmup_s=warmup_s, server_pid=server.pid
+            target,
+            deliveries,
+            duration_s=duration_s,
+            concurrency=concurrency,
+            warmup_s=warmup_s,
+            server_pid=server.pid,
+            cycle=stateless,
         )
     )
     rate = max(1.0, full.throughput_rps / 2)
@@ -303,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
                             concurrency=args.concurrency,
                             warmup_s=args.warmup,
                             expect_rps=args.expect_rps,
+                            stateless=setup.kind == "bare",
                         )
                 except (RuntimeError, OSError) as exc:
                     print(f"   skipped: {exc}", file=sys.stderr)

@@ -22,11 +22,11 @@ from gateway.domain.ledger import (
     State,
     rejected_record,
 )
-from gateway.domain.ports import BillingSink, CustomerStore, DedupeStore, Delivery, MeterEvent
+from gateway.domain.ports import BatchLedger, BillingSink, CustomerStore, Delivery, MeterEvent
 from gateway.domain.units import ZERO, Rounding, settle
 
 
-class MemoryLedger(DedupeStore):
+class MemoryLedger(BatchLedger):
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         self.parked: dict[str, Parked] = {}
@@ -91,6 +91,10 @@ class MemoryLedger(DedupeStore):
 
     async def mark_sent(self, event_id: str, now: float) -> None:
         self._update(event_id, state=State.SENT, sent_at=now)
+
+    async def mark_sent_many(self, event_ids: Sequence[str], now: float) -> None:
+        for event_id in event_ids:
+            self._update(event_id, state=State.SENT, sent_at=now)
 
     async def mark_retry(self, event_id: str, next_attempt_at: float, error: str) -> None:
         entry = self.entries.get(event_id)

@@ -23,6 +23,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,7 @@ from gateway.domain.ledger import (
     State,
     rejected_record,
 )
-from gateway.domain.ports import BatchBillingSink, CustomerStore, DedupeStore, Delivery, MeterEvent
+from gateway.domain.ports import BatchBillingSink, BatchLedger, CustomerStore, Delivery, MeterEvent
 from gateway.domain.units import ZERO, Rounding, settle
 
 T = TypeVar("T")
@@ -116,6 +117,11 @@ _SCHEMA = (
 
 # Writes committed together at most: bounds the time one group holds the write lock and its callers wait.
 MAX_GROUP_COMMIT = 256
+# Waiting for another process's write lock: poll this often (SQLite's own busy handler backs off to 25-100 ms
+# sleeps, which a writer committing group after group never leaves a gap long enough for), and, once another
+# writer has been seen, leave the lock free this long after each commit so that it gets its turn.
+_BUSY_POLL_S = 0.0005
+_YIELD_AFTER_COMMIT_S = 0.001
 
 
 @dataclass(slots=True)
@@ -160,6 +166,7 @@ class SqliteDatabase:
         self._lock = threading.Lock()
         self._jobs: deque[_Job] = deque()
         self._draining = False
+        self._contended = False  # the last write transaction had to wait for another process: writer thread only
 
     @classmethod
     def from_url(cls, url: str, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> SqliteDatabase:
@@ -242,6 +249,9 @@ class SqliteDatabase:
             except BaseException as exc:  # never leave a caller waiting, whatever happened
                 settled = [(job, False, exc) for job in group]
             _answer(settled)
+            if first.write and self._contended:
+                # Another process writes to this file too: without a pause, group after group would keep the lock.
+                time.sleep(_YIELD_AFTER_COMMIT_S)
 
     def _run_read(self, job: _Job) -> _Settled:
         try:
@@ -263,7 +273,7 @@ class SqliteDatabase:
             return []
         try:
             connection = self._connect()
-            connection.execute("BEGIN IMMEDIATE")
+            self._contended = self._begin_immediate(connection)
         except Exception as exc:
             return [(job, False, _translated(exc)) for job in group]
         done: list[_Settled] = []
@@ -292,6 +302,30 @@ class SqliteDatabase:
             failure = _translated(exc)
             return [(job, False, failure if ok else value) for job, ok, value in done]
         return done
+
+    def _begin_immediate(self, connection: sqlite3.Connection) -> bool:
+        """Take the file's write lock, waiting up to the busy timeout; True when another process held it meanwhile.
+
+        Polls every _BUSY_POLL_S with SQLite's own busy timeout off, rather than leaving the wait to SQLite: its
+        handler sleeps longer and longer (up to 100 ms), and another process that commits group after group leaves
+        gaps far shorter than that, so a second `gateway serve --workers` process, a `gateway worker` or a CLI
+        command used to wait out the whole timeout and fail ("database is locked": bench/run.py, two workers).
+        """
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        waited = False
+        connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    connection.execute("BEGIN IMMEDIATE")
+                    return waited
+                except sqlite3.OperationalError as exc:
+                    if getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                        raise
+                waited = True
+                time.sleep(_BUSY_POLL_S)
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
 
     def _undo_savepoint(self, connection: sqlite3.Connection) -> bool:
         try:
@@ -457,7 +491,7 @@ def _is_parked(connection: sqlite3.Connection, key: str) -> bool:
     return connection.execute("SELECT 1 FROM parked WHERE key = ?", (key,)).fetchone() is not None
 
 
-class SqliteLedger(DedupeStore):
+class SqliteLedger(BatchLedger):
     """The ledger in SQLite, with MemoryLedger's semantics.
 
     Invariants: an id is claimed by at most one entry or one parked record (a biller-rejected entry keeps its entry
@@ -575,6 +609,18 @@ class SqliteLedger(DedupeStore):
                 "UPDATE entries SET state = 'sent', sent_at = ?, leased_until = 0"
                 " WHERE event_id = ? AND state = 'pending'",
                 (now, event_id),
+            )
+        )
+
+    async def mark_sent_many(self, event_ids: Sequence[str], now: float) -> None:
+        if not event_ids:
+            return
+        rows = [(now, event_id) for event_id in event_ids]
+        await self._db.write(
+            lambda connection: connection.executemany(
+                "UPDATE entries SET state = 'sent', sent_at = ?, leased_until = 0"
+                " WHERE event_id = ? AND state = 'pending'",
+                rows,
             )
         )
 

@@ -106,10 +106,15 @@ def _lago_portal(settings: Settings) -> LagoBillingPortal:
     )
 
 
-def _stripe_ids_on_events(settings: Settings) -> bool:
-    """An event's `stripe_customer_id` metadata names a billing customer only for Stripe (and the ledger biller,
-    which stands in for it); Lago bills subscriptions, mapped in the customer store."""
+def _biller_takes_stripe_ids(settings: Settings) -> bool:
+    """A `stripe_customer_id` (an event's metadata, Ringside's customer API) names a billing customer only for Stripe
+    and the ledger biller standing in for it. Lago bills subscriptions: only the customer store maps those."""
     return settings.selected_biller() in ("stripe", "ledger")
+
+
+def _customer_source(settings: Settings) -> str:
+    """The `customer_resolver` selector's key: Ringside's customer API (cached in the store) or the store alone."""
+    return "ringside" if settings.ringside_api_key is not None and _biller_takes_stripe_ids(settings) else "store"
 
 
 def _max_rps(settings: Settings) -> float:
@@ -186,9 +191,9 @@ class Container(containers.DeclarativeContainer):
         redis=providers.Singleton(RedisCustomers, redis, prefix=_redis_prefix),
     )
     # Ingest, replay and the portal resolve customers through Ringside's customer API when RINGSIDE_API_KEY is
-    # set (CONTRACT 1); operator commands read and write the store itself.
+    # set (CONTRACT 1) and the biller takes the Stripe ids it holds; operator commands read and write the store.
     customer_resolver = providers.Selector(
-        providers.Callable(lambda s: "ringside" if s.ringside_api_key is not None else "store", settings),
+        providers.Callable(_customer_source, settings),
         ringside=providers.Singleton(_ringside_lookup, customers, settings),
         store=customers,
     )
@@ -241,7 +246,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         policy=policy,
         on_recorded=dispatcher.provided.wake,
-        stripe_ids_on_events=providers.Callable(_stripe_ids_on_events, settings),
+        stripe_ids_on_events=providers.Callable(_biller_takes_stripe_ids, settings),
         metrics=metrics,
     )
     replayer = providers.Factory(Replayer, ingest=ingest, ledger=ledger, customers=customer_resolver, clock=clock)

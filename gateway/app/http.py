@@ -285,14 +285,22 @@ def ingest_app_from_env() -> Litestar:
 
 
 def _app_from_environment(*, run_dispatcher: bool) -> Litestar:
+    import logging
     import os
 
+    from gateway.app.cli import UVICORN_OPTIONS
     from gateway.app.container import build_container
     from gateway.app.logging import configure_logging
     from gateway.app.settings import load_settings
 
     settings = load_settings(os.environ)
     configure_logging(settings.log_format, settings.log_level)
+    if UVICORN_OPTIONS["access_log"] is False:
+        # A worker runs this factory after uvicorn has switched its access log off, and configure_logging adopts
+        # uvicorn's loggers again: switch it off once more, as uvicorn does, or every request gets a second line.
+        access = logging.getLogger("uvicorn.access")
+        access.handlers.clear()
+        access.propagate = False
     return create_app(build_container(settings), run_dispatcher=run_dispatcher)
 
 

@@ -98,6 +98,19 @@ class DedupeStore(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchLedger(DedupeStore, Protocol):
+    """A ledger that marks many entries sent in one step (SQLite: one statement, one savepoint, for a whole batch).
+
+    Optional: the dispatcher uses it, when the ledger has it, for what a batch call to the biller delivered, and
+    calls `mark_sent` once per entry otherwise.
+    """
+
+    async def mark_sent_many(self, event_ids: Sequence[str], now: float) -> None:
+        """`mark_sent` for every id, atomically: all of them or none. Ids not pending are left alone."""
+        ...
+
+
 class CustomerStore(Protocol):
     """Ringside customer id -> billing (Stripe) customer id."""
 

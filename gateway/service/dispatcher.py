@@ -35,7 +35,7 @@ import structlog
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable, StoreUnavailable
 from gateway.domain.event import meter_identifier
 from gateway.domain.ledger import Entry, ParkReason, retry_delay
-from gateway.domain.ports import BatchBillingSink, BillingSink, Clock, DedupeStore, Delivery, MeterEvent
+from gateway.domain.ports import BatchBillingSink, BatchLedger, BillingSink, Clock, DedupeStore, Delivery, MeterEvent
 from gateway.service.metrics import Delivered, Metrics, NoMetrics
 
 log = structlog.get_logger("gateway.dispatcher")
@@ -236,9 +236,7 @@ class Dispatcher:
     async def _mark_zero_units(self, entries: list[Entry]) -> None:
         if not entries:
             return
-        now = self._clock.now()
-        # Concurrent marks: a store with group commit (SQLite) writes them in one transaction.
-        await asyncio.gather(*(self._ledger.mark_sent(entry.event_id, now) for entry in entries))
+        await self._mark_sent_all(entries)
         for _ in entries:
             self._metrics.dispatched(Delivered.ZERO_UNITS, 0)
         log.info("dispatch.batch_delivered", outcome="zero_units", entries=len(entries), biller=self._sink.name)
@@ -307,8 +305,7 @@ class Dispatcher:
             )
             return len(chunk)
         self._metrics.biller_call(time.perf_counter() - started)
-        now = self._clock.now()
-        await asyncio.gather(*(self._ledger.mark_sent(entry.event_id, now) for entry in chunk))
+        await self._mark_sent_all(chunk)
         sent = 0
         for entry, delivery in zip(chunk, deliveries, strict=True):
             sent += delivery is Delivery.SENT
@@ -328,6 +325,15 @@ class Dispatcher:
             latency_ms=_ms(started),
         )
         return len(chunk)
+
+    async def _mark_sent_all(self, entries: list[Entry]) -> None:
+        """One step for the whole batch when the ledger can (BatchLedger), else concurrent marks (which a store with
+        group commit, SQLite, still writes in one transaction)."""
+        now = self._clock.now()
+        if isinstance(self._ledger, BatchLedger):
+            await self._ledger.mark_sent_many([entry.event_id for entry in entries], now)
+        else:
+            await asyncio.gather(*(self._ledger.mark_sent(entry.event_id, now) for entry in entries))
 
     async def _pace(self) -> None:
         """Calls go out on a schedule of one per 1/max_rps across all customers, one caller at a time.

@@ -132,3 +132,21 @@ async def test_read_sees_exactly_the_writes_submitted_before_it(database: Sqlite
     await asyncio.gather(*writes, later)
 
     assert await seen == ["w0", "w1", "w2", "w3", "w4"]
+
+
+async def test_two_handles_on_one_file_both_finish_when_they_write_group_after_group(tmp_path: Path) -> None:
+    # Two handles are two writers, as two processes are: each commits group after group and must still let the
+    # other in (with SQLite's own busy handler the second one could wait out its whole timeout).
+    first, second = SqliteDatabase(tmp_path / "shared.db"), SqliteDatabase(tmp_path / "shared.db")
+    try:
+        await first.write(lambda c: c.execute("CREATE TABLE items (name TEXT PRIMARY KEY)"))
+        handles = (("a", first), ("b", second))
+        writes = [database.write(insert(f"{tag}_{n}")) for n in range(400) for tag, database in handles]
+
+        results = await asyncio.gather(*writes, return_exceptions=True)
+
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert len(await names(first)) == 800
+    finally:
+        first.close()
+        second.close()

@@ -13,7 +13,8 @@ import pytest
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.disabled_portal import DisabledBillingPortal
 from gateway.adapters.lago import LagoBillingPortal, LagoBillingSink
-from gateway.adapters.memory import MemoryBiller
+from gateway.adapters.memory import MemoryBiller, MemoryCustomers
+from gateway.adapters.ringside_customers import RingsideCustomerLookup
 from gateway.adapters.stripe_portal import StripeBillingPortal
 from gateway.adapters.stripe_sink import StripeBillingSink
 from gateway.app.container import build_container
@@ -123,3 +124,12 @@ async def test_with_stripe_the_events_stripe_id_still_wins(clock: FrozenClock) -
     outcome = await container.ingest().process(body, int(clock.now()), clock.now())
 
     assert outcome.customer == "cus_ON_EVENT"
+
+
+def test_ringsides_customer_api_maps_customers_only_for_a_biller_that_takes_stripe_ids() -> None:
+    with_stripe = build_container(settings(stripe_api_key="sk_test_x", ringside_api_key="rs_key"))
+    with_lago = build_container(settings(biller="lago", ringside_api_key="rs_key", **LAGO))
+
+    assert isinstance(with_stripe.customer_resolver(), RingsideCustomerLookup)
+    # Its customers' metadata holds Stripe ids, which name no Lago subscription: the store alone maps them.
+    assert isinstance(with_lago.customer_resolver(), MemoryCustomers)
