@@ -1,4 +1,4 @@
-"""Builders for test data: signed Ringside deliveries, settings, apps around a container."""
+"""Builders for test data: signed Ringside deliveries, ledger claims, settings, apps around a container."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from gateway.app.settings import Secret, Settings, load_settings
+from gateway.domain.ledger import Claim
 from gateway.domain.signature import sign
 
 SECRET = "whsec_test_secret_for_tests_only"
@@ -37,6 +38,27 @@ def event(
     if created is not None:
         body["created"] = created
     return body
+
+
+def claim(
+    event_id: str,
+    *,
+    exact: str | Decimal = "1",
+    customer: str = "cus_A",
+    ringside: str | None = "rs_A",
+    cost: str | None = None,
+    timestamp: int = 1_799_999_990,
+) -> Claim:
+    """A billable event worth `exact` meter units (the cost is derived at the default 100000 units per dollar)."""
+    return Claim(
+        event_id=event_id,
+        event_type=BILLABLE,
+        billing_customer=customer,
+        ringside_customer=ringside,
+        cost_usd=Decimal(cost) if cost is not None else Decimal(exact).scaleb(-5),
+        exact_units=Decimal(exact),
+        timestamp=timestamp,
+    )
 
 
 def encode(body: dict[str, Any] | bytes) -> bytes:

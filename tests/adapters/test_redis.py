@@ -33,26 +33,14 @@ from gateway.app.container import build_container, close_store_clients
 from gateway.app.http import create_app
 from gateway.app.settings import SettingsError, load_settings
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
-from gateway.domain.ledger import Claim, Entry, LedgerStats, Parked, ParkReason, State
+from gateway.domain.ledger import Entry, LedgerStats, Parked, ParkReason, State
 from gateway.domain.ports import MeterEvent
 from gateway.domain.units import Rounding
-from tests.builders import encode, event, settings, signed_headers
+from tests.builders import claim, encode, event, settings, signed_headers
 from tests.redis_fixtures import REDIS_URL, open_test_redis
 from tests.redis_process import RedisServer
 
 NOW = 1_800_000_000.0
-
-
-def claim(event_id: str, *, exact: str = "1", customer: str = "cus_A") -> Claim:
-    return Claim(
-        event_id=event_id,
-        event_type="chat.completion.finished",
-        billing_customer=customer,
-        ringside_customer="rs_A",
-        cost_usd=Decimal(exact).scaleb(-5),
-        exact_units=Decimal(exact),
-        timestamp=1_799_999_990,
-    )
 
 
 @pytest.fixture

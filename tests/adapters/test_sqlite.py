@@ -10,30 +10,18 @@ import asyncio
 import sqlite3
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from gateway.adapters.sqlite import SCHEMA_VERSION, SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
-from gateway.domain.ledger import Claim, LedgerStats, Parked, ParkReason
+from gateway.domain.ledger import LedgerStats, Parked, ParkReason
 from gateway.domain.ports import MeterEvent
 from gateway.domain.units import Rounding
+from tests.builders import claim
 
 NOW = 1_800_000_000.0
-
-
-def claim(event_id: str, *, exact: str = "1", customer: str = "cus_A") -> Claim:
-    return Claim(
-        event_id=event_id,
-        event_type="chat.completion.finished",
-        billing_customer=customer,
-        ringside_customer="rs_A",
-        cost_usd=Decimal(exact).scaleb(-5),
-        exact_units=Decimal(exact),
-        timestamp=1_799_999_990,
-    )
 
 
 def parked(key: str) -> Parked:

@@ -19,7 +19,7 @@ from gateway.domain.errors import BillerRejected, BillerUnavailable
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from tests.builders import encode, event, settings, signed_headers
 from tests.log_capture import captured_logs
-from tests.service.test_dispatcher import ScriptedBiller
+from tests.service.billers import ScriptedBiller
 
 URL = "/webhooks/ringside"
 

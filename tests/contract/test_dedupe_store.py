@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.domain.ledger import Claim, CustomerUsage, Entry, LedgerStats, Parked, ParkReason, Recorded, State
+from gateway.domain.ledger import CustomerUsage, Entry, LedgerStats, Parked, ParkReason, Recorded, State
 from gateway.domain.ports import DedupeStore
 from gateway.domain.units import Rounding
+from tests.builders import claim
 
 NOW = 1_800_000_000.0
 BILLABLE = "chat.completion.finished"
@@ -28,27 +29,6 @@ BILLABLE = "chat.completion.finished"
 def ledger(request: pytest.FixtureRequest) -> DedupeStore:
     store: DedupeStore = request.getfixturevalue(request.param)
     return store
-
-
-def claim(
-    event_id: str,
-    *,
-    exact: str = "1",
-    customer: str = "cus_A",
-    ringside: str | None = "rs_A",
-    cost: str | None = None,
-    timestamp: int = 1_799_999_990,
-) -> Claim:
-    """A billable event worth `exact` meter units (the cost is derived at the default 100000 units per dollar)."""
-    return Claim(
-        event_id=event_id,
-        event_type=BILLABLE,
-        billing_customer=customer,
-        ringside_customer=ringside,
-        cost_usd=Decimal(cost) if cost is not None else Decimal(exact).scaleb(-5),
-        exact_units=Decimal(exact),
-        timestamp=timestamp,
-    )
 
 
 def parked(

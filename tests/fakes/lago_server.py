@@ -44,9 +44,10 @@ import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .http_fake import DROP, Drop, FakeHTTPServer, FakeRequestHandler, Reply, ThreadedFake
 
 FAKE_LAGO_KEY = "lago_test_key_fake"
 METRIC_CODE = "ringside_units"
@@ -94,32 +95,29 @@ class _Fault:
     then_process: bool = False
 
 
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: Any
-    headers: Mapping[str, str] = field(default_factory=dict)
+def _not_found(resource: str) -> Reply:
+    return Reply(404, {"status": 404, "error": "Not Found", "code": f"{resource}_not_found"})
 
 
-class _Drop:
-    """Close the connection without answering (after a hang)."""
-
-
-_DROP = _Drop()
-
-
-def _not_found(resource: str) -> _Reply:
-    return _Reply(404, {"status": 404, "error": "Not Found", "code": f"{resource}_not_found"})
-
-
-def _validation(errors: Mapping[str, Any]) -> _Reply:
-    return _Reply(
+def _validation(errors: Mapping[str, Any]) -> Reply:
+    return Reply(
         422, {"status": 422, "error": "Unprocessable Entity", "code": "validation_errors", "error_details": errors}
     )
 
 
-class FakeLago:
+class _Server(FakeHTTPServer):
+    # socketserver's default backlog of 5 resets bursts of concurrent connections (the dispatcher's, a race test).
+    request_queue_size = 128
+
+
+class _RequestHandler(FakeRequestHandler):
+    json_content_type = "application/json; charset=utf-8"
+
+
+class FakeLago(ThreadedFake):
     """A Lago look-alike on 127.0.0.1, an ephemeral port, a background thread. Use it as a context manager.
+
+    `url` is the value for LAGO_API_URL.
 
     Attributes tests read (newest last): `events` (stored events: transaction_id, external_subscription_id, code,
     timestamp, properties, as sent), `portal_urls` (external_customer_id, portal_url), `requests`,
@@ -127,9 +125,13 @@ class FakeLago:
     subscriptions through `add_customer`.
     """
 
+    server_class = _Server
+    handler_class = _RequestHandler
+
     def __init__(
         self, api_key: str = FAKE_LAGO_KEY, *, metric_code: str = METRIC_CODE, units_property: str = UNITS_PROPERTY
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.metric_code = metric_code
         self.units_property = units_property
@@ -145,49 +147,14 @@ class FakeLago:
 
         self._lock = threading.RLock()
         self._stored = threading.Condition(self._lock)  # notified whenever `events` grows
-        self._stopping = threading.Event()
         self._keys: set[tuple[str | None, str]] = set()  # (external_subscription_id, transaction_id)
         self._faults: dict[str, deque[_Fault]] = defaultdict(deque)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._handlers: dict[str, Callable[[RecordedRequest, dict[str, str], dict[str, list[str]]], _Reply]] = {
+        self._handlers: dict[str, Callable[[RecordedRequest, dict[str, str], dict[str, list[str]]], Reply]] = {
             EVENTS: self._create_event,
             BATCH: self._create_batch,
             SUBSCRIPTION: self._find_subscription,
             PORTAL_URL: self._portal_url,
         }
-
-    # -- lifecycle -------------------------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:<port>`: the value for LAGO_API_URL."""
-        if self._server is None:
-            raise RuntimeError("FakeLago is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeLago:
-        server = _Server(("127.0.0.1", 0), _RequestHandler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; hung requests are released (their connections are closed unanswered)."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeLago:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- set-up and fault injection ----------------------------------------------------------------------------------
 
@@ -251,23 +218,23 @@ class FakeLago:
 
     # -- dispatch (server threads) ---------------------------------------------------------------------------------
 
-    def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> _Reply | _Drop:
+    def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply | Drop:
         split = urlsplit(target)
         if method == "GET" and split.path.startswith("/customer-portal/"):
-            return _Reply(200, f"<html><body>Fake Lago customer portal {split.path.rsplit('/', 1)[-1]}</body></html>")
+            return Reply(200, f"<html><body>Fake Lago customer portal {split.path.rsplit('/', 1)[-1]}</body></html>")
         request = RecordedRequest(method, split.path, None, headers)
         with self._lock:
             self.requests.append(request)
         reply = self._answer(request, split.query, raw)
-        request.status = None if isinstance(reply, _Drop) else reply.status
+        request.status = None if isinstance(reply, Drop) else reply.status
         return reply
 
-    def _answer(self, request: RecordedRequest, query: str, raw: bytes) -> _Reply | _Drop:
+    def _answer(self, request: RecordedRequest, query: str, raw: bytes) -> Reply | Drop:
         route, params = _route(request.method, request.path)
         if route is None:
-            return _Reply(404, {"status": 404, "error": "Not Found"})
+            return Reply(404, {"status": 404, "error": "Not Found"})
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return _Reply(401, {"status": 401, "error": "Unauthorized"})
+            return Reply(401, {"status": 401, "error": "Unauthorized"})
         if request.method == "POST":
             if "application/json" not in request.headers.get("content-type", ""):
                 request.problems.append("Lago's API takes JSON bodies (Content-Type: application/json)")
@@ -276,13 +243,13 @@ class FakeLago:
             except ValueError as exc:
                 request.problems.append(f"the body is not JSON: {exc}")
                 self._flag(request)
-                return _Reply(400, {"status": 400, "error": "BadRequest: invalid JSON"})
+                return Reply(400, {"status": 400, "error": "BadRequest: invalid JSON"})
         with self._lock:
             fault = self._faults[route].popleft() if self._faults[route] else None
         if fault is not None and fault.status is None:
             self._stopping.wait(fault.hang_s)
             if not fault.then_process or self._stopping.is_set():
-                return _DROP
+                return DROP
             fault = None
         if self.latency_s:
             self._stopping.wait(self.latency_s)
@@ -355,13 +322,13 @@ class FakeLago:
                 )
         self._stored.notify_all()
 
-    def _create_event(self, request: RecordedRequest, _params: dict[str, str], _query: dict[str, list[str]]) -> _Reply:
+    def _create_event(self, request: RecordedRequest, _params: dict[str, str], _query: dict[str, list[str]]) -> Reply:
         body = request.body
         if not isinstance(body, dict) or not isinstance(body.get("event"), dict):
             # ActionController::ParameterMissing -> ApiErrors#bad_request_error.
             request.problems.append("the body must be {\"event\": {...}}")
             self._flag(request)
-            return _Reply(400, {"status": 400, "error": "BadRequest: param is missing or the value is empty: event"})
+            return Reply(400, {"status": 400, "error": "BadRequest: param is missing or the value is empty: event"})
         event = body["event"]
         request.problems.extend(self._event_problems(event, ""))
         mandatory = self._mandatory(event)
@@ -376,9 +343,9 @@ class FakeLago:
                 # Events::CreateService rescues ActiveRecord::RecordNotUnique (index_unique_transaction_id).
                 return _validation({"transaction_id": ["value_already_exist"]})
             self._store([stored])
-        return _Reply(200, {"event": {"lago_id": _new_id(), **stored}})
+        return Reply(200, {"event": {"lago_id": _new_id(), **stored}})
 
-    def _create_batch(self, request: RecordedRequest, _params: dict[str, str], _query: dict[str, list[str]]) -> _Reply:
+    def _create_batch(self, request: RecordedRequest, _params: dict[str, str], _query: dict[str, list[str]]) -> Reply:
         body = request.body
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list) or not events:
@@ -410,28 +377,28 @@ class FakeLago:
                 # All or nothing: Events::CreateBatchService saves the batch in one transaction, or none of it.
                 return _validation(errors)
             self._store(stored)
-        return _Reply(200, {"events": [{"lago_id": _new_id(), **event} for event in stored]})
+        return Reply(200, {"events": [{"lago_id": _new_id(), **event} for event in stored]})
 
     # -- subscriptions and the customer portal ------------------------------------------------------------------------
 
     def _find_subscription(
         self, _request: RecordedRequest, params: dict[str, str], query: dict[str, list[str]]
-    ) -> _Reply:
+    ) -> Reply:
         status = (query.get("status") or ["active"])[0]
         with self._lock:
             found = [s for s in self.subscriptions if s["external_id"] == params["id"] and s["status"] == status]
         if not found:
             return _not_found("subscription")
         subscription = found[-1]
-        return _Reply(200, {"subscription": {"lago_id": _new_id(), "plan_code": "ringside", **subscription}})
+        return Reply(200, {"subscription": {"lago_id": _new_id(), "plan_code": "ringside", **subscription}})
 
-    def _portal_url(self, _request: RecordedRequest, params: dict[str, str], _query: dict[str, list[str]]) -> _Reply:
+    def _portal_url(self, _request: RecordedRequest, params: dict[str, str], _query: dict[str, list[str]]) -> Reply:
         with self._lock:
             if params["id"] not in self.customers:
                 return _not_found("customer")
             url = f"{self.url}/customer-portal/{secrets.token_urlsafe(24)}"
             self.portal_urls.append({"external_customer_id": params["id"], "portal_url": url})
-        return _Reply(200, {"customer": {"portal_url": url}})
+        return Reply(200, {"customer": {"portal_url": url}})
 
 
 def _route(method: str, path: str) -> tuple[str | None, dict[str, str]]:
@@ -442,7 +409,7 @@ def _route(method: str, path: str) -> tuple[str | None, dict[str, str]]:
     return None, {}
 
 
-def _fault_reply(fault: _Fault) -> _Reply:
+def _fault_reply(fault: _Fault) -> Reply:
     assert fault.status is not None
     headers: dict[str, str] = {}
     if fault.retry_after is not None:
@@ -452,66 +419,14 @@ def _fault_reply(fault: _Fault) -> _Reply:
         headers["X-RateLimit-Remaining"] = "0"
         headers["X-RateLimit-Reset"] = str(fault.rate_limit_reset)
     if fault.body is not None:
-        return _Reply(fault.status, fault.body, headers)
+        return Reply(fault.status, fault.body, headers)
     reasons = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 422: "Unprocessable Entity",
                429: "Too Many Requests"}
     error = reasons.get(fault.status, "Internal Server Error" if fault.status >= 500 else "Bad Request")
-    return _Reply(fault.status, {"status": fault.status, "error": error}, headers)
+    return Reply(fault.status, {"status": fault.status, "error": error}, headers)
 
 
 def _new_id() -> str:
     """A Lago-style uuid-ish `lago_id`."""
     raw = secrets.token_hex(16)
     return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
-
-
-# -- HTTP plumbing ---------------------------------------------------------------------------------------------------
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # socketserver's default backlog of 5 resets bursts of concurrent connections (the dispatcher's, a race test).
-    request_queue_size = 128
-    fake: FakeLago
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out and hung up is expected here (hang_next); stay quiet about broken pipes.
-        import sys
-
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        reply = self.server.fake._dispatch(method, self.path, headers, raw)
-        if isinstance(reply, _Drop):
-            self.close_connection = True
-            return
-        if isinstance(reply.body, str):
-            data, content_type = reply.body.encode(), "text/html; charset=utf-8"
-        else:
-            data, content_type = json.dumps(reply.body).encode(), "application/json; charset=utf-8"
-        self.send_response(reply.status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # tests read state, not access logs

@@ -23,9 +23,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from .http_fake import Reply, ThreadedFake
 
 FAKE_RINGSIDE_KEY = "rs_test_fake_key"
 ENDPOINT_PATHS = ("/v1/webhook_endpoints", "/v1/webhooks")
@@ -42,7 +43,7 @@ class RingsideRequest:
     problems: list[str] = field(default_factory=list)
 
 
-class FakeRingside:
+class FakeRingside(ThreadedFake):
     """Ringside on 127.0.0.1, an ephemeral port, a background thread. Use it as a context manager.
 
     Tests read `endpoints` (dicts with `id`, `url`, `events`, `description`, `secret`), `requests`,
@@ -53,6 +54,7 @@ class FakeRingside:
     def __init__(
         self, api_key: str = FAKE_RINGSIDE_KEY, *, paths: Sequence[str] = ENDPOINT_PATHS, listing: bool = True
     ) -> None:
+        super().__init__()
         self.api_key = api_key
         self.paths = tuple(paths)
         self.listing = listing
@@ -61,35 +63,6 @@ class FakeRingside:
         self.requests: list[RingsideRequest] = []
         self.invalid_requests: list[RingsideRequest] = []
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeRingside is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeRingside:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeRingside:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def posts(self) -> list[RingsideRequest]:
         with self._lock:
@@ -97,8 +70,8 @@ class FakeRingside:
 
     # -- handling (server threads) ---------------------------------------------------------------------------------
 
-    def _handle(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
-        request = RingsideRequest(method, path, headers, None)
+    def _dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
+        request = RingsideRequest(method, urlsplit(target).path, headers, None)
         with self._lock:
             self.requests.append(request)
         status, body = self._answer(request, raw)
@@ -106,7 +79,7 @@ class FakeRingside:
         if request.problems:
             with self._lock:
                 self.invalid_requests.append(request)
-        return status, body
+        return Reply(status, body)
 
     def _answer(self, request: RingsideRequest, raw: bytes) -> tuple[int, Any]:
         authorization = request.headers.get("authorization", "")
@@ -170,37 +143,3 @@ class FakeRingside:
 
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeRingside
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        status, body = self.server.fake._handle(method, urlsplit(self.path).path, headers, raw)
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass

@@ -34,10 +34,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from .http_fake import DROP, Drop, FakeHTTPServer, FakeRequestHandler, Reply, ThreadedFake
 from .stripe_schema import Problem, body_schema, load_spec, parse_form, query_schema, validate
 
 FAKE_API_KEY = "sk_test_fake"
@@ -46,6 +46,11 @@ METER_EVENT_STREAM = "/v2/billing/meter_event_stream"
 MAX_STREAM_EVENTS = 100  # "Supports up to 100 events per request" (v2 meter_event_stream, OpenAPI excerpt)
 MAX_VALUE_DIGITS = 15  # "more than 15 significant digits is a 400" (STRIPE-NOTES, changelog 2026-04-22.dahlia)
 SESSION_TTL_S = 15 * 60  # meter event session tokens are valid 15 minutes (STRIPE-NOTES)
+
+# bench/fake_stripe.py builds on these names (and on `_RequestHandler` below).
+_Server = FakeHTTPServer
+_Reply = Reply
+_Drop = Drop
 
 
 @dataclass
@@ -79,33 +84,28 @@ class _Fault:
     message: str | None = None
 
 
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: Any
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-class _Drop:
-    """Close the connection without answering (after a hang)."""
-
-
-_DROP = _Drop()
-Handler = Callable[[RecordedRequest, Any], _Reply]
+Handler = Callable[[RecordedRequest, Any], Reply]
 
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def _error(status: int, message: str, *, kind: str = "invalid_request_error", **extra: Any) -> _Reply:
+def _error(status: int, message: str, *, kind: str = "invalid_request_error", **extra: Any) -> Reply:
     """Stripe's error envelope (components.schemas.error): `{"error": {"type", "message", "code"?, "param"?}}`."""
     headers = {"Stripe-Should-Retry": "false"} if extra.pop("no_retry", False) else {}
-    return _Reply(status, {"error": {"type": kind, "message": message, **extra}}, headers)
+    return Reply(status, {"error": {"type": kind, "message": message, **extra}}, headers)
 
 
-class FakeStripe:
+class _RequestHandler(FakeRequestHandler):
+    def _headers_for(self, reply: Reply) -> Mapping[str, str]:
+        return {"Request-Id": _new_id("req"), **reply.headers}  # as Stripe stamps every answer
+
+
+class FakeStripe(ThreadedFake):
     """A Stripe look-alike on 127.0.0.1, an ephemeral port, a background thread. Use it as a context manager.
+
+    `url` is the value for both `api` and `meter_events` base addresses.
 
     Attributes tests read (lists of dicts shaped like Stripe's objects, newest last):
     `meter_events` (event_name, identifier, customer, value as int, timestamp as unix int), `meters`, `products`,
@@ -117,7 +117,10 @@ class FakeStripe:
     `GET /v1/subscriptions`, which portal deep links into a subscription use).
     """
 
+    handler_class = _RequestHandler
+
     def __init__(self, api_key: str = FAKE_API_KEY, *, spec_dir: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key
         self.known_customers: set[str] | None = None
         self.latency_s = 0.0
@@ -138,13 +141,10 @@ class FakeStripe:
         self._spec = load_spec(spec_dir)
         self._lock = threading.RLock()
         self._stored = threading.Condition(self._lock)  # notified whenever meter_events grows
-        self._stopping = threading.Event()
         self._identifiers: set[str] = set()
         self._in_flight: dict[str, int] = defaultdict(int)
         self._faults: dict[str, deque[_Fault]] = defaultdict(deque)
         self._session_tokens: dict[str, float] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", METER_EVENTS): self._create_meter_event,
             ("GET", "/v1/billing/meters"): self._list_meters,
@@ -158,38 +158,6 @@ class FakeStripe:
             ("POST", "/v2/billing/meter_event_session"): self._create_meter_event_session,
             ("POST", METER_EVENT_STREAM): self._stream_meter_events,
         }
-
-    # -- lifecycle -------------------------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:<port>`: the value for both `api` and `meter_events` base addresses."""
-        if self._server is None:
-            raise RuntimeError("FakeStripe is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeStripe:
-        server = _Server(("127.0.0.1", 0), _RequestHandler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; hung requests are released (their connections are closed unanswered)."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeStripe:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- fault injection -------------------------------------------------------------------------------------------
 
@@ -254,21 +222,21 @@ class FakeStripe:
 
     # -- dispatch (server threads) ---------------------------------------------------------------------------------
 
-    def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Reply | _Drop:
+    def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | Drop:
         split = urlsplit(target)
         path = split.path
         if method == "GET" and path.startswith("/p/session/"):
-            return _Reply(200, f"<html><body>Fake billing portal {path.rsplit('/', 1)[-1]}</body></html>")
+            return Reply(200, f"<html><body>Fake billing portal {path.rsplit('/', 1)[-1]}</body></html>")
         handler = self._routes.get((method, path))
         params, problems = self._parse(method, path, split.query, headers, body)
         request = RecordedRequest(method, path, params, headers, problems)
         with self._lock:
             self.requests.append(request)
         reply = self._answer(request, handler)
-        request.status = None if isinstance(reply, _Drop) else reply.status
+        request.status = None if isinstance(reply, Drop) else reply.status
         return reply
 
-    def _answer(self, request: RecordedRequest, handler: Handler | None) -> _Reply | _Drop:
+    def _answer(self, request: RecordedRequest, handler: Handler | None) -> Reply | Drop:
         if handler is None:
             return _error(
                 404,
@@ -288,7 +256,7 @@ class FakeStripe:
         if fault is not None and fault.status is None:
             self._stopping.wait(fault.hang_s)
             if not fault.then_process or self._stopping.is_set():
-                return _DROP
+                return DROP
             fault = None
         customer = self._customer_of(request)
         with self._counting(customer):
@@ -325,7 +293,7 @@ class FakeStripe:
             return params, problems
         return validate(schema, params, form=form)
 
-    def _authenticate(self, request: RecordedRequest) -> _Reply | None:
+    def _authenticate(self, request: RecordedRequest) -> Reply | None:
         authorization = request.headers.get("authorization", "")
         token = authorization[len("Bearer ") :] if authorization.startswith("Bearer ") else ""
         if request.path == METER_EVENT_STREAM:
@@ -351,7 +319,7 @@ class FakeStripe:
             return _error(401, f"Invalid API Key provided: {masked}")
         return None
 
-    def _fault_reply(self, fault: _Fault) -> _Reply:
+    def _fault_reply(self, fault: _Fault) -> Reply:
         status = fault.status or 500
         if status == 429:
             reply = _error(
@@ -374,7 +342,7 @@ class FakeStripe:
             headers["Retry-After"] = f"{fault.retry_after:g}"
         if fault.should_retry is not None:
             headers["Stripe-Should-Retry"] = "true" if fault.should_retry else "false"
-        return _Reply(reply.status, reply.body, headers)
+        return Reply(reply.status, reply.body, headers)
 
     def _customer_of(self, request: RecordedRequest) -> str | None:
         if request.path != METER_EVENTS or not isinstance(request.params, dict):
@@ -427,7 +395,7 @@ class FakeStripe:
             )
         return problems
 
-    def _create_meter_event(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+    def _create_meter_event(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         customer_key, value_key = self._payload_keys(params)
         payload: dict[str, str] = params["payload"]
         customer = payload[customer_key]
@@ -454,7 +422,7 @@ class FakeStripe:
                 }
             )
             self._stored.notify_all()
-        return _Reply(
+        return Reply(
             200,
             {
                 "object": "billing.meter_event",
@@ -467,7 +435,7 @@ class FakeStripe:
             },
         )
 
-    def _create_meter_event_session(self, request: RecordedRequest, params: Any) -> _Reply:
+    def _create_meter_event_session(self, request: RecordedRequest, params: Any) -> Reply:
         now = datetime.now(UTC)
         expires = now + timedelta(seconds=self.session_ttl_s)
         session = {
@@ -481,9 +449,9 @@ class FakeStripe:
         with self._lock:
             self._session_tokens[session["authentication_token"]] = expires.timestamp()
             self.meter_event_sessions.append(session)
-        return _Reply(200, session)
+        return Reply(200, session)
 
-    def _stream_meter_events(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+    def _stream_meter_events(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         events = params["events"]
         if len(events) > MAX_STREAM_EVENTS:
             with self._lock:
@@ -516,11 +484,11 @@ class FakeStripe:
                     }
                 )
             self._stored.notify_all()
-        return _Reply(200, {})
+        return Reply(200, {})
 
     # -- meters, products, prices ----------------------------------------------------------------------------------
 
-    def _create_meter(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+    def _create_meter(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         now = int(time.time())
         with self._lock:
             if any(m["event_name"] == params["event_name"] and m["status"] == "active" for m in self.meters):
@@ -545,14 +513,14 @@ class FakeStripe:
                 "value_settings": params.get("value_settings", {"event_payload_key": "value"}),
             }
             self.meters.append(meter)
-        return _Reply(200, meter)
+        return Reply(200, meter)
 
-    def _list_meters(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+    def _list_meters(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         with self._lock:
             found = [m for m in self.meters if params.get("status") in (None, m["status"])]
-        return _Reply(200, _page(found, params, "/v1/billing/meters"))
+        return Reply(200, _page(found, params, "/v1/billing/meters"))
 
-    def _create_product(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+    def _create_product(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         with self._lock:
             product_id = params.get("id") or _new_id("prod")
             if any(p["id"] == product_id for p in self.products):
@@ -564,7 +532,7 @@ class FakeStripe:
             if default_price is not None:
                 price = self._new_price(dict(default_price, product=product_id))
                 product["default_price"] = price["id"]
-        return _Reply(200, product)
+        return Reply(200, product)
 
     def _new_product(self, params: Mapping[str, Any]) -> dict[str, Any]:
         now = int(time.time())
@@ -592,13 +560,13 @@ class FakeStripe:
         self.products.append(product)
         return product
 
-    def _list_products(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+    def _list_products(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         # Not in the OpenAPI excerpt, so its query is not validated; enough for a set-up's find-or-create.
         with self._lock:
             found = [p for p in self.products if _matches(p, params, "active")]
-        return _Reply(200, _page(found, params, "/v1/products"))
+        return Reply(200, _page(found, params, "/v1/products"))
 
-    def _create_price(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+    def _create_price(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         recurring = params.get("recurring") or {}
         with self._lock:
             if "product_data" in params:
@@ -626,7 +594,7 @@ class FakeStripe:
                     return _error(400, f"A price (`{holder['id']}`) already uses that lookup key.", param="lookup_key")
                 holder["lookup_key"] = None
             price = self._new_price(dict(params, product=product_id))
-        return _Reply(200, price)
+        return Reply(200, price)
 
     def _new_price(self, params: Mapping[str, Any]) -> dict[str, Any]:
         recurring = params.get("recurring")
@@ -666,7 +634,7 @@ class FakeStripe:
         self.prices.append(price)
         return price
 
-    def _list_prices(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+    def _list_prices(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         # Not in the OpenAPI excerpt, so its query is not validated. Supports `product`, `active`, `lookup_keys[]`.
         lookup_keys = params.get("lookup_keys")
         if isinstance(lookup_keys, dict):
@@ -677,11 +645,11 @@ class FakeStripe:
                 for p in self.prices
                 if _matches(p, params, "active", "product") and (lookup_keys is None or p["lookup_key"] in lookup_keys)
             ]
-        return _Reply(200, _page(found, params, "/v1/prices"))
+        return Reply(200, _page(found, params, "/v1/prices"))
 
     # -- billing portal --------------------------------------------------------------------------------------------
 
-    def _create_portal_session(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+    def _create_portal_session(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         customer = params.get("customer")
         if customer is None and params.get("customer_account") is None:
             problem = Problem("customer", "Missing required param: customer.")
@@ -709,10 +677,10 @@ class FakeStripe:
                 "url": f"{self.url}/p/session/{session_id}",
             }
             self.portal_sessions.append(session)
-        return _Reply(200, session)
+        return Reply(200, session)
 
 
-    def _list_subscriptions(self, request: RecordedRequest, params: Mapping[str, Any]) -> _Reply:
+    def _list_subscriptions(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         # Not in the OpenAPI excerpt, so its query is not validated. Supports `customer` and `status`; without a
         # status, every subscription that is not canceled, as Stripe does (docs api/subscriptions/list).
         status = params.get("status")
@@ -723,7 +691,7 @@ class FakeStripe:
                 if _matches(s, params, "customer")
                 and (status == "all" or s.get("status") == status or (status is None and s.get("status") != "canceled"))
             ]
-        return _Reply(200, _page(found, params, "/v1/subscriptions"))
+        return Reply(200, _page(found, params, "/v1/subscriptions"))
 
 
 def _flow(flow_data: Mapping[str, Any]) -> dict[str, Any]:
@@ -773,74 +741,12 @@ def _page(items: list[dict[str, Any]], params: Mapping[str, Any], url: str) -> d
     return {"object": "list", "data": page, "has_more": has_more, "url": url}
 
 
-# -- HTTP plumbing ---------------------------------------------------------------------------------------------------
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeStripe
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out and hung up is expected here (hang_next); stay quiet about broken pipes.
-        import sys
-
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if len(body) < length:
-            # The client died mid-request (a SIGKILLed gateway): like any HTTP server, Stripe never sees a request
-            # whose body did not arrive whole, so it is neither processed nor recorded as an invalid one.
-            self.close_connection = True
-            return
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        reply = self.server.fake._dispatch(method, self.path, headers, body)
-        if isinstance(reply, _Drop):
-            self.close_connection = True
-            return
-        if isinstance(reply.body, str):
-            data, content_type = reply.body.encode(), "text/html; charset=utf-8"
-        else:
-            data, content_type = json.dumps(reply.body).encode(), "application/json"
-        self.send_response(reply.status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Request-Id", _new_id("req"))
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # tests read state, not access logs
-
-
 def main() -> None:
     """`python -m tests.fakes.stripe_server [port]`: run the fake in the foreground for manual trials."""
     import sys
 
     fake = FakeStripe()
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    server = _Server(("127.0.0.1", port), _RequestHandler)
-    server.fake = fake
-    fake._server = server
+    server = fake.bind(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
     print(f"fake Stripe on {fake.url} (API key {fake.api_key})", flush=True)
     with suppress(KeyboardInterrupt):
         server.serve_forever()

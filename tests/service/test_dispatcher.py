@@ -1,68 +1,19 @@
-"""The dispatcher against the in-memory ledger and a scripted biller (a fake of the BillingSink port)."""
+"""The dispatcher against the in-memory ledger and a scripted biller (tests/service/billers.py)."""
 
 from __future__ import annotations
-
-import asyncio
-from collections import defaultdict
-from decimal import Decimal
 
 import pytest
 
 from gateway.adapters.clock import FrozenClock
-from gateway.adapters.memory import MemoryBiller, MemoryLedger
-from gateway.domain.errors import BillerError, BillerRateLimited, BillerRejected, BillerUnavailable
+from gateway.adapters.memory import MemoryLedger
+from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable
 from gateway.domain.event import meter_identifier
-from gateway.domain.ledger import Claim, ParkReason, State
-from gateway.domain.ports import Delivery, MeterEvent
-from gateway.domain.units import Rounding, exact_units
+from gateway.domain.ledger import ParkReason, State
+from gateway.domain.ports import MeterEvent
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
+from tests.service.billers import ScriptedBiller, record
 
 FAST = DispatchConfig(batch=100, concurrency=8, lease_s=30, max_rps=1_000_000, retry_base_s=1, retry_max_s=60)
-
-
-class ScriptedBiller(MemoryBiller):
-    """Records like the local biller, but fails the next calls as scripted and measures concurrency per customer."""
-
-    name = "scripted"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures: list[BillerError] = []
-        self.calls = 0
-        self.in_flight: dict[str, int] = defaultdict(int)
-        self.max_in_flight: dict[str, int] = defaultdict(int)
-        self.max_total_in_flight = 0
-
-    async def send(self, event: MeterEvent) -> Delivery:
-        self.calls += 1
-        self.in_flight[event.customer] += 1
-        self.max_in_flight[event.customer] = max(self.max_in_flight[event.customer], self.in_flight[event.customer])
-        self.max_total_in_flight = max(self.max_total_in_flight, sum(self.in_flight.values()))
-        try:
-            await asyncio.sleep(0.001)
-            if self.failures:
-                raise self.failures.pop(0)
-            return await super().send(event)
-        finally:
-            self.in_flight[event.customer] -= 1
-
-
-async def record(ledger: MemoryLedger, event_id: str, customer: str, cost: str, now: float) -> None:
-    claim = Claim(
-        event_id=event_id,
-        event_type="chat.completion.finished",
-        billing_customer=customer,
-        ringside_customer=None,
-        cost_usd=Decimal(cost),
-        exact_units=exact_units(Decimal(cost), 100_000),
-        timestamp=int(now),
-    )
-    await ledger.record(claim, Rounding.CARRY, now)
-
-
-@pytest.fixture
-def ledger() -> MemoryLedger:
-    return MemoryLedger()
 
 
 @pytest.fixture
@@ -78,8 +29,8 @@ def dispatcher(ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock)
 async def test_sends_each_pending_entry_once_and_marks_it_sent(
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
-    await record(ledger, "evt_A", "cus_1", "0.01", clock.now())
-    await record(ledger, "evt_B", "cus_2", "0.02", clock.now())
+    await record(ledger, "evt_A", clock.now())
+    await record(ledger, "evt_B", clock.now(), cost="0.02", customer="cus_2")
 
     assert await dispatcher.run_once() == 2
     assert await dispatcher.run_once() == 0
@@ -94,7 +45,7 @@ async def test_sends_each_pending_entry_once_and_marks_it_sent(
 async def test_marks_zero_unit_entry_sent_without_calling_biller(
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
-    await record(ledger, "evt_TINY", "cus_1", "0.000001", clock.now())
+    await record(ledger, "evt_TINY", clock.now(), cost="0.000001")
 
     await dispatcher.run_once()
 
@@ -105,7 +56,7 @@ async def test_marks_zero_unit_entry_sent_without_calling_biller(
 async def test_schedules_retry_with_backoff_when_biller_fails_transiently(
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
-    await record(ledger, "evt_RETRY", "cus_1", "0.01", clock.now())
+    await record(ledger, "evt_RETRY", clock.now())
     biller.failures = [BillerUnavailable("boom", cause="server_error"), BillerUnavailable("boom", cause="timeout")]
 
     await dispatcher.run_once()
@@ -126,11 +77,11 @@ async def test_schedules_retry_with_backoff_when_biller_fails_transiently(
 async def test_waits_at_least_retry_after_and_pauses_everyone_when_rate_limited(
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
-    await record(ledger, "evt_429", "cus_1", "0.01", clock.now())
+    await record(ledger, "evt_429", clock.now())
     biller.failures = [BillerRateLimited(retry_after_s=7)]
 
     await dispatcher.run_once()
-    await record(ledger, "evt_OTHER", "cus_2", "0.01", clock.now())
+    await record(ledger, "evt_OTHER", clock.now(), customer="cus_2")
     paused = await dispatcher.run_once()
     clock.advance(7)
     resumed = await dispatcher.run_once()
@@ -143,7 +94,7 @@ async def test_waits_at_least_retry_after_and_pauses_everyone_when_rate_limited(
 async def test_parks_entry_with_biller_message_when_rejected_for_good(
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
-    await record(ledger, "evt_REJECTED", "cus_gone", "0.01", clock.now())
+    await record(ledger, "evt_REJECTED", clock.now(), customer="cus_gone")
     biller.failures = [BillerRejected("No such customer: 'cus_gone'")]
 
     await dispatcher.run_once()
@@ -158,7 +109,7 @@ async def test_keeps_one_call_in_flight_per_customer_while_serving_customers_in_
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
     for n in range(40):
-        await record(ledger, f"evt_{n}", f"cus_{n % 4}", "0.01", clock.now())
+        await record(ledger, f"evt_{n}", clock.now(), customer=f"cus_{n % 4}")
 
     await dispatcher.run_once()
 
@@ -170,8 +121,8 @@ async def test_keeps_one_call_in_flight_per_customer_while_serving_customers_in_
 async def test_releases_customers_later_entries_when_an_earlier_one_fails(
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
-    await record(ledger, "evt_FIRST", "cus_1", "0.01", clock.now())
-    await record(ledger, "evt_SECOND", "cus_1", "0.01", clock.now())
+    await record(ledger, "evt_FIRST", clock.now(), customer="cus_1")
+    await record(ledger, "evt_SECOND", clock.now(), customer="cus_1")
     biller.failures = [BillerUnavailable("down")]
 
     await dispatcher.run_once()
@@ -185,7 +136,7 @@ async def test_sends_digest_identifier_when_event_id_is_longer_than_stripe_allow
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
     long_id = "evt_" + "x" * 200
-    await record(ledger, long_id, "cus_1", "0.01", clock.now())
+    await record(ledger, long_id, clock.now())
 
     await dispatcher.run_once()
 
@@ -196,7 +147,7 @@ async def test_sends_digest_identifier_when_event_id_is_longer_than_stripe_allow
 async def test_new_dispatcher_takes_over_entries_whose_lease_ran_out(
     ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
-    await record(ledger, "evt_ORPHAN", "cus_1", "0.01", clock.now())
+    await record(ledger, "evt_ORPHAN", clock.now())
     await ledger.lease_due(clock.now(), 10, 30)  # a dispatcher leased it, then died
     successor = Dispatcher(ledger, biller, clock, FAST)
 
@@ -211,7 +162,7 @@ async def test_new_dispatcher_takes_over_entries_whose_lease_ran_out(
 async def test_counts_already_sent_as_sent_when_biller_holds_identifier(
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
-    await record(ledger, "evt_SEEN", "cus_1", "0.01", clock.now())
+    await record(ledger, "evt_SEEN", clock.now())
     await biller.send(MeterEvent("evt_SEEN", "cus_1", 1000, int(clock.now())))  # the crash window: sent, not marked
 
     await dispatcher.run_once()

@@ -2,77 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-from decimal import Decimal
-
 import pytest
 
 from gateway.adapters.clock import FrozenClock
-from gateway.adapters.memory import MemoryBiller, MemoryLedger
-from gateway.domain.errors import BillerError, BillerRateLimited, BillerRejected, BillerUnavailable
-from gateway.domain.ledger import Claim, ParkReason, State
-from gateway.domain.ports import BatchBillingSink, Delivery, MeterEvent
-from gateway.domain.units import Rounding, exact_units
+from gateway.adapters.memory import MemoryLedger
+from gateway.domain.errors import BillerRateLimited, BillerUnavailable
+from gateway.domain.ledger import ParkReason, State
+from gateway.domain.ports import MeterEvent
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
+from tests.service.billers import BatchBiller, record
 
 CONFIG = DispatchConfig(batch=2, concurrency=2, lease_s=30, max_rps=1_000_000, retry_base_s=1, retry_max_s=60)
-
-
-class BatchBiller(MemoryBiller, BatchBillingSink):
-    """Records like the memory biller, `max_batch` events per call; fails whole calls as scripted.
-
-    `refuse` names identifiers whose presence makes a call be refused as a whole (as a 400 would).
-    """
-
-    name = "batch"
-    max_batch = 3
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[list[str]] = []
-        self.failures: list[BillerError] = []
-        self.refuse: set[str] = set()
-        self.in_flight = 0
-        self.max_in_flight = 0
-
-    async def send_batch(self, events: Sequence[MeterEvent]) -> list[Delivery]:
-        assert 1 <= len(events) <= self.max_batch
-        self.calls.append([event.identifier for event in events])
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(0.001)
-            if self.failures:
-                raise self.failures.pop(0)
-            if self.refuse & {event.identifier for event in events}:
-                raise BillerRejected("Invalid event in request.")
-            return [await MemoryBiller.send(self, event) for event in events]
-        finally:
-            self.in_flight -= 1
-
-    async def send(self, event: MeterEvent) -> Delivery:
-        return (await self.send_batch([event]))[0]
-
-
-async def record(
-    ledger: MemoryLedger, event_id: str, now: float, *, cost: str = "0.01", customer: str = "cus_1"
-) -> None:
-    claim = Claim(
-        event_id=event_id,
-        event_type="chat.completion.finished",
-        billing_customer=customer,
-        ringside_customer=None,
-        cost_usd=Decimal(cost),
-        exact_units=exact_units(Decimal(cost), 100_000),
-        timestamp=int(now),
-    )
-    await ledger.record(claim, Rounding.CARRY, now)
-
-
-@pytest.fixture
-def ledger() -> MemoryLedger:
-    return MemoryLedger()
 
 
 @pytest.fixture

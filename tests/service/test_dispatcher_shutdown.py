@@ -10,7 +10,7 @@ from gateway.adapters.memory import MemoryBiller, MemoryLedger
 from gateway.domain.ledger import State
 from gateway.domain.ports import Delivery, MeterEvent
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
-from tests.service.test_dispatcher import record
+from tests.service.billers import record
 
 ONE_AT_A_TIME = DispatchConfig(batch=100, concurrency=1, lease_s=30, max_rps=1_000_000)
 
@@ -37,8 +37,8 @@ async def _leased_by_nobody(ledger: MemoryLedger, clock: FrozenClock) -> list[st
 async def test_finishes_the_call_in_flight_and_releases_the_rest_when_stopped(clock: FrozenClock) -> None:
     ledger, biller = MemoryLedger(), GatedBiller()
     for n in range(3):
-        await record(ledger, f"evt_{n}", "cus_1", "0.01", clock.now())  # one customer: one call at a time
-    await record(ledger, "evt_other", "cus_2", "0.01", clock.now())  # waits for the single slot
+        await record(ledger, f"evt_{n}", clock.now(), customer="cus_1")  # one customer: one call at a time
+    await record(ledger, "evt_other", clock.now(), customer="cus_2")  # waits for the single slot
     dispatcher = Dispatcher(ledger, biller, clock, ONE_AT_A_TIME)
     running = asyncio.create_task(dispatcher.run())
     await biller.entered.wait()
@@ -57,7 +57,7 @@ async def test_finishes_the_call_in_flight_and_releases_the_rest_when_stopped(cl
 async def test_releases_every_lease_when_its_task_is_cancelled_mid_call(clock: FrozenClock) -> None:
     ledger, biller = MemoryLedger(), GatedBiller()
     for n in range(4):
-        await record(ledger, f"evt_{n}", f"cus_{n % 2}", "0.01", clock.now())
+        await record(ledger, f"evt_{n}", clock.now(), customer=f"cus_{n % 2}")
     dispatcher = Dispatcher(ledger, biller, clock, DispatchConfig(batch=100, concurrency=4, lease_s=30))
     running = asyncio.create_task(dispatcher.run())
     await biller.entered.wait()

@@ -18,11 +18,6 @@ from tests.builders import SECRET, encode, event
 
 
 @pytest.fixture
-def ledger() -> MemoryLedger:
-    return MemoryLedger()
-
-
-@pytest.fixture
 def customers() -> MemoryCustomers:
     return MemoryCustomers()
 

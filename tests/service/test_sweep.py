@@ -12,7 +12,7 @@ from gateway.app.metrics import PrometheusMetrics
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import LedgerStats
 from gateway.service.sweep import Sweep
-from tests.service.test_dispatcher import record
+from tests.service.billers import record
 
 
 class UnreadableLedger(MemoryLedger):
@@ -26,7 +26,7 @@ def gauge(metrics: PrometheusMetrics, name: str) -> float | None:
 
 async def test_publishes_backlog_and_stays_quiet_when_nothing_is_old(clock: FrozenClock) -> None:
     ledger, metrics = MemoryLedger(), PrometheusMetrics()
-    await record(ledger, "evt_NEW", "cus_1", "0.01", clock.now())
+    await record(ledger, "evt_NEW", clock.now())
     clock.advance(10)
     sweep = Sweep(ledger, clock, metrics=metrics, alert_after_s=300)
 
@@ -44,7 +44,7 @@ async def test_warns_and_raises_the_stale_gauge_when_oldest_pending_is_older_tha
     clock: FrozenClock,
 ) -> None:
     ledger, metrics = MemoryLedger(), PrometheusMetrics()
-    await record(ledger, "evt_STUCK", "cus_1", "0.01", clock.now())
+    await record(ledger, "evt_STUCK", clock.now())
     clock.advance(301)
     sweep = Sweep(ledger, clock, metrics=metrics, alert_after_s=300)
 
@@ -60,7 +60,7 @@ async def test_warns_and_raises_the_stale_gauge_when_oldest_pending_is_older_tha
 
 async def test_says_recovered_once_the_backlog_is_delivered(clock: FrozenClock) -> None:
     ledger, metrics = MemoryLedger(), PrometheusMetrics()
-    await record(ledger, "evt_STUCK", "cus_1", "0.01", clock.now())
+    await record(ledger, "evt_STUCK", clock.now())
     clock.advance(301)
     sweep = Sweep(ledger, clock, metrics=metrics, alert_after_s=300)
     await sweep.run_once()
@@ -79,7 +79,7 @@ async def test_wakes_the_dispatcher_when_anything_is_pending(clock: FrozenClock)
     ledger, woken = MemoryLedger(), []
     sweep = Sweep(ledger, clock, wake=lambda: woken.append(True))
     await sweep.run_once()
-    await record(ledger, "evt_ORPHAN", "cus_1", "0.01", clock.now())
+    await record(ledger, "evt_ORPHAN", clock.now())
     await sweep.run_once()
 
     assert woken == [True]
@@ -99,7 +99,7 @@ async def test_reports_the_store_down_and_keeps_going_when_stats_fail(clock: Fro
 
 async def test_run_sweeps_at_once_and_ends_promptly_when_stopped(clock: FrozenClock) -> None:
     ledger, swept = MemoryLedger(), asyncio.Event()
-    await record(ledger, "evt_PENDING", "cus_1", "0.01", clock.now())
+    await record(ledger, "evt_PENDING", clock.now())
     sweep = Sweep(ledger, clock, interval_s=3600, wake=swept.set)
     running = asyncio.create_task(sweep.run())
     await asyncio.wait_for(swept.wait(), 1)
