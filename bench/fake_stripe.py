@@ -19,10 +19,11 @@ import time
 from collections import Counter
 from typing import Any
 
-from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe, _Drop, _Reply, _RequestHandler, _Server
+from tests.fakes.http_fake import Drop, FakeHTTPServer, Reply
+from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe, _RequestHandler
 
 
-class _QuickServer(_Server):
+class _QuickServer(FakeHTTPServer):
     # The default backlog of 5 drops connection attempts when 16 dispatcher connections open at once (a client
     # then waits a second for its SYN to be retried, or fails).
     request_queue_size = 128
@@ -35,7 +36,11 @@ class _QuickHandler(_RequestHandler):
 
 
 class TimedFakeStripe(FakeStripe):
-    """FakeStripe that also notes when each request started, per path (for the per-second rate)."""
+    """FakeStripe that also notes when each request started, per path (for the per-second rate), on a server that
+    neither drops connections nor delays answers (see above)."""
+
+    server_class = _QuickServer
+    handler_class = _QuickHandler
 
     def __init__(self) -> None:
         super().__init__(api_key=FAKE_API_KEY)
@@ -43,22 +48,13 @@ class TimedFakeStripe(FakeStripe):
         self.statuses: Counter[tuple[str, int]] = Counter()
         self._timing = threading.Lock()
 
-    def start(self) -> TimedFakeStripe:
-        """As FakeStripe.start, on a server that neither drops connections nor delays answers (see above)."""
-        server = _QuickServer(("127.0.0.1", 0), _QuickHandler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Reply | _Drop:
+    def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | Drop:
         started = time.monotonic()
         reply = super()._dispatch(method, target, headers, body)
         path = target.split("?", 1)[0]
         with self._timing:
             self.started.setdefault(path, []).append(started)
-            self.statuses[(path, reply.status if isinstance(reply, _Reply) else 0)] += 1
+            self.statuses[(path, reply.status if isinstance(reply, Reply) else 0)] += 1
         return reply
 
     def stats(self) -> dict[str, Any]:
