@@ -7,7 +7,7 @@ import logging
 import pytest
 import structlog
 
-from gateway.app.logging import REDACTED, redact, redact_text, register_secrets
+from gateway.app.logging import REDACTED, might_hold_secret, redact, redact_text, register_secrets
 from tests.log_capture import captured_logs
 
 JWT = (
@@ -40,6 +40,22 @@ def test_scrubs_credentials_from_any_text(text: str, secret: str) -> None:
 
     assert secret not in scrubbed
     assert REDACTED in scrubbed
+
+
+@pytest.mark.parametrize(("text", "secret"), CREDENTIALS)
+def test_the_prefilter_lets_no_credential_through_alone_or_among_other_strings(text: str, secret: str) -> None:
+    # The fast path skips the regexes when this says False: it must say True for every credential-shaped text,
+    # whatever its case and wherever it sits in the joined strings of a line.
+    assert might_hold_secret(text)
+    assert might_hold_secret(text.upper()) or REDACTED not in redact_text(text.upper())
+    assert might_hold_secret("\x00".join(["evt_1", text, "cus_A"]))
+    assert secret not in str(redact(None, "info", {"event": "x", "note": text, "units": 3}))
+
+
+def test_non_ascii_text_is_checked_by_the_regexes_themselves() -> None:
+    # re's IGNORECASE folds more than str.lower does: U+017F (long s) matches "s". Non-ASCII text skips the
+    # prefilter.
+    assert REDACTED in str(redact(None, "info", {"event": "x", "note": "client_\u017fecret: s3cr3t-value"}))
 
 
 @pytest.mark.parametrize(
