@@ -20,6 +20,7 @@ from gateway.domain.ledger import (
     ParkReason,
     Recorded,
     State,
+    pending_entry,
     rejected_record,
 )
 from gateway.domain.ports import BatchLedger, BillingSink, CustomerStore, Delivery, MeterEvent
@@ -38,18 +39,7 @@ class MemoryLedger(BatchLedger):
         if existing is not None or (claim.event_id in self.parked and claim.event_id != replaces):
             return Recorded(created=False, entry=existing)
         units, carry = settle(claim.exact_units, self.carries.get(claim.billing_customer, ZERO), rounding)
-        entry = Entry(
-            event_id=claim.event_id,
-            event_type=claim.event_type,
-            billing_customer=claim.billing_customer,
-            ringside_customer=claim.ringside_customer,
-            cost_usd=claim.cost_usd,
-            units=units,
-            timestamp=claim.timestamp,
-            state=State.PENDING,
-            created_at=now,
-            next_attempt_at=now,
-        )
+        entry = pending_entry(claim, units, now)
         if replaces is not None:
             self.parked.pop(replaces, None)
         self.carries[claim.billing_customer] = carry

@@ -42,6 +42,7 @@ from gateway.domain.ledger import (
     ParkReason,
     Recorded,
     State,
+    pending_entry,
     rejected_record,
 )
 from gateway.domain.ports import BatchBillingSink, BatchLedger, CustomerStore, Delivery, MeterEvent
@@ -513,18 +514,7 @@ class SqliteLedger(BatchLedger):
                 "SELECT carry FROM carries WHERE billing_customer = ?", (claim.billing_customer,)
             ).fetchone()
             units, carry = settle(claim.exact_units, ZERO if row is None else Decimal(row[0]), rounding)
-            entry = Entry(
-                event_id=claim.event_id,
-                event_type=claim.event_type,
-                billing_customer=claim.billing_customer,
-                ringside_customer=claim.ringside_customer,
-                cost_usd=claim.cost_usd,
-                units=units,
-                timestamp=claim.timestamp,
-                state=State.PENDING,
-                created_at=now,
-                next_attempt_at=now,
-            )
+            entry = pending_entry(claim, units, now)
             connection.execute(
                 f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (

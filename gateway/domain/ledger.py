@@ -55,6 +55,22 @@ class Entry(msgspec.Struct, frozen=True):
     sent_at: float | None = None
 
 
+
+def pending_entry(claim: Claim, units: int, now: float) -> Entry:
+    """The entry a fresh claim becomes: pending, due now, with the units the store settled under the carry."""
+    return Entry(
+        event_id=claim.event_id,
+        event_type=claim.event_type,
+        billing_customer=claim.billing_customer,
+        ringside_customer=claim.ringside_customer,
+        cost_usd=claim.cost_usd,
+        units=units,
+        timestamp=claim.timestamp,
+        state=State.PENDING,
+        created_at=now,
+        next_attempt_at=now,
+    )
+
 class Parked(msgspec.Struct, frozen=True):
     """A signed delivery that could not be billed as it was, kept whole so that an operator can replay it."""
 
