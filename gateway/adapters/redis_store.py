@@ -65,6 +65,7 @@ from gateway.domain.ledger import (
     ParkReason,
     Recorded,
     State,
+    pending_entry,
     rejected_record,
 )
 from gateway.domain.ports import BillingSink, CustomerStore, DedupeStore, Delivery, MeterEvent
@@ -490,18 +491,7 @@ class RedisLedger(DedupeStore):
             for _ in range(_MAX_CONFLICTS):
                 carry_text = _text(read)
                 units, carry = settle(claim.exact_units, Decimal(carry_text) if carry_text else ZERO, rounding)
-                entry = Entry(
-                    event_id=event_id,
-                    event_type=claim.event_type,
-                    billing_customer=claim.billing_customer,
-                    ringside_customer=claim.ringside_customer,
-                    cost_usd=claim.cost_usd,
-                    units=units,
-                    timestamp=claim.timestamp,
-                    state=State.PENDING,
-                    created_at=now,
-                    next_attempt_at=now,
-                )
+                entry = pending_entry(claim, units, now)
                 reply = await self._record(
                     keys=script_keys,
                     args=[

@@ -1,9 +1,12 @@
 """Logging, configured once per process: every line structured, timestamped in UTC, and scrubbed of secrets.
 
 One pipeline for everything. The gateway logs through structlog; uvicorn, Litestar, httpx and the rest log through
-the standard library. Both end in one root handler whose `structlog.stdlib.ProcessorFormatter` renders them alike:
-JSON lines in production (`GATEWAY_LOG_FORMAT=json`, or `auto` when stderr is not a terminal), a readable console
-format on a terminal. A line never leaves the process unrendered by it, so no library's own format appears.
+the standard library. Both go through the same processors (context, level, logger name, timestamp, exceptions,
+`redact`, the renderer) to the one root handler's stream: JSON lines in production (`GATEWAY_LOG_FORMAT=json`, or
+`auto` when stderr is not a terminal), a readable console format on a terminal. Standard-library records are
+rendered by that handler's `structlog.stdlib.ProcessorFormatter`; structlog's lines are rendered by structlog itself
+and written to the handler's stream under the handler's lock (`_HandlerLogger`), which spares the webhook's line
+per delivery two LogRecords. A line never leaves the process unrendered, so no library's own format appears.
 
 Invariants:
 - The request id bound by `RequestIdMiddleware` (structlog contextvars) is on every line logged while a request is
@@ -235,17 +238,17 @@ def configure_logging(log_format: str = "auto", level: str = "info", *, stream: 
         if as_json
         else structlog.dev.ConsoleRenderer(colors=is_tty)
     )
+    final: list[structlog.types.Processor] = [
+        # show_locals=False: a traceback's local variables could hold a secret.
+        structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        if as_json
+        else structlog.processors.format_exc_info,
+        redact,
+        renderer,
+    ]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            # show_locals=False: a traceback's local variables could hold a secret.
-            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
-            if as_json
-            else structlog.processors.format_exc_info,
-            redact,
-            renderer,
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
@@ -266,9 +269,43 @@ def configure_logging(log_format: str = "auto", level: str = "info", *, stream: 
     for name in _NEVER_DEBUG:
         logging.getLogger(name).setLevel(logging.INFO if numeric_level <= logging.DEBUG else logging.WARNING)
 
+    # The gateway's own lines take the same processors straight to the handler's stream, under the handler's lock:
+    # the same line as through the standard library, without its two LogRecords per line.
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*shared, *final],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_HandlerLoggerFactory(handler),
         cache_logger_on_first_use=False,
     )
+
+
+class _HandlerLogger:
+    """What structlog's bound loggers write their rendered lines to: the root handler's stream, as the handler
+    itself writes (one line, its terminator, a flush, under its lock), so the lines of structlog and of the
+    standard library never interleave. Level filtering is the bound logger's (make_filtering_bound_logger)."""
+
+    __slots__ = ("_handler", "name")
+
+    def __init__(self, handler: logging.StreamHandler[TextIO], name: str) -> None:
+        self._handler = handler
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        handler = self._handler
+        with handler.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            try:
+                handler.stream.write(message + handler.terminator)
+                handler.flush()
+            except Exception:
+                # As StreamHandler.emit does: a broken stream must not break the request that logs.
+                handler.handleError(logging.makeLogRecord({"msg": message, "name": self.name}))
+
+    debug = info = warning = warn = error = err = critical = fatal = exception = failure = msg
+
+
+class _HandlerLoggerFactory:
+    def __init__(self, handler: logging.StreamHandler[TextIO]) -> None:
+        self._handler = handler
+
+    def __call__(self, *args: Any) -> _HandlerLogger:
+        return _HandlerLogger(self._handler, str(args[0]) if args else "gateway")

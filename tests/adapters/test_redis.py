@@ -109,6 +109,23 @@ async def test_exactly_one_claim_wins_per_id_and_carries_stay_exact_when_500_cla
     assert (await ledgers[0].stats()).units_pending == sum(units_total.values())
 
 
+async def test_a_carry_remembered_by_one_replica_is_never_trusted_after_another_replica_moved_it(
+    ledgers: tuple[RedisLedger, RedisLedger], redis_client: Redis, redis_prefix: str
+) -> None:
+    # A records first and remembers the carry it wrote (its hint, sent instead of a GET); B then moves the carry;
+    # A's next record must settle from B's carry, not from its own stale one.
+    first, second = ledgers
+    a1 = await first.record(claim("evt_HINT_1", exact="0.6"), Rounding.CARRY, NOW)
+    b1 = await second.record(claim("evt_HINT_2", exact="0.7"), Rounding.CARRY, NOW)
+    a2 = await first.record(claim("evt_HINT_3", exact="0.8"), Rounding.CARRY, NOW)
+    assert await redis_client.get(f"{redis_prefix}c:cus_A") == b"0.1"  # 0.7 + 0.6 - 1 + 0.8 - 1, not 0.6 + 0.8 - 1
+    await redis_client.delete(f"{redis_prefix}c:cus_A")  # the carry gone behind A's back: settled from zero again
+    a3 = await first.record(claim("evt_HINT_4", exact="0.9"), Rounding.CARRY, NOW)
+
+    assert [r.entry.units if r.entry else None for r in (a1, b1, a2, a3)] == [0, 1, 1, 0]
+    assert await redis_client.get(f"{redis_prefix}c:cus_A") == b"0.9"
+
+
 # -- leases across replicas -------------------------------------------------------------------------------------
 
 
