@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -51,7 +52,7 @@ from gateway.domain.units import ZERO, Rounding, settle
 T = TypeVar("T")
 Row = Sequence[Any]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
 # Idempotent: run on every open, inside one transaction with the user_version bump.
@@ -113,6 +114,17 @@ _SCHEMA = (
     """,
     # ping() writes here: a committed write is the only proof that the file can be written now.
     "CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), beats INTEGER NOT NULL)",
+    # stats() reads the sent figures here instead of scanning every sent entry (millions, on the writer thread).
+    # Every statement that moves an entry into 'sent' (mark_sent, mark_sent_many: nothing else changes a state
+    # to or from 'sent', and entries are never deleted) adds to it in its own transaction; _migrate fills it from
+    # one scan when a file is upgraded from schema version 1.
+    """
+    CREATE TABLE IF NOT EXISTS ledger_counters (
+        state   TEXT PRIMARY KEY NOT NULL,
+        entries INTEGER NOT NULL,
+        units   INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
 )
 
 
@@ -421,6 +433,13 @@ def _migrate(connection: sqlite3.Connection) -> None:
         for statement in _SCHEMA:
             connection.execute(statement)
         connection.execute("INSERT INTO heartbeat (id, beats) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
+        counted = connection.execute("SELECT 1 FROM ledger_counters WHERE state = 'sent'").fetchone() is not None
+        if version < 2 or not counted:
+            # Before version 2 nothing kept the counters: count the sent entries once, under this write lock.
+            connection.execute(
+                "INSERT OR REPLACE INTO ledger_counters (state, entries, units)"
+                " SELECT 'sent', COUNT(*), COALESCE(SUM(units), 0) FROM entries WHERE state = 'sent'"
+            )
         if version < SCHEMA_VERSION:
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")
@@ -431,6 +450,16 @@ def _migrate(connection: sqlite3.Connection) -> None:
 
 
 # -- Ledger -----------------------------------------------------------------------------------------------------
+
+
+def _count_sent(connection: sqlite3.Connection, units: list[Row]) -> None:
+    """Add the entries just moved into 'sent' (their `units`, one row each) to the counters stats() reads."""
+    if units:
+        connection.execute(
+            "UPDATE ledger_counters SET entries = entries + ?, units = units + ? WHERE state = 'sent'",
+            (len(units), sum(int(row[0]) for row in units)),
+        )
+
 
 _ENTRY_COLUMNS = (
     "event_id, event_type, billing_customer, ringside_customer, cost_usd, units, timestamp, state, created_at,"
@@ -594,25 +623,32 @@ class SqliteLedger(BatchLedger):
         await self._db.write(work)
 
     async def mark_sent(self, event_id: str, now: float) -> None:
-        await self._db.write(
-            lambda connection: connection.execute(
+        def work(connection: sqlite3.Connection) -> None:
+            rows = connection.execute(
                 "UPDATE entries SET state = 'sent', sent_at = ?, leased_until = 0"
-                " WHERE event_id = ? AND state = 'pending'",
+                " WHERE event_id = ? AND state = 'pending' RETURNING units",
                 (now, event_id),
-            )
-        )
+            ).fetchall()
+            _count_sent(connection, rows)
+
+        await self._db.write(work)
 
     async def mark_sent_many(self, event_ids: Sequence[str], now: float) -> None:
         if not event_ids:
             return
-        rows = [(now, event_id) for event_id in event_ids]
-        await self._db.write(
-            lambda connection: connection.executemany(
+        ids = json.dumps(list(event_ids))
+
+        def work(connection: sqlite3.Connection) -> None:
+            # One statement for the whole batch; a repeated id is one row. `+state` keeps the planner on the primary
+            # key: with a bare `state = 'pending'` it walks every pending entry through entries_due instead.
+            rows = connection.execute(
                 "UPDATE entries SET state = 'sent', sent_at = ?, leased_until = 0"
-                " WHERE event_id = ? AND state = 'pending'",
-                rows,
-            )
-        )
+                " WHERE event_id IN (SELECT value FROM json_each(?)) AND +state = 'pending' RETURNING units",
+                (now, ids),
+            ).fetchall()
+            _count_sent(connection, rows)
+
+        await self._db.write(work)
 
     async def mark_retry(self, event_id: str, next_attempt_at: float, error: str) -> None:
         await self._db.write(
@@ -687,22 +723,22 @@ class SqliteLedger(BatchLedger):
 
     async def stats(self) -> LedgerStats:
         def work(connection: sqlite3.Connection) -> LedgerStats:
-            by_state = {
-                State(row[0]): row
-                for row in connection.execute(
-                    "SELECT state, COUNT(*), COALESCE(SUM(units), 0), MIN(created_at) FROM entries GROUP BY state"
-                )
-            }
+            # Never a scan of the sent entries: pending rows come through entries_due (pending is small in steady
+            # state), the sent figures from ledger_counters, parked from its own small table.
+            pending = connection.execute(
+                "SELECT COUNT(*), COALESCE(SUM(units), 0), MIN(created_at) FROM entries WHERE state = 'pending'"
+            ).fetchone()
+            sent = connection.execute("SELECT entries, units FROM ledger_counters WHERE state = 'sent'").fetchone()
+            if sent is None:
+                raise StoreUnavailable("the SQLite store has no ledger counters; reopen it to repair the schema")
             parked = int(connection.execute("SELECT COUNT(*) FROM parked").fetchone()[0])
-            pending = by_state.get(State.PENDING, (State.PENDING, 0, 0, None))
-            sent = by_state.get(State.SENT, (State.SENT, 0, 0, None))
             return LedgerStats(
-                pending=int(pending[1]),
-                sent=int(sent[1]),
+                pending=int(pending[0]),
+                sent=int(sent[0]),
                 parked=parked,
-                oldest_pending_at=None if pending[3] is None else float(pending[3]),
-                units_sent=int(sent[2]),
-                units_pending=int(pending[2]),
+                oldest_pending_at=None if pending[2] is None else float(pending[2]),
+                units_sent=int(sent[1]),
+                units_pending=int(pending[1]),
             )
 
         return await self._db.read(work)

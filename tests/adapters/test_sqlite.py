@@ -353,6 +353,103 @@ async def test_store_unavailable_when_file_has_a_newer_schema(path: Path, databa
         await database.open()
 
 
+def scanned_stats(path: Path) -> LedgerStats:
+    """The ledger's figures counted the slow way, from every row of the file."""
+    connection = raw(path)
+    try:
+        by_state = {
+            row[0]: row
+            for row in connection.execute(
+                "SELECT state, COUNT(*), COALESCE(SUM(units), 0), MIN(created_at) FROM entries GROUP BY state"
+            )
+        }
+        parked_count = int(connection.execute("SELECT COUNT(*) FROM parked").fetchone()[0])
+    finally:
+        connection.close()
+    pending = by_state.get("pending", ("pending", 0, 0, None))
+    sent = by_state.get("sent", ("sent", 0, 0, None))
+    return LedgerStats(
+        pending=pending[1],
+        sent=sent[1],
+        parked=parked_count,
+        oldest_pending_at=pending[3],
+        units_sent=sent[2],
+        units_pending=pending[2],
+    )
+
+
+async def test_stats_stay_exact_without_scanning_sent_entries_when_entries_move_and_file_reopens(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    first = SqliteDatabase(path)
+    databases.append(first)
+    ledger = SqliteLedger(first)
+    for number in range(6):
+        await ledger.record(claim(f"evt_{number}", exact=str(number + 1)), Rounding.CARRY, NOW + number)
+    await ledger.mark_sent("evt_0", NOW)
+    await ledger.mark_sent("evt_0", NOW)  # already sent: counted once
+    await ledger.mark_sent_many(["evt_1", "evt_2", "evt_1", "evt_MISSING"], NOW)
+    await ledger.mark_rejected("evt_3", "no such customer", NOW)
+    await ledger.mark_rejected("evt_4", "no such customer", NOW)
+    assert await ledger.requeue("evt_3", NOW) is not None
+    await ledger.mark_sent("evt_3", NOW)
+    await ledger.park(parked("evt_PARKED"))
+
+    assert await ledger.stats() == scanned_stats(path)
+    assert (await ledger.stats()).sent == 4
+    assert (await ledger.stats()).units_sent == 1 + 2 + 3 + 4
+    first.close()
+
+    second = SqliteDatabase(path)
+    databases.append(second)
+    ledger = SqliteLedger(second)
+    assert await ledger.stats() == scanned_stats(path)
+    await ledger.mark_sent("evt_5", NOW)
+    assert await ledger.stats() == scanned_stats(path)
+    assert (await ledger.stats()).pending == 0
+
+    plan = await second.read(
+        lambda connection: connection.execute(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*), COALESCE(SUM(units), 0), MIN(created_at)"
+            " FROM entries WHERE state = 'pending'"
+        ).fetchall()
+    )
+    assert "SEARCH entries USING INDEX entries_due (state=?)" in " ".join(str(row[-1]) for row in plan)
+
+
+async def test_sent_counters_are_counted_once_when_a_version_1_file_is_upgraded(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    first = SqliteDatabase(path)
+    databases.append(first)
+    ledger = SqliteLedger(first)
+    for number in range(4):
+        await ledger.record(claim(f"evt_{number}", exact=str(number + 1)), Rounding.CARRY, NOW)
+    await ledger.mark_sent_many(["evt_0", "evt_1"], NOW)
+    first.close()
+    # Make it a version-1 file, as the previous gateway left it (no counters), and let that gateway send more.
+    connection = raw(path)
+    connection.execute("DROP TABLE ledger_counters")
+    connection.execute("PRAGMA user_version = 1")
+    connection.execute("UPDATE entries SET state = 'sent', sent_at = 1 WHERE event_id = 'evt_2'")
+    connection.close()
+
+    second = SqliteDatabase(path)
+    databases.append(second)
+    ledger = SqliteLedger(second)
+    stats = await ledger.stats()
+
+    assert stats == scanned_stats(path)
+    assert (stats.sent, stats.units_sent, stats.pending, stats.units_pending) == (3, 1 + 2 + 3, 1, 4)
+    await ledger.mark_sent("evt_3", NOW)
+    assert await ledger.stats() == scanned_stats(path)
+    connection = raw(path)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        connection.close()
+
+
 async def test_store_unavailable_when_database_is_closed(database: SqliteDatabase) -> None:
     database.close()
     database.close()  # closing twice is harmless
