@@ -12,7 +12,7 @@ from enum import StrEnum
 import msgspec
 
 from gateway.domain.errors import GatewayError, StoreUnavailable
-from gateway.domain.event import InvalidEvent, parse_event
+from gateway.domain.event import Event, InvalidEvent, parse_event
 from gateway.domain.ledger import Claim, Parked, ParkReason
 from gateway.domain.policy import Bill, BillingPolicy, Ignore, Park, assess
 from gateway.domain.ports import Clock, CustomerStore, DedupeStore
@@ -98,30 +98,16 @@ class Ingest:
         decision = assess(event, signed_at, now, self._policy)
         if isinstance(decision, Ignore):
             return Outcome(Status.IGNORED, event.id, event_type=event.type)
-        parked = Parked(
-            event.id,
-            ParkReason.INVALID_PAYLOAD,
-            "",
-            body,
-            signed_at,
-            now,
-            event.type,
-            event.ringside_customer,
-        )
+        replaying = replaces is not None
         if isinstance(decision, Park):
             return await self._park(
-                msgspec.structs.replace(parked, reason=decision.reason, message=decision.message),
-                replaying=replaces is not None,
+                _parked(event, body, signed_at, now, decision.reason, decision.message), replaying=replaying
             )
         customer = await self._resolve_customer(event.stripe_customer, event.ringside_customer)
         if customer is None:
+            message = f"no billing customer is mapped to Ringside customer {event.ringside_customer!r}"
             return await self._park(
-                msgspec.structs.replace(
-                    parked,
-                    reason=ParkReason.UNKNOWN_CUSTOMER,
-                    message=f"no billing customer is mapped to Ringside customer {event.ringside_customer!r}",
-                ),
-                replaying=replaces is not None,
+                _parked(event, body, signed_at, now, ParkReason.UNKNOWN_CUSTOMER, message), replaying=replaying
             )
         return await self._record(event.id, event.type, customer, event.ringside_customer, decision, now, replaces)
 
@@ -174,3 +160,8 @@ class Ingest:
             message=parked.message,
             event_type=parked.event_type,
         )
+
+
+def _parked(event: Event, body: bytes, signed_at: int, now: float, reason: ParkReason, message: str) -> Parked:
+    """The parked record of a parsed event that cannot be billed as it is: the body kept whole for replay."""
+    return Parked(event.id, reason, message, body, signed_at, now, event.type, event.ringside_customer)
