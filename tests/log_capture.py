@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import structlog
-
-from gateway.app.logging import configure_logging
+from gateway.app.logging import configure_logging, reset_logging
 
 
 class CapturedLogs:
@@ -34,8 +31,4 @@ def captured_logs(level: str = "info", log_format: str = "json") -> Iterator[Cap
     try:
         yield captured
     finally:
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if h.get_name() == "gateway"]:
-            root.removeHandler(handler)
-        root.setLevel(logging.WARNING)
-        structlog.reset_defaults()
+        reset_logging()

@@ -2,75 +2,42 @@
 
 `@inject` does not reach into Litestar handlers, so each port is bridged with a small provider function registered
 in `dependencies=` that asks the container (STYLE.md). The container is the app's only source of objects. The
-webhook is the exception in form, not in substance: it is the hot route, so it is built around the container's
-`ingest` provider (`webhook_route`) instead of resolving a dependency on every request.
+webhook is the exception in form, not in substance: it is the hot route, a raw ASGI route built around the
+container's `ingest` provider (gateway.app.webhook), which says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import msgspec
 import structlog
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.enums import MediaType
 from litestar.exceptions import HTTPException
-from litestar.handlers import HTTPRouteHandler
 from litestar.params import SkipValidation
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from gateway.app.container import Container, check_store, close_store_clients
+from gateway.app.errors import error_body, headers_of, status_of
 from gateway.app.metrics import metrics_route
-from gateway.app.openapi import READY_RESPONSES, WEBHOOK_RESPONSES, Health, Readiness, WebhookOperation, openapi_config
+from gateway.app.openapi import READY_RESPONSES, Health, Readiness, document_webhook, openapi_config
 from gateway.app.portal import portal_router
 from gateway.app.request_id import RequestIdMiddleware
-from gateway.domain.errors import (
-    BillerRejected,
-    BillerUnavailable,
-    GatewayError,
-    InvalidPortalRequest,
-    InvalidReturnUrl,
-    MissingToken,
-    NoBillingAccount,
-    PayloadTooLarge,
-    PortalAuthError,
-    PortalFlowUnavailable,
-    PortalNotConfigured,
-    SignatureError,
-    StoreUnavailable,
-)
+from gateway.app.webhook import webhook_route
+from gateway.domain.errors import GatewayError, StoreUnavailable
 from gateway.domain.ports import DedupeStore
-from gateway.domain.signature import HEADER
-from gateway.service.ingest import Ingest, Outcome, Status
 
 log = structlog.get_logger("gateway.http")
 
 # Ports are Protocols, which Litestar cannot isinstance-check: inject them by name and skip validation.
 LedgerDependency: TypeAlias = NamedDependency[SkipValidation[DedupeStore]]
 
-STORE_RETRY_AFTER_S = 5
-_STATUS_OF: dict[type[GatewayError], int] = {
-    SignatureError: 401,
-    PayloadTooLarge: 413,
-    StoreUnavailable: 503,
-    # The portal (CONTRACT 3). A biller's refusal there is not the user's fault: 502, never a 4xx or a 500.
-    PortalAuthError: 401,
-    InvalidReturnUrl: 400,
-    InvalidPortalRequest: 400,
-    NoBillingAccount: 404,
-    PortalFlowUnavailable: 409,
-    PortalNotConfigured: 503,
-    BillerUnavailable: 503,
-    BillerRejected: 502,
-}
-PORTAL_REALM = "billing-portal"
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -83,30 +50,8 @@ _HTTP_CODES = {
 }
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
 def _gateway_error(request: Request[Any, Any, State], exc: GatewayError) -> Response[Any]:
-    status = next((code for kind, code in _STATUS_OF.items() if isinstance(exc, kind)), 400)
-    return Response(error_body(exc.code, exc.message), status_code=status, headers=_headers_of(exc))
-
-
-def _headers_of(exc: GatewayError) -> dict[str, str] | None:
-    if isinstance(exc, StoreUnavailable):
-        return {"Retry-After": str(STORE_RETRY_AFTER_S)}
-    if isinstance(exc, PortalAuthError):
-        # RFC 6750 3 / 3.1: a request without a token gets a bare challenge; a bad one gets error="invalid_token".
-        if isinstance(exc, MissingToken):
-            return {"WWW-Authenticate": f'Bearer realm="{PORTAL_REALM}"'}
-        description = exc.message.replace('"', "'").replace("\\", "/")
-        return {
-            "WWW-Authenticate": f'Bearer realm="{PORTAL_REALM}", error="invalid_token", '
-            f'error_description="{description}"'
-        }
-    if isinstance(exc, BillerUnavailable) and exc.retry_after_s is not None:
-        return {"Retry-After": str(max(1, round(exc.retry_after_s)))}
-    return None
+    return Response(error_body(exc.code, exc.message), status_code=status_of(exc), headers=headers_of(exc))
 
 
 def _http_error(request: Request[Any, Any, State], exc: HTTPException) -> Response[Any]:
@@ -120,84 +65,6 @@ def _unexpected(request: Request[Any, Any, State], exc: Exception) -> Response[A
         error_body("internal_error", "unexpected error; nothing was acknowledged"),
         status_code=HTTP_500_INTERNAL_SERVER_ERROR,
     )
-
-
-_RESPONSE_STATUS = {Status.PARKED: 202}
-_JSON = msgspec.json.Encoder()
-
-
-def webhook_route(ingest_of: Callable[[], Ingest]) -> HTTPRouteHandler:
-    """`POST /webhooks/ringside`, around the container's Ingest (`ingest_of`: its Singleton provider, ~50 ns a call).
-
-    The hot route, so it asks Litestar for as little as possible per request: only the `Request` (no dependency to
-    resolve, no parameter to parse), and a body already encoded (no serializer lookup). Its request body and
-    signature header are documented by WebhookOperation, its responses by WEBHOOK_RESPONSES.
-    """
-    @post(
-        "/webhooks/ringside",
-        status_code=200,
-        tags=["webhooks"],
-        summary="Receive a signed Ringside delivery",
-        description="Verify the X-FC-Signature over the raw body, record the event in the ledger, acknowledge. "
-        "Exactly one meter event follows per event id, however often it is delivered (CONTRACT 1).",
-        responses=WEBHOOK_RESPONSES,
-        operation_class=WebhookOperation,
-        media_type=MediaType.JSON,
-    )
-    async def ringside_webhook(request: Request[Any, Any, State]) -> Response[bytes]:
-        """Verify, record, acknowledge (CONTRACT 1). The body is read as raw bytes and verified before anything else.
-
-        The request id is bound by RequestIdMiddleware, for this and every other route.
-        """
-        started = time.perf_counter()
-        ingest = ingest_of()
-        try:
-            try:
-                body = await request.body()
-            except HTTPException as exc:
-                if exc.status_code == 413:
-                    ingest.refused(PayloadTooLarge())
-                    raise PayloadTooLarge() from None
-                raise
-            outcome = await ingest.deliver(request.headers.get(HEADER), body)
-        except GatewayError as exc:
-            log.warning("webhook.refused", outcome=exc.code, latency_ms=_ms(started))
-            raise
-        _log_delivery(outcome, started)
-        return Response(
-            _JSON.encode(_response_body(outcome)),
-            status_code=_RESPONSE_STATUS.get(outcome.status, 200),
-            media_type=MediaType.JSON,
-        )
-
-    return ringside_webhook
-
-
-def _response_body(outcome: Outcome) -> dict[str, Any]:
-    body: dict[str, Any] = {"status": outcome.status.value, "event_id": outcome.event_id}
-    if outcome.status is Status.ACCEPTED:
-        body["units"] = outcome.units
-    elif outcome.status is Status.PARKED:
-        body["reason"] = outcome.reason.value if outcome.reason else None
-        body["message"] = outcome.message
-    return body
-
-
-def _log_delivery(outcome: Outcome, started: float) -> None:
-    log.info(
-        "webhook.delivery",
-        event_id=outcome.event_id,
-        type=outcome.event_type,
-        customer=outcome.customer,
-        outcome=outcome.status.value,
-        units=outcome.units,
-        reason=outcome.reason.value if outcome.reason else None,
-        latency_ms=_ms(started),
-    )
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
 
 
 @get("/healthz", tags=["operations"], summary="Liveness", cache=False)
@@ -259,7 +126,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
 
     app = Litestar(
         route_handlers=[
-            webhook_route(container.ingest),
+            webhook_route(container.ingest, settings.max_body_bytes),
             healthz,
             readyz,
             metrics_route(container.metrics, container.sweep),
@@ -283,6 +150,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     # Around Litestar's whole handler rather than in `middleware=`: route middleware does not run for requests that
     # match no route (404, 405), and those must carry a request id too.
     app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    document_webhook(app.openapi_schema)
     return app
 
 

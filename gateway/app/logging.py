@@ -271,12 +271,25 @@ def configure_logging(log_format: str = "auto", level: str = "info", *, stream: 
 
     # The gateway's own lines take the same processors straight to the handler's stream, under the handler's lock:
     # the same line as through the standard library, without its two LogRecords per line.
+    global _hot
+    _hot = _HotLines(handler if as_json else None, numeric_level <= logging.INFO)
     structlog.configure(
         processors=[*shared, *final],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=_HandlerLoggerFactory(handler),
         cache_logger_on_first_use=False,
     )
+
+
+def reset_logging() -> None:
+    """Undo configure_logging: its root handler removed, structlog's defaults back, hot lines through structlog."""
+    global _hot
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    structlog.reset_defaults()
+    _hot = _HotLines(None, True)
 
 
 class _HandlerLogger:
@@ -309,3 +322,47 @@ class _HandlerLoggerFactory:
 
     def __call__(self, *args: Any) -> _HandlerLogger:
         return _HandlerLogger(self._handler, str(args[0]) if args else "gateway")
+
+
+class _HotLines:
+    """Where `info_line` writes: the JSON handler's stream, nowhere (INFO is filtered out), or, for the console
+    format, structlog's own pipeline."""
+
+    __slots__ = ("enabled", "handler")
+
+    def __init__(self, handler: logging.StreamHandler[TextIO] | None, enabled: bool) -> None:
+        self.handler = handler
+        self.enabled = enabled
+
+
+_hot = _HotLines(None, True)
+_stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+def info_line(logger: str, event: str, fields: dict[str, Any]) -> None:
+    """Log `event` at INFO exactly as `structlog.get_logger(logger).info(event, **fields)` does, for the hot path.
+
+    The webhook logs one line per delivery, and structlog's general machinery (a bound logger made per call, the
+    processor chain called through its wrappers) cost about 60 us of a ~270 us request on the 2-core bench
+    machine; this takes the same steps in the same order (context variables, level, logger name, UTC timestamp,
+    `redact`, the msgspec renderer) and writes as `_HandlerLogger` does, for about a fifth of that. The line is
+    byte for byte the pipeline's (tests/app/test_logging.py compares them). `fields` is consumed.
+    """
+    hot = _hot
+    if not hot.enabled:
+        return
+    handler = hot.handler
+    if handler is None:
+        structlog.get_logger(logger).info(event, **fields)
+        return
+    fields["event"] = event
+    structlog.contextvars.merge_contextvars(None, "info", fields)
+    fields["level"] = "info"
+    fields["logger"] = logger
+    line = _dumps(redact(None, "info", _stamp(None, "info", fields)), repr)
+    with handler.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+        try:
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        except Exception:
+            handler.handleError(logging.makeLogRecord({"msg": line, "name": logger}))

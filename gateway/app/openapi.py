@@ -1,8 +1,9 @@
 """The OpenAPI description of the public routes, served at `/schema` (UI) and `/schema/openapi.json`.
 
-The webhook handler reads the raw body (it must verify the signature over the exact bytes before parsing anything,
-CONTRACT 1), so Litestar cannot infer its request body or its signature header from the handler's signature; they
-are described here by hand, from CONTRACT 1, and attached with `operation_class`. Responses are documented with
+The webhook is a raw ASGI route (gateway.app.webhook: it reads the raw body, which it must verify over the exact
+bytes before parsing anything, CONTRACT 1), which Litestar's schema generation does not see at all: its operation
+(request body, signature header, responses) is described here by hand from CONTRACT 1 and added to the document by
+`document_webhook`. Responses are documented with
 msgspec Structs whose fields mirror the bodies the handlers build: the schema documents the wire contract, and the
 OpenAPI-driven fuzz test (tests/app/test_openapi_fuzz.py) checks the app against it.
 """
@@ -15,8 +16,17 @@ from enum import StrEnum
 import msgspec
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import (
+    OpenAPI,
+    OpenAPIResponse,
+    Operation,
+    Parameter,
+    PathItem,
+    Reference,
+    RequestBody,
+    Schema,
+)
 from litestar.openapi.spec import OpenAPIMediaType as MediaTypeObject
-from litestar.openapi.spec import Operation, Parameter, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
 from gateway import __version__
@@ -83,25 +93,16 @@ class Readiness(msgspec.Struct, frozen=True):
     checks: ReadyChecks
 
 
-def error(description: str) -> ResponseSpec:
-    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
-
-
-WEBHOOK_RESPONSES: dict[int, ResponseSpec] = {
-    200: ResponseSpec(
-        data_container=Acknowledged,
-        description="Accepted (durably recorded; the meter event follows), duplicate, or ignored.",
-        generate_examples=False,
-    ),
-    202: ResponseSpec(
-        data_container=ParkedAck,
-        description="Parked: unknown_customer, invalid_payload or too_old. Ringside stops retrying.",
-        generate_examples=False,
-    ),
-    400: error("The request is malformed at the HTTP level."),
-    401: error("missing_signature, malformed_signature, timestamp_out_of_tolerance or invalid_signature."),
-    413: error("payload_too_large: the body is over GATEWAY_MAX_BODY_BYTES."),
-    503: error("store_unavailable: nothing was recorded; retry after Retry-After seconds."),
+# The webhook's answers (CONTRACT 1, "Responses"): the Struct each body mirrors, and when it is sent.
+_WEBHOOK_BODIES: dict[int, tuple[type[msgspec.Struct], str]] = {
+    200: (Acknowledged, "Accepted (durably recorded; the meter event follows), duplicate, or ignored."),
+    202: (ParkedAck, "Parked: unknown_customer, invalid_payload or too_old. Ringside stops retrying."),
+    400: (ErrorBody, "The request is malformed at the HTTP level."),
+    401: (ErrorBody, "missing_signature, malformed_signature, timestamp_out_of_tolerance or invalid_signature."),
+    405: (ErrorBody, "method_not_allowed: only POST is served here."),
+    413: (ErrorBody, "payload_too_large: the body is over GATEWAY_MAX_BODY_BYTES."),
+    500: (ErrorBody, "internal_error: an unexpected failure; nothing was acknowledged, so Ringside retries."),
+    503: (ErrorBody, "store_unavailable: nothing was recorded; retry after Retry-After seconds."),
 }
 READY_RESPONSES: dict[int, ResponseSpec] = {
     503: ResponseSpec(data_container=Readiness, description="The ledger cannot be written.", generate_examples=False),
@@ -172,6 +173,42 @@ class WebhookOperation(Operation):
             description="A Ringside event, signed over its exact bytes.",
         )
         self.parameters = [*(self.parameters or []), SIGNATURE_PARAMETER]
+
+
+WEBHOOK_PATH = "/webhooks/ringside"
+
+
+def document_webhook(openapi: OpenAPI) -> None:
+    """Add `POST /webhooks/ringside` to the app's OpenAPI document, which cannot see it: it is a raw ASGI route
+    (gateway.app.webhook says why). Its responses are documented from the same msgspec Structs as before, their
+    JSON Schemas made by msgspec and added to the components the other routes have not already defined."""
+    components = msgspec.json.schema_components(
+        [container for container, _ in _WEBHOOK_BODIES.values()], ref_template="#/components/schemas/{name}"
+    )[1]
+    schemas = openapi.components.schemas
+    for name, component in components.items():
+        # A plain JSON Schema dict: Litestar's OpenAPI.to_schema() passes dicts through as they are.
+        schemas.setdefault(name, component)
+    responses: dict[str, OpenAPIResponse | Reference] = {
+        str(status): OpenAPIResponse(
+            description=description,
+            content={
+                "application/json": MediaTypeObject(schema=Reference(ref=f"#/components/schemas/{container.__name__}"))
+            },
+        )
+        for status, (container, description) in _WEBHOOK_BODIES.items()
+    }
+    operation = WebhookOperation(
+        tags=["webhooks"],
+        summary="Receive a signed Ringside delivery",
+        description="Verify the X-FC-Signature over the raw body, record the event in the ledger, acknowledge. "
+        "Exactly one meter event follows per event id, however often it is delivered (CONTRACT 1).",
+        operation_id="WebhooksRingsideRingsideWebhook",
+        responses=responses,
+    )
+    paths = openapi.paths if openapi.paths is not None else {}
+    paths[WEBHOOK_PATH] = PathItem(post=operation)
+    openapi.paths = paths
 
 
 def openapi_config() -> OpenAPIConfig:

@@ -7,7 +7,7 @@ import logging
 import pytest
 import structlog
 
-from gateway.app.logging import REDACTED, might_hold_secret, redact, redact_text, register_secrets
+from gateway.app.logging import REDACTED, info_line, might_hold_secret, redact, redact_text, register_secrets
 from tests.log_capture import captured_logs
 
 JWT = (
@@ -143,3 +143,47 @@ def test_drops_lines_below_the_configured_level() -> None:
         structlog.get_logger("gateway.test").warning("loud")
 
     assert [line["event"] for line in logs.lines()] == ["loud"]
+
+
+DELIVERY = {
+    "event_id": "evt_HOT",
+    "type": "chat.completion.finished",
+    "customer": "cus_A",
+    "outcome": "accepted",
+    "units": 1230,
+    "reason": None,
+    "latency_ms": 0.42,
+}
+
+
+def test_the_hot_line_is_the_pipelines_line_but_for_its_timestamp() -> None:
+    structlog.contextvars.bind_contextvars(request_id="req-hot")
+    try:
+        with captured_logs() as logs:
+            structlog.get_logger("gateway.http").info("webhook.delivery", **DELIVERY)
+            info_line("gateway.http", "webhook.delivery", dict(DELIVERY))
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+    through_structlog, hot = logs.lines()
+    assert through_structlog.pop("timestamp").endswith("Z") and hot.pop("timestamp").endswith("Z")
+    assert list(hot.items()) == list(through_structlog.items())  # the same keys, in the same order
+    assert hot["request_id"] == "req-hot"
+
+
+def test_the_hot_line_is_scrubbed_like_any_other() -> None:
+    with captured_logs() as logs:
+        info_line("gateway.http", "webhook.delivery", {**DELIVERY, "customer": "sk_live_51HxYzAbCdEf0123456789"})
+
+    assert "sk_live_" not in logs.text()
+    assert logs.lines()[0]["customer"] == REDACTED
+
+
+def test_the_hot_line_follows_the_level_and_the_format() -> None:
+    with captured_logs(level="warning") as quiet:
+        info_line("gateway.http", "webhook.delivery", dict(DELIVERY))
+    with captured_logs(log_format="console") as console:
+        info_line("gateway.http", "webhook.delivery", dict(DELIVERY))
+
+    assert quiet.text() == ""
+    assert "webhook.delivery" in console.text() and "evt_HOT" in console.text()

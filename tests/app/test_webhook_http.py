@@ -19,6 +19,7 @@ from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import Claim, Parked, ParkReason, Recorded, State
 from gateway.domain.units import Rounding
 from tests.builders import OLD_SECRET, SECRET, encode, event, settings, signed_headers
+from tests.log_capture import captured_logs
 
 URL = "/webhooks/ringside"
 
@@ -228,6 +229,86 @@ def test_every_error_is_json_when_route_or_method_is_wrong(gateway: Gateway) -> 
 
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert wrong_method.headers["Allow"] == "POST"
+
+
+class ExplodingLedger(MemoryLedger):
+    """A ledger with a bug: what no adapter should raise, raised."""
+
+    async def record(self, claim: Claim, rounding: Rounding, now: float, *, replaces: str | None = None) -> Recorded:
+        raise RuntimeError("a bug, not an outage")
+
+
+def test_answers_500_as_json_and_logs_it_when_ingest_fails_unexpectedly(clock: FrozenClock) -> None:
+    container = _container(clock)
+    container.ledger.override(providers.Object(ExplodingLedger()))
+    with captured_logs() as logs, TestClient(create_app(container, run_dispatcher=False)) as client:
+        response = Gateway(container, client, clock).deliver(event("evt_BUG"))
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert [line["event"] for line in logs.lines() if line["level"] == "error"] == ["http.unexpected_error"]
+
+
+async def _call(app: Any, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    """Call the ASGI app with the request messages as given (chunks, a disconnect); return what it sent."""
+    pending = iter(messages)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(pending)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": URL,
+        "raw_path": URL.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_refuses_with_413_as_soon_as_a_body_without_length_grows_over_the_limit(clock: FrozenClock) -> None:
+    container = _container(clock, max_body_bytes=1024)
+    raw = encode(event("evt_STREAMED", padding="x" * 2000))
+    signature = [
+        (name.lower().encode(), value.encode())
+        for name, value in signed_headers(raw, secret=SECRET, timestamp=int(clock.now())).items()
+    ]
+    chunks = [{"type": "http.request", "body": raw[i : i + 512], "more_body": True} for i in range(0, len(raw), 512)]
+
+    sent = await _call(create_app(container, run_dispatcher=False), chunks, signature)
+
+    assert sent[0]["status"] == 413
+    assert msgspec.json.decode(sent[1]["body"])["error"]["code"] == "payload_too_large"
+    assert container.ledger().entries == {}
+
+
+async def test_records_nothing_and_answers_nothing_when_the_client_leaves_before_its_body(clock: FrozenClock) -> None:
+    container = _container(clock)
+    raw = encode(event("evt_GONE"))
+    signature = [
+        (name.lower().encode(), value.encode())
+        for name, value in signed_headers(raw, secret=SECRET, timestamp=int(clock.now())).items()
+    ]
+    messages = [{"type": "http.request", "body": raw[:100], "more_body": True}, {"type": "http.disconnect"}]
+
+    sent = await _call(create_app(container, run_dispatcher=False), messages, signature)
+
+    assert sent == []
+    assert container.ledger().entries == {}
 
 
 def test_health_and_readiness_report_ok(gateway: Gateway) -> None:
