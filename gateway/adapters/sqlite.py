@@ -137,14 +137,22 @@ _BUSY_POLL_S = 0.0005
 _YIELD_AFTER_COMMIT_S = 0.001
 
 
+# A write that may be run together with the queued writes of the same function: it is given their items, in queue
+# order, and answers one result per item, in that order (SqliteDatabase.write_batched).
+Batch = Callable[[sqlite3.Connection, list[Any]], list[Any]]
+
+
 @dataclass(slots=True)
 class _Job:
-    """One call waiting for the writer thread; `future` belongs to `loop` and is settled only through it."""
+    """One call waiting for the writer thread; `future` belongs to `loop` and is settled only through it. A batched
+    write has its `batch` function and `item` instead of `work`."""
 
-    work: Callable[[sqlite3.Connection], Any]
+    work: Callable[[sqlite3.Connection], Any] | None
     write: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    batch: Batch | None = None
+    item: Any = None
 
 
 # (job, succeeded, result or exception)
@@ -164,6 +172,10 @@ class SqliteDatabase:
       No caller is answered before the COMMIT that made its write durable; if that COMMIT fails, every write of
       the group fails with StoreUnavailable and none took effect. Nothing waits for a group to fill: a group is
       whatever arrived while the previous commit was being written, so an idle store commits a lone write at once.
+    - Batched writes (`write_batched`): consecutive writes of one batch function in a group run as one call of it,
+      in one savepoint, so that a group of ledger records costs a few statements rather than a few per record. If
+      that call raises, its savepoint is undone and each of its writes runs again alone, in a savepoint of its own,
+      so that only the write that fails fails, as for any other write.
     - A read runs alone in a deferred transaction (a snapshot, no write lock), in its place in the queue, so it sees
       exactly the writes submitted before it, all committed.
     The connection opens lazily (or with `open()`) and is re-opened after a failure that left it unusable.
@@ -214,6 +226,12 @@ class SqliteDatabase:
         """
         return await self._submit(work, write=True)
 
+    async def write_batched(self, batch: Batch, item: Any) -> Any:
+        """As `write`, for `batch(connection, [item])[0]`, but `batch` may be called once with the items of the
+        writes of the same `batch` queued next to this one: it must treat them in order, each as if it ran alone
+        after the ones before it, and answer one result per item."""
+        return await self._submit(None, write=True, batch=batch, item=item)
+
     def close(self) -> None:
         """Close the connection once the calls already submitted have finished. Later calls raise StoreUnavailable.
 
@@ -232,13 +250,20 @@ class SqliteDatabase:
             self._disconnect()
         self._executor.shutdown(wait=True)
 
-    async def _submit(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+    async def _submit(
+        self,
+        work: Callable[[sqlite3.Connection], T] | None,
+        *,
+        write: bool,
+        batch: Batch | None = None,
+        item: Any = None,
+    ) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
             if self._closed:
                 raise StoreUnavailable("the SQLite store is closed")
-            self._jobs.append(_Job(work, write, loop, future))
+            self._jobs.append(_Job(work, write, loop, future, batch, item))
             start = not self._draining
             self._draining = True
         if start:
@@ -271,7 +296,7 @@ class SqliteDatabase:
             connection = self._connect()
             connection.execute("BEGIN")
             try:
-                result = job.work(connection)
+                result = _perform(connection, [job])[0]
                 connection.execute("COMMIT")
             except BaseException:
                 self._rollback(connection)
@@ -290,24 +315,31 @@ class SqliteDatabase:
         except Exception as exc:
             return [(job, False, _translated(exc)) for job in group]
         done: list[_Settled] = []
-        for position, job in enumerate(group):
+        units = _units(group)
+        while units:
+            jobs = units.popleft()
             try:
                 connection.execute("SAVEPOINT job")
-                result = job.work(connection)
+                results = _perform(connection, jobs)
                 connection.execute("RELEASE job")
-                done.append((job, True, result))
+                done.extend((job, True, result) for job, result in zip(jobs, results, strict=True))
                 continue
             except Exception as exc:
                 failure = _translated(exc)
                 if connection.in_transaction and self._undo_savepoint(connection):
-                    done.append((job, False, failure))
+                    if len(jobs) > 1:
+                        # One of the batch's writes failed it: each runs again alone, so that only that one fails.
+                        units.extendleft([job] for job in reversed(jobs))
+                    else:
+                        done.append((jobs[0], False, failure))
                     continue
             # SQLite ended the whole transaction itself (SQLITE_FULL, SQLITE_IOERR...) or the savepoint could not be
             # undone: the earlier jobs' work is gone with it. They fail too; the rest start a new transaction.
             self._rollback(connection)
             lost = StoreUnavailable(f"the SQLite store failed: {failure}")
             undone: list[_Settled] = [(earlier, False, lost if ok else value) for earlier, ok, value in done]
-            return [*undone, (job, False, failure), *self._run_writes(group[position + 1 :])]
+            rest = [job for unit in units for job in unit]
+            return [*undone, *((job, False, failure) for job in jobs), *self._run_writes(rest)]
         try:
             connection.execute("COMMIT")
         except Exception as exc:
@@ -389,6 +421,30 @@ class SqliteDatabase:
             # Nothing of ours is pending (every transaction committed or rolled back), so a failing close loses nothing.
             with contextlib.suppress(sqlite3.Error):
                 connection.close()
+
+
+def _units(group: list[_Job]) -> deque[list[_Job]]:
+    """The group's writes as they run, in order: each alone, but consecutive writes of one batch function together."""
+    units: deque[list[_Job]] = deque()
+    for job in group:
+        if job.batch is not None and units and units[-1][-1].batch is job.batch:
+            units[-1].append(job)
+        else:
+            units.append([job])
+    return units
+
+
+def _perform(connection: sqlite3.Connection, jobs: list[_Job]) -> list[Any]:
+    """Run one unit: a lone job's work, or one call of a batch function over its jobs' items (one result each)."""
+    batch = jobs[0].batch
+    if batch is None:
+        work = jobs[0].work
+        assert work is not None  # a job has a batch function or its own work
+        return [work(connection)]
+    results = batch(connection, [job.item for job in jobs])
+    if len(results) != len(jobs):
+        raise RuntimeError(f"a batch of {len(jobs)} writes answered {len(results)} results")
+    return results
 
 
 def _translated(exc: Exception) -> Exception:
@@ -521,6 +577,73 @@ def _is_parked(connection: sqlite3.Connection, key: str) -> bool:
     return connection.execute("SELECT 1 FROM parked WHERE key = ?", (key,)).fetchone() is not None
 
 
+# Lookups by a set of keys bind one parameter per key. The number of keys is rounded up to a power of two (the
+# first key repeated), so that a handful of statement texts stay in the connection's statement cache.
+def _in_list(keys: Sequence[str]) -> tuple[str, list[str]]:
+    size = 1 << max(0, len(keys) - 1).bit_length()
+    return ", ".join("?" * size), [*keys, *[keys[0]] * (size - len(keys))]
+
+
+def _record_many(connection: sqlite3.Connection, items: list[tuple[Claim, Rounding, float]]) -> list[Recorded]:
+    """SqliteLedger.record for several claims in one go: three lookups and two writes for the lot, each claim
+    treated in order as if recorded alone after the ones before it (a second claim of an id is a duplicate of the
+    first; a customer's carry goes from one claim to the next)."""
+    marks, ids = _in_list([claim.event_id for claim, _, _ in items])
+    existing: dict[str, Entry | None] = {
+        str(row[0]): _entry(row)
+        for row in connection.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE event_id IN ({marks})", ids)
+    }
+    for row in connection.execute(f"SELECT key FROM parked WHERE key IN ({marks})", ids):
+        existing.setdefault(str(row[0]), None)
+    marks, customers = _in_list(list({claim.billing_customer for claim, _, _ in items}))
+    carries = {
+        str(row[0]): Decimal(row[1])
+        for row in connection.execute(
+            f"SELECT billing_customer, carry FROM carries WHERE billing_customer IN ({marks})", customers
+        )
+    }
+    recorded: list[Recorded] = []
+    rows: list[tuple[object, ...]] = []
+    for claim, rounding, now in items:
+        if claim.event_id in existing:
+            recorded.append(Recorded(created=False, entry=existing[claim.event_id]))
+            continue
+        units, carries[claim.billing_customer] = settle(
+            claim.exact_units, carries.get(claim.billing_customer, ZERO), rounding
+        )
+        entry = pending_entry(claim, units, now)
+        existing[claim.event_id] = entry
+        rows.append(_entry_row(entry))
+        recorded.append(Recorded(created=True, entry=entry))
+    if rows:
+        connection.executemany(f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * 13)})", rows)
+        settled = {str(row[2]) for row in rows}
+        connection.executemany(
+            "INSERT INTO carries (billing_customer, carry) VALUES (?, ?)"
+            " ON CONFLICT (billing_customer) DO UPDATE SET carry = excluded.carry",
+            [(customer, str(carries[customer])) for customer in settled],
+        )
+    return recorded
+
+
+def _entry_row(entry: Entry) -> tuple[object, ...]:
+    return (
+        entry.event_id,
+        entry.event_type,
+        entry.billing_customer,
+        entry.ringside_customer,
+        str(entry.cost_usd),
+        entry.units,
+        entry.timestamp,
+        entry.state.value,
+        entry.created_at,
+        entry.attempts,
+        entry.next_attempt_at,
+        entry.last_error,
+        entry.sent_at,
+    )
+
+
 class SqliteLedger(BatchLedger):
     """The ledger in SQLite, with MemoryLedger's semantics.
 
@@ -533,6 +656,11 @@ class SqliteLedger(BatchLedger):
         self._db = database
 
     async def record(self, claim: Claim, rounding: Rounding, now: float, *, replaces: str | None = None) -> Recorded:
+        if replaces is None:
+            # The webhook's write: batched with the other records queued with it (_record_many).
+            recorded: Recorded = await self._db.write_batched(_record_many, (claim, rounding, now))
+            return recorded
+
         def work(connection: sqlite3.Connection) -> Recorded:
             existing = _select_entry(connection, claim.event_id)
             if existing is not None:
@@ -545,22 +673,7 @@ class SqliteLedger(BatchLedger):
             units, carry = settle(claim.exact_units, ZERO if row is None else Decimal(row[0]), rounding)
             entry = pending_entry(claim, units, now)
             connection.execute(
-                f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.event_id,
-                    entry.event_type,
-                    entry.billing_customer,
-                    entry.ringside_customer,
-                    str(entry.cost_usd),
-                    entry.units,
-                    entry.timestamp,
-                    entry.state.value,
-                    entry.created_at,
-                    entry.attempts,
-                    entry.next_attempt_at,
-                    entry.last_error,
-                    entry.sent_at,
-                ),
+                f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * 13)})", _entry_row(entry)
             )
             connection.execute(
                 "INSERT INTO carries (billing_customer, carry) VALUES (?, ?)"

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from gateway.adapters.sqlite import SqliteDatabase
+from gateway.adapters.sqlite import SqliteDatabase, SqliteLedger
 from gateway.domain.errors import StoreUnavailable
+from gateway.domain.units import Rounding
+from tests.builders import claim
 
 
 @pytest.fixture
@@ -44,6 +46,13 @@ async def queued_behind_a_gate(
     database: SqliteDatabase, works: list[Callable[[sqlite3.Connection], Any]], statements: list[str]
 ) -> list[Any]:
     """Hold the writer thread in a first write, queue `works`, release; return their outcomes (values or errors)."""
+    return await calls_behind_a_gate(database, [lambda work=work: database.write(work) for work in works], statements)
+
+
+async def calls_behind_a_gate(
+    database: SqliteDatabase, calls: list[Callable[[], Awaitable[Any]]], statements: list[str]
+) -> list[Any]:
+    """Hold the writer thread in a first write, make `calls` (each queues its writes), release; their outcomes."""
     entered, gate = threading.Event(), threading.Event()
 
     def hold(connection: sqlite3.Connection) -> None:
@@ -53,7 +62,7 @@ async def queued_behind_a_gate(
 
     first = asyncio.ensure_future(database.write(hold))
     await asyncio.to_thread(entered.wait, 10)
-    pending: list[Awaitable[Any]] = [asyncio.ensure_future(database.write(work)) for work in works]
+    pending: list[Awaitable[Any]] = [asyncio.ensure_future(call()) for call in calls]
     await asyncio.sleep(0)  # let every write reach the queue before the gate opens
     gate.set()
     await first
@@ -109,9 +118,7 @@ async def test_earlier_writes_fail_and_later_ones_commit_when_sqlite_ends_the_tr
 
 async def test_every_write_of_the_group_fails_and_none_stays_when_commit_fails(database: SqliteDatabase) -> None:
     await database.write(
-        lambda c: c.execute(
-            "CREATE TABLE children (parent TEXT REFERENCES items (name) DEFERRABLE INITIALLY DEFERRED)"
-        )
+        lambda c: c.execute("CREATE TABLE children (parent TEXT REFERENCES items (name) DEFERRABLE INITIALLY DEFERRED)")
     )
 
     def orphan(connection: sqlite3.Connection) -> None:
@@ -150,3 +157,84 @@ async def test_two_handles_on_one_file_both_finish_when_they_write_group_after_g
     finally:
         first.close()
         second.close()
+
+
+def insert_all(connection: sqlite3.Connection, names: list[str]) -> list[str]:
+    """A batch function: one statement for all the names."""
+    connection.executemany("INSERT INTO items (name) VALUES (?)", [(name,) for name in names])
+    return [f"inserted {name}" for name in names]
+
+
+async def test_batched_writes_queued_together_run_as_one_call_in_one_savepoint(database: SqliteDatabase) -> None:
+    statements: list[str] = []
+    calls = [lambda n=n: database.write_batched(insert_all, f"item_{n}") for n in range(10)]
+
+    results = await calls_behind_a_gate(database, calls, statements)
+
+    assert results == [f"inserted item_{n}" for n in range(10)]
+    assert statements.count("SAVEPOINT job") == 1
+    assert statements.count("COMMIT") == 2  # the gate's own transaction, then one for the batch
+    assert await names(database) == sorted(f"item_{n}" for n in range(10))
+
+
+async def test_a_batched_write_that_fails_its_batch_fails_alone_and_the_others_commit(database: SqliteDatabase) -> None:
+    statements: list[str] = []
+    items = ["evt_A", "evt_B", "evt_A", "evt_C"]  # the second evt_A breaks the primary key, and so the batch
+    calls = [lambda item=item: database.write_batched(insert_all, item) for item in items]
+
+    results = await calls_behind_a_gate(database, calls, statements)
+
+    assert results[0] == "inserted evt_A" and results[1] == "inserted evt_B" and results[3] == "inserted evt_C"
+    assert isinstance(results[2], StoreUnavailable)
+    assert statements.count("SAVEPOINT job") == 1 + len(items)  # the batch, then each write alone
+    assert await names(database) == ["evt_A", "evt_B", "evt_C"]
+
+
+async def test_a_batch_takes_only_the_writes_of_its_function_and_keeps_the_queue_order(
+    database: SqliteDatabase,
+) -> None:
+    statements: list[str] = []
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        lambda: database.write_batched(insert_all, "b1"),
+        lambda: database.write_batched(insert_all, "b2"),
+        lambda: database.write(insert("lone")),
+        lambda: database.write_batched(insert_all, "b3"),
+    ]
+
+    results = await calls_behind_a_gate(database, calls, statements)
+
+    assert results == ["inserted b1", "inserted b2", "lone", "inserted b3"]
+    inserts = [statement for statement in statements if statement.startswith("INSERT")]
+    assert inserts == [
+        "INSERT INTO items (name) VALUES ('b1')",
+        "INSERT INTO items (name) VALUES ('b2')",
+        "INSERT INTO items (name) VALUES ('lone')",
+        "INSERT INTO items (name) VALUES ('b3')",
+    ]
+    assert statements.count("SAVEPOINT job") == 3
+
+
+async def test_ledger_records_queued_together_chain_carries_and_see_each_others_claims(
+    database: SqliteDatabase,
+) -> None:
+    ledger = SqliteLedger(database)
+    claims = [
+        claim("evt_1", exact="0.6"),
+        claim("evt_2", exact="0.6"),
+        claim("evt_1", exact="0.6"),  # a redelivery racing the first: a duplicate of it
+        claim("evt_3", exact="0.6", customer="cus_B"),
+        claim("evt_4", exact="0.6"),
+    ]
+    calls = [lambda c=c: ledger.record(c, Rounding.CARRY, 1_800_000_000.0) for c in claims]
+
+    results = await calls_behind_a_gate(database, calls, [])
+
+    assert [(r.created, r.entry.units if r.entry else None) for r in results] == [
+        (True, 0),  # carry 0.6
+        (True, 1),  # 1.2 -> 1, carry 0.2
+        (False, 0),  # evt_1 as first recorded
+        (True, 0),  # cus_B's own carry: 0.6
+        (True, 0),  # 0.8
+    ]
+    assert [await ledger.get(c.event_id) for c in claims] == [results[0].entry, *(r.entry for r in results[1:])]
+    assert (await ledger.stats()).pending == 4
