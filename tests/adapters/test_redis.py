@@ -126,6 +126,43 @@ async def test_a_carry_remembered_by_one_replica_is_never_trusted_after_another_
     assert await redis_client.get(f"{redis_prefix}c:cus_A") == b"0.9"
 
 
+async def test_mark_sent_many_decides_afresh_when_another_replica_changes_an_entry_between_read_and_write(
+    ledgers: tuple[RedisLedger, RedisLedger], redis_client: Redis
+) -> None:
+    first, second = ledgers
+    for event_id in ("evt_MANY_1", "evt_MANY_2", "evt_MANY_3"):
+        await first.record(claim(event_id, exact="2"), Rounding.CARRY, NOW)
+    read_entries = redis_client.mget
+    reads = 0
+
+    async def read_then_be_overtaken(*args: object, **kwargs: object) -> object:
+        # Between the first read and its script: another replica retries one entry and sends another.
+        nonlocal reads
+        reads += 1
+        blobs = await read_entries(*args, **kwargs)
+        if reads == 1:
+            await second.mark_retry("evt_MANY_2", NOW + 60, "biller_unavailable: 503")
+            await second.mark_sent("evt_MANY_3", NOW + 1)
+        return blobs
+
+    redis_client.mget = read_then_be_overtaken  # type: ignore[method-assign]
+    try:
+        await first.mark_sent_many(["evt_MANY_1", "evt_MANY_2", "evt_MANY_3"], NOW + 2)
+    finally:
+        del redis_client.mget
+
+    entries = [await first.get(event_id) for event_id in ("evt_MANY_1", "evt_MANY_2", "evt_MANY_3")]
+    assert [(e.state, e.sent_at) for e in entries if e] == [
+        (State.SENT, NOW + 2),
+        (State.SENT, NOW + 2),  # still pending after the retry, so sent now, its attempt kept
+        (State.SENT, NOW + 1),  # sent by the other replica: left alone, counted once
+    ]
+    assert entries[1] is not None and entries[1].attempts == 1
+    assert reads == 2
+    stats = await first.stats()
+    assert (stats.sent, stats.pending, stats.units_sent, stats.units_pending) == (3, 0, 6, 0)
+
+
 # -- leases across replicas -------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The BatchBillingSink contract for local billers: a batch is recorded whole, one outcome per event, in order.
 
-A local biller that takes batches joins with its fixture name below (the SQLite ledger biller does; the Stripe
+A local biller that takes batches joins with its fixture name below (the SQLite and Redis ledger billers do; the Stripe
 stream adapter is tested against the fake Stripe in tests/adapters/test_stripe_stream.py).
 """
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from tests.contract.conftest import LocalBiller
 
 
-@pytest.fixture(params=["sqlite_biller", "lago_biller"])
+@pytest.fixture(params=["sqlite_biller", "redis_biller", "lago_biller"])
 def biller(request: pytest.FixtureRequest) -> LocalBiller:
     local: LocalBiller = request.getfixturevalue(request.param)
     assert isinstance(local.sink, BatchBillingSink)

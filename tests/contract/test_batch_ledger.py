@@ -1,6 +1,6 @@
 """The BatchLedger contract: `mark_sent_many` is `mark_sent` for many ids in one step.
 
-Run against every ledger that has it (the Redis ledger joins with its fixture name in `params` once it does).
+Run against every ledger that has it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from gateway.domain.units import Rounding
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture(params=["memory_ledger", "sqlite_ledger"])
+@pytest.fixture(params=["memory_ledger", "sqlite_ledger", "redis_ledger"])
 def ledger(request: pytest.FixtureRequest) -> BatchLedger:
     store = request.getfixturevalue(request.param)
     assert isinstance(store, BatchLedger)
