@@ -974,14 +974,27 @@ class SqliteBiller(BatchBillingSink):
         """Record every event in one transaction; SENT or ALREADY_SENT for each, in order, or nothing at all."""
 
         def work(connection: sqlite3.Connection) -> list[Delivery]:
+            # One lookup and one executemany for the batch: the identifiers already known are ALREADY_SENT, the
+            # others are new (the write lock is held from the lookup on); a repeated identifier counts once.
+            marks, identifiers = _in_list([event.identifier for event in events])
+            known = {
+                str(row[0])
+                for row in connection.execute(
+                    f"SELECT identifier FROM meter_events WHERE identifier IN ({marks})", identifiers
+                )
+            }
             outcomes = []
+            rows = []
             for event in events:
-                inserted = connection.execute(
-                    "INSERT INTO meter_events (identifier, customer, value, timestamp) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (identifier) DO NOTHING",
-                    (event.identifier, event.customer, event.value, event.timestamp),
-                ).rowcount
-                outcomes.append(Delivery.SENT if inserted == 1 else Delivery.ALREADY_SENT)
+                if event.identifier in known:
+                    outcomes.append(Delivery.ALREADY_SENT)
+                    continue
+                known.add(event.identifier)
+                rows.append((event.identifier, event.customer, event.value, event.timestamp))
+                outcomes.append(Delivery.SENT)
+            connection.executemany(
+                "INSERT INTO meter_events (identifier, customer, value, timestamp) VALUES (?, ?, ?, ?)", rows
+            )
             return outcomes
 
         try:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import structlog
 
-from gateway.app.logging import REDACTED, info_line, might_hold_secret, redact, redact_text, register_secrets
+from gateway.app.logging import (
+    REDACTED,
+    info_line,
+    might_hold_secret,
+    redact,
+    redact_text,
+    register_secrets,
+    utc_timestamp,
+)
 from tests.log_capture import captured_logs
 
 JWT = (
@@ -187,3 +197,12 @@ def test_the_hot_line_follows_the_level_and_the_format() -> None:
 
     assert quiet.text() == ""
     assert "webhook.delivery" in console.text() and "evt_HOT" in console.text()
+
+
+def test_the_timestamp_is_isoformat_in_utc_with_a_z_and_the_current_time() -> None:
+    before = datetime.now(UTC)
+    stamped = utc_timestamp(None, "info", {})["timestamp"]
+    after = datetime.now(UTC)
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamped)
+    assert before - timedelta(milliseconds=1) <= datetime.fromisoformat(stamped) <= after + timedelta(milliseconds=1)
