@@ -33,6 +33,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
 from gateway.domain.ledger import (
     Claim,
@@ -48,6 +50,8 @@ from gateway.domain.ledger import (
 )
 from gateway.domain.ports import BatchBillingSink, BatchLedger, CustomerStore, Delivery, MeterEvent
 from gateway.domain.units import ZERO, Rounding, settle
+
+log = structlog.get_logger("gateway.sqlite")
 
 T = TypeVar("T")
 Row = Sequence[Any]
@@ -142,6 +146,60 @@ _YIELD_AFTER_COMMIT_S = 0.001
 Batch = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 
+# How often the checkpointer looks for new commits to copy from the WAL into the database file (see _Checkpointer).
+CHECKPOINT_EVERY_S = 0.25
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file on a thread and a connection of its own.
+
+    Why: left to SQLite (wal_autocheckpoint), the checkpoint runs inside whichever COMMIT crosses 1,000 WAL pages,
+    so that commit (and every delivery of its group, waiting for its acknowledgement) also waits for the pages to be
+    copied and the database file to be fsynced. The writer turns automatic checkpoints off, and this thread runs a
+    PASSIVE checkpoint every `every_s` when another connection has committed since the last one (`data_version`).
+    PASSIVE never waits for, nor blocks, a reader or a writer: what it cannot copy yet (a reader still needs it) is
+    copied by a later one, as with SQLite's own. A failure is logged and the next round tries again; durability
+    does not depend on it (a committed transaction is in the fsynced WAL).
+    """
+
+    def __init__(self, path: Path, *, every_s: float, busy_timeout_ms: int) -> None:
+        self._path = path
+        self._every_s = every_s
+        self._busy_timeout_ms = busy_timeout_ms
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gateway-sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        connection: sqlite3.Connection | None = None
+        seen = None
+        try:
+            while not self._stop.wait(self._every_s):
+                try:
+                    if connection is None:
+                        connection = sqlite3.connect(
+                            self._path, timeout=self._busy_timeout_ms / 1000, isolation_level=None
+                        )
+                    version = connection.execute("PRAGMA data_version").fetchone()[0]
+                    if version != seen:
+                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        seen = version
+                except sqlite3.Error as exc:
+                    log.warning("sqlite.checkpoint_failed", path=str(self._path), error=str(exc))
+                    if connection is not None:
+                        with contextlib.suppress(sqlite3.Error):
+                            connection.close()
+                    connection = None
+        finally:
+            if connection is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.close()
+
+
 @dataclass(slots=True)
 class _Job:
     """One call waiting for the writer thread; `future` belongs to `loop` and is settled only through it. A batched
@@ -178,12 +236,22 @@ class SqliteDatabase:
       so that only the write that fails fails, as for any other write.
     - A read runs alone in a deferred transaction (a snapshot, no write lock), in its place in the queue, so it sees
       exactly the writes submitted before it, all committed.
+    - Checkpoints (copying the WAL into the database file) run on a thread and a connection of their own
+      (_Checkpointer), never inside a commit of this one.
     The connection opens lazily (or with `open()`) and is re-opened after a failure that left it unusable.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+    ) -> None:
         self.path = Path(path)
         self._busy_timeout_ms = int(busy_timeout_ms)
+        self._checkpoint_every_s = checkpoint_every_s
+        self._checkpointer: _Checkpointer | None = None  # started with the connection, on the executor thread
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite")
         self._connection: sqlite3.Connection | None = None  # touched on the executor thread only
         self._closed = False
@@ -249,6 +317,8 @@ class SqliteDatabase:
             # connection can be closed from here.
             self._disconnect()
         self._executor.shutdown(wait=True)
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
 
     async def _submit(
         self,
@@ -396,12 +466,18 @@ class SqliteDatabase:
             connection.execute("PRAGMA journal_mode = WAL")
             # FULL: a commit is on disk before it returns, because the webhook is acknowledged right after it.
             connection.execute("PRAGMA synchronous = FULL")
+            # Checkpoints run on their own thread (_Checkpointer), never inside one of this connection's commits.
+            connection.execute("PRAGMA wal_autocheckpoint = 0")
             connection.execute("PRAGMA foreign_keys = ON")
             _migrate(connection)
         except BaseException:
             connection.close()
             raise
         self._connection = connection
+        if self._checkpointer is None:
+            self._checkpointer = _Checkpointer(
+                self.path, every_s=self._checkpoint_every_s, busy_timeout_ms=self._busy_timeout_ms
+            )
         return connection
 
     def _rollback(self, connection: sqlite3.Connection) -> None:

@@ -7,7 +7,10 @@ SqliteDatabase on the same file (its own connection and thread) or by a raw sqli
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import sqlite3
+import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -466,3 +469,37 @@ async def test_local_biller_raises_biller_unavailable_when_store_fails(
 
     with pytest.raises(BillerUnavailable):
         await SqliteBiller(database).send(MeterEvent(identifier="evt_X", customer="cus_A", value=1, timestamp=1))
+
+
+def _entries_in_the_file_alone(path: Path, copy: Path) -> int | None:
+    """What the database file holds without its WAL: a copy of the file alone, opened read-only."""
+    try:
+        shutil.copyfile(path, copy)
+        with contextlib.closing(sqlite3.connect(f"file:{copy}?mode=ro", uri=True)) as connection:
+            return int(connection.execute("SELECT count(*) FROM entries").fetchone()[0])
+    except sqlite3.Error:
+        return None  # copied while a checkpoint was writing it: look again
+
+
+async def test_commits_leave_checkpoints_to_a_thread_of_their_own_which_copies_the_wal_into_the_file(
+    tmp_path: Path,
+) -> None:
+    running_before = set(threading.enumerate())
+    database = SqliteDatabase(tmp_path / "checkpointed.db", checkpoint_every_s=0.01)
+    ledger = SqliteLedger(database)
+    try:
+        await asyncio.gather(*(ledger.record(claim(f"evt_{n}"), Rounding.CARRY, NOW) for n in range(50)))
+        autocheckpoint = await database.read(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        copied = None
+        for _ in range(500):
+            copied = _entries_in_the_file_alone(tmp_path / "checkpointed.db", tmp_path / "copy.db")
+            if copied == 50:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        database.close()
+
+    assert autocheckpoint == 0  # no commit of the writer runs a checkpoint
+    assert copied == 50  # the checkpointer did
+    started = [t for t in set(threading.enumerate()) - running_before if t.name == "gateway-sqlite-checkpoint"]
+    assert not [t for t in started if t.is_alive()]  # close() stopped it
