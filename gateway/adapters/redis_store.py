@@ -44,17 +44,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from decimal import Decimal
 from typing import Any, Final, cast
 
+import hiredis
 import msgspec
 import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
+from redis.utils import HIREDIS_AVAILABLE
 
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
 from gateway.domain.ledger import (
@@ -123,7 +126,28 @@ def connect(url: str, *, max_connections: int = MAX_CONNECTIONS) -> Redis:
         retry=_RETRY,
         client_name="ringside-gateway",
     )
+    if HIREDIS_AVAILABLE:
+        pool.connection_class = _packing_with_hiredis(pool.connection_class)
     return Redis.from_pool(pool)
+
+
+class _HiredisPacking:
+    """Commands packed by hiredis.pack_command (C) rather than redis-py's asyncio packer (Python), which cost the
+    dispatcher a quarter of its CPU per event here: the same bytes (RESP arrays of bulk strings), eight times faster.
+    redis-py's synchronous client does the same (HiredisRespSerializer); its asyncio connection does not. Command
+    names of several words and what hiredis refuses (None, bool: redis-py raises DataError for them) go to
+    redis-py's own packer."""
+
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        if not (isinstance(args[0], str) and " " in args[0]):
+            with suppress(TypeError):
+                return [hiredis.pack_command(args)]  # type: ignore[arg-type]  # its stub types a 1-tuple
+        return cast("list[bytes]", super().pack_command(*args))  # type: ignore[misc]
+
+
+def _packing_with_hiredis(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """The pool's own connection class (TCP, TLS or Unix socket, as the URL chose) with _HiredisPacking first."""
+    return type(f"Hiredis{connection_class.__name__}", (_HiredisPacking, connection_class), {})
 
 
 class DurabilityWarning(msgspec.Struct, frozen=True):

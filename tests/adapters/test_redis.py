@@ -13,12 +13,15 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.exceptions import DataError
 
 from gateway.adapters.redis_store import (
     DEFAULT_DEDUPE_TTL_S,
@@ -475,3 +478,28 @@ async def test_container_wires_every_redis_adapter_to_one_client_when_store_is_a
         assert await redis_client.exists(f"{redis_prefix}e:evt_WIRED") == 1
     finally:
         await close_store_clients(container)
+
+
+@pytest.mark.parametrize(
+    ("url", "transport"), [("redis://127.0.0.1:6379/0", Connection), ("rediss://127.0.0.1:6380/0", SSLConnection)]
+)
+async def test_commands_are_packed_by_hiredis_into_the_bytes_redis_py_would_send(
+    url: str, transport: type[Connection]
+) -> None:
+    client = connect(url)  # no I/O until a command
+    try:
+        connection_class = client.connection_pool.connection_class
+        fast, plain = connection_class(), transport()
+        commands: list[tuple[Any, ...]] = [
+            ("EVALSHA", "ab" * 20, 2, "gw:q:due", "gw:e:évt", b"\x00\xffmsgpack", 1.5, 1_800_000_000.123456, -3),
+            ("CLIENT SETNAME", "ringside-gateway"),  # a command name of two words
+            ("GET", memoryview(b"gw:c:cus_A")),
+        ]
+
+        assert issubclass(connection_class, transport) and connection_class is not transport
+        for command in commands:
+            assert b"".join(fast.pack_command(*command)) == b"".join(plain.pack_command(*command))
+        with pytest.raises(DataError):
+            fast.pack_command("SET", "gw:k", None)
+    finally:
+        await client.aclose()
