@@ -238,3 +238,16 @@ async def test_ledger_records_queued_together_chain_carries_and_see_each_others_
     ]
     assert [await ledger.get(c.event_id) for c in claims] == [results[0].entry, *(r.entry for r in results[1:])]
     assert (await ledger.stats()).pending == 4
+
+
+async def test_a_batch_larger_than_one_insert_statement_records_every_claim(database: SqliteDatabase) -> None:
+    ledger = SqliteLedger(database)
+    claims = [claim(f"evt_{n:03d}", exact="0.25", customer=f"cus_{n % 3}") for n in range(150)]
+    calls = [lambda c=c: ledger.record(c, Rounding.CARRY, 1_800_000_000.0) for c in claims]
+
+    results = await calls_behind_a_gate(database, calls, [])
+
+    assert all(result.created for result in results)
+    assert sum(r.entry.units for r in results if r.entry) == 36  # 50 claims of 0.25 per customer: 12 units each
+    assert (await ledger.stats()).pending == 150
+    assert [await ledger.get(c.event_id) for c in claims] == [r.entry for r in results]
