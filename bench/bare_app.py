@@ -13,23 +13,35 @@ reads or stores the body beyond the signature check.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from typing import Any
 
 import uvicorn
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, asgi, get, post
 from litestar.datastructures import State
+from litestar.types import HTTPScope, Receive, Send
 
 from gateway.app.cli import UVICORN_OPTIONS
 from gateway.domain.errors import SignatureError
 from gateway.domain.signature import HEADER, SignatureVerifier
 
 
+def _verifier() -> SignatureVerifier:
+    return SignatureVerifier(
+        [s.strip() for s in os.environ.get("RINGSIDE_WEBHOOK_SECRETS", "").split(",") if s.strip()]
+    )
+
+
+@get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
 def create_app() -> Litestar:
     """An app factory (uvicorn `factory=True`), so that several workers can each build their own."""
-    secrets = [s.strip() for s in os.environ.get("RINGSIDE_WEBHOOK_SECRETS", "").split(",") if s.strip()]
-    verifier = SignatureVerifier(secrets)
+    verifier = _verifier()
 
     @post("/webhooks/ringside", status_code=200)
     async def webhook(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
@@ -40,11 +52,40 @@ def create_app() -> Litestar:
             return Response({"error": {"code": exc.code, "message": exc.message}}, status_code=401)
         return Response({"status": "accepted"})
 
-    @get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
     return Litestar(route_handlers=[webhook, healthz], request_max_body_size=1_048_576, openapi_config=None)
+
+
+_ACCEPTED = b'{"status":"accepted"}'
+_SIGNATURE = HEADER.lower().encode("latin-1")
+
+
+def create_asgi_app() -> Litestar:
+    """The same endpoint as a raw ASGI route (`@asgi`), as the gateway's webhook route is (gateway/app/webhook.py):
+    the baseline that shows what the gateway's own pipeline costs, with Litestar's request and response machinery
+    out of both. Reads the body whole, verifies, answers pre-encoded JSON, as that route does."""
+    verifier = _verifier()
+
+    @asgi("/webhooks/ringside", copy_scope=False)
+    async def webhook(scope: HTTPScope, receive: Receive, send: Send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message["body"])
+            if not message.get("more_body"):
+                break
+        signature = next((value.decode("latin-1") for key, value in scope["headers"] if key == _SIGNATURE), None)
+        try:
+            verifier.verify(signature, b"".join(chunks), time.time())
+            status, body = 200, _ACCEPTED
+        except SignatureError as exc:
+            status, body = 401, json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return Litestar(route_handlers=[webhook, healthz], openapi_config=None)
 
 
 def main() -> None:
@@ -52,10 +93,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--raw-asgi", action="store_true", help="the endpoint as a raw ASGI route (create_asgi_app)")
     args = parser.parse_args()
     # A factory even for one worker, so that one and two workers build the app the same way.
     uvicorn.run(
-        "bench.bare_app:create_app",
+        f"bench.bare_app:{'create_asgi_app' if args.raw_asgi else 'create_app'}",
         factory=True,
         host=args.host,
         port=args.port,

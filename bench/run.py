@@ -1,12 +1,14 @@
 """Ingest benchmark: the gateway (SQLite, Redis; one worker and two) against a bare HMAC endpoint, in one run.
 
-    .venv/bin/python -m bench.run [--duration 10] [--only bare,sqlite,redis] [--workers 1,2] [--soak 60]
+    .venv/bin/python -m bench.run [--duration 10] [--only bare,bare-asgi,sqlite,redis] [--workers 1,2] [--soak 60]
     bench/run.sh ...   (the same)
 
 For every target and worker count it starts a server, warms it up, then measures
 1. the maximum: closed loop at `--concurrency` connections for `--duration` s -> req/s, p50/p90/p99, errors, RSS;
 2. half load: open loop at half that maximum for `--duration` s -> p99 (the latency target is quoted there);
-and prints one table in which each gateway row's throughput is a ratio to the bare endpoint with as many workers.
+and prints one table in which each row's throughput is a ratio to the bare endpoint with as many workers (the
+issue's baseline: a `@post` Litestar handler), and to that endpoint written as a raw ASGI route (`bare-asgi`), as
+the gateway's webhook route is, which prices the gateway's own pipeline alone.
 `--soak S` adds a memory run: the SQLite gateway, one worker, full load for S seconds, RSS at start/middle/end.
 
 Invariants: servers bind 127.0.0.1 on free ports and are stopped (SIGTERM, then SIGKILL) whatever happens; every
@@ -42,8 +44,9 @@ _RUNS = itertools.count(1)  # numbers the servers' log files, so that a repeated
 
 @dataclass(frozen=True)
 class Setup:
-    """One server to measure: `kind` is bare, sqlite or redis; `without` names bench.ablate switches turned off;
-    `quiet` runs the gateway at GATEWAY_LOG_LEVEL=warning (no per-delivery log line), to price that line."""
+    """One server to measure: `kind` is bare, bare-asgi (the bare endpoint as a raw ASGI route), sqlite or redis;
+    `without` names bench.ablate switches turned off; `quiet` runs the gateway at GATEWAY_LOG_LEVEL=warning (no
+    per-delivery log line), to price that line."""
 
     kind: str
     workers: int
@@ -52,7 +55,12 @@ class Setup:
 
     @property
     def label(self) -> str:
-        label = {"bare": "bare HMAC endpoint", "sqlite": "gateway, SQLite", "redis": "gateway, Redis"}[self.kind]
+        label = {
+            "bare": "bare HMAC endpoint",
+            "bare-asgi": "bare HMAC endpoint, raw ASGI route",
+            "sqlite": "gateway, SQLite",
+            "redis": "gateway, Redis",
+        }[self.kind]
         if self.without:
             label += " without " + ", ".join(self.without)
         if self.quiet:
@@ -129,10 +137,15 @@ def started(setup: Setup, workdir: Path, redis_url: str, dispatcher: bool) -> It
     prefix = [sys.executable, "-m", "bench.ablate", "--without", ",".join(setup.without), "--"]
     if setup.quiet:
         env["GATEWAY_LOG_LEVEL"] = "warning"
-    if setup.kind == "bare":
-        argv = (
-            [*prefix, "bare"] if setup.without else [sys.executable, "-m", "bench.bare_app"]
-        ) + ["--port", str(port), "--workers", str(setup.workers)]
+    if setup.kind in ("bare", "bare-asgi"):
+        argv = ([*prefix, "bare"] if setup.without else [sys.executable, "-m", "bench.bare_app"]) + [
+            "--port",
+            str(port),
+            "--workers",
+            str(setup.workers),
+        ]
+        if setup.kind == "bare-asgi":
+            argv.append("--raw-asgi")
         ready = "/healthz"
     else:
         if setup.kind == "sqlite":
@@ -218,25 +231,37 @@ def soak(workdir: Path, redis_url: str, seconds: float, concurrency: int, expect
 
 
 def table(rows: list[Row]) -> str:
-    bare = {row.setup.baseline: row.full.throughput_rps for row in rows if row.setup.kind == "bare" and row.full}
+    """One row per setup. `vs bare` is the issue's ratio: to the bare `@post` Litestar endpoint with as many workers.
+    `vs raw ASGI` is to the same endpoint written as a raw ASGI route, as the gateway's webhook route is: with
+    Litestar's request/response machinery out of both, it is what the gateway's own pipeline costs."""
+    bare = _throughputs(rows, "bare")
+    raw = _throughputs(rows, "bare-asgi")
     header = (
-        "| target | workers | req/s (max) | vs bare | p50 ms | p90 ms | p99 ms | p99 ms at half load "
+        "| target | workers | req/s (max) | vs bare | vs raw ASGI | p50 ms | p90 ms | p99 ms | p99 ms at half load "
         "| server CPU us/req | errors | peak RSS MiB |"
     )
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         if row.full is None or row.half is None:
-            lines.append(f"| {row.setup.label} | {row.setup.workers} | {row.note} | | | | | | | | |")
+            lines.append(f"| {row.setup.label} | {row.setup.workers} | {row.note} | | | | | | | | | |")
             continue
-        base = bare.get(row.setup.baseline)
-        ratio = "1.00" if row.setup.kind == "bare" else (f"{row.full.throughput_rps / base:.2f}" if base else "-")
         lines.append(
-            f"| {row.setup.label} | {row.setup.workers} | {row.full.throughput_rps:,.0f} | {ratio} "
+            f"| {row.setup.label} | {row.setup.workers} | {row.full.throughput_rps:,.0f} "
+            f"| {_ratio(row, bare)} | {_ratio(row, raw)} "
             f"| {row.full.p50_ms:.1f} | {row.full.p90_ms:.1f} | {row.full.p99_ms:.1f} "
             f"| {row.half.p99_ms:.1f} ({row.half.throughput_rps:,.0f}/s) | {row.full.server_cpu_us or 0:.0f} "
             f"| {row.full.errors + row.half.errors} | {row.full.peak_rss_mib or 0:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _throughputs(rows: list[Row], kind: str) -> dict[tuple[int, bool], float]:
+    return {row.setup.baseline: row.full.throughput_rps for row in rows if row.setup.kind == kind and row.full}
+
+
+def _ratio(row: Row, baselines: dict[tuple[int, bool], float]) -> str:
+    base = baselines.get(row.setup.baseline)
+    return f"{row.full.throughput_rps / base:.2f}" if base and row.full else "-"
 
 
 def median_run(runs: list[tuple[LoadResult, LoadResult]]) -> tuple[LoadResult, LoadResult]:
@@ -266,7 +291,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement [10]")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--only", default="bare,sqlite,redis", help="targets, comma-separated [bare,sqlite,redis]")
+    parser.add_argument(
+        "--only", default="bare,bare-asgi,sqlite,redis", help="targets, comma-separated [bare,bare-asgi,sqlite,redis]"
+    )
     parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated [1,2]")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a database the bench may flush [db 14]")
     parser.add_argument("--no-dispatcher", action="store_true", help="gateway without its in-process dispatcher")
@@ -284,7 +311,9 @@ def main(argv: list[str] | None = None) -> None:
 
     kinds = [kind.strip() for kind in args.only.split(",") if kind.strip()]
     workers = [int(count) for count in args.workers.split(",")]
-    setups = [Setup(kind, count) for count in workers for kind in ("bare", "sqlite", "redis") if kind in kinds]
+    setups = [
+        Setup(kind, count) for count in workers for kind in ("bare", "bare-asgi", "sqlite", "redis") if kind in kinds
+    ]
     if args.ablations:
         setups += [
             Setup("sqlite", 1, without=("group-commit",)),
@@ -313,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
                             concurrency=args.concurrency,
                             warmup_s=args.warmup,
                             expect_rps=args.expect_rps,
-                            stateless=setup.kind == "bare",
+                            stateless=setup.kind in ("bare", "bare-asgi"),
                         )
                 except (RuntimeError, OSError) as exc:
                     print(f"   skipped: {exc}", file=sys.stderr)
