@@ -65,16 +65,18 @@ def parse_header(header: str | None) -> tuple[str, list[bytes]]:
 class SignatureVerifier:
     """Verifies deliveries against every live secret. Holds the secrets; never prints them."""
 
-    __slots__ = ("_keys", "_tolerance_s")
+    __slots__ = ("_keyed", "_tolerance_s")
 
     def __init__(self, secrets: Sequence[str], tolerance_s: int = DEFAULT_TOLERANCE_S) -> None:
         if not secrets:
             raise ValueError("at least one webhook secret is required")
-        self._keys = tuple(secret.encode() for secret in secrets)
+        # One HMAC per secret with its key already absorbed: each delivery copies it instead of keying a new one
+        # (about a fifth of the check's cost for a 1 KiB body).
+        self._keyed = tuple(hmac.new(secret.encode(), digestmod=hashlib.sha256) for secret in secrets)
         self._tolerance_s = tolerance_s
 
     def __repr__(self) -> str:
-        return f"SignatureVerifier(secrets=<{len(self._keys)} hidden>, tolerance_s={self._tolerance_s})"
+        return f"SignatureVerifier(secrets=<{len(self._keyed)} hidden>, tolerance_s={self._tolerance_s})"
 
     def verify(self, header: str | None, body: bytes, now: float) -> int:
         """Return the signed timestamp when some `v1` matches some secret, else raise a SignatureError.
@@ -82,9 +84,13 @@ class SignatureVerifier:
         The signature is checked before the timestamp, so that a forged request learns nothing about the clock.
         """
         text, candidates = parse_header(header)
+        signed_prefix = text.encode() + b"."  # the `t` text exactly as sent, then "." (see _digest)
         matched = False
-        for key in self._keys:
-            expected = _digest(key, text, body).encode()
+        for keyed in self._keyed:
+            mac = keyed.copy()
+            mac.update(signed_prefix)
+            mac.update(body)
+            expected = mac.hexdigest().encode()
             for candidate in candidates:
                 # Every comparison runs, so timing does not reveal which secret or field matched.
                 matched |= hmac.compare_digest(expected, candidate)
