@@ -1,10 +1,11 @@
 """`POST /webhooks/ringside`: the hot route, as a raw ASGI route of the Litestar app.
 
-Why raw ASGI rather than a `@post` handler taking a `Request`: every delivery is one request, and Litestar's
-request/response machinery (the kwargs model, the `Request` and `Response` objects, header encoding) cost about
-107 us of CPU per request on the 2-core bench machine, against about 50 us for the same HMAC endpoint as an `@asgi`
-route (bench/README in the README's Performance section). The handler needs none of it: it reads raw bytes, one
-header, and answers JSON it has already encoded. What Litestar would have done is done here, in one place:
+Why raw ASGI rather than a `@post` handler taking a `Request`: every delivery is one request, and on the 2-core
+bench machine an HMAC-only endpoint cost about 155 us of CPU per request in-process as a `@post` handler against
+about 50 us as an `@asgi` route: ~107 us of Litestar's request/response machinery (the kwargs model, the `Request`
+and `Response` objects, header encoding). bench/run.py measures both forms side by side (README, Performance). The
+handler needs none of it: it reads raw bytes, one header, and answers JSON it has already encoded. What Litestar
+would have done is done here, in one place:
 - only POST is served: anything else gets 405 with `Allow: POST`;
 - the body is capped at GATEWAY_MAX_BODY_BYTES: a declared Content-Length over it is refused before a byte is read,
   and a body that grows over it is refused as soon as it does (413, counted as refused);
