@@ -325,33 +325,32 @@ return {'created'}
 _RECORD_MANY = """
 -- KEYS: 1 q:due, 2 q:age, 3 stats
 -- ARGV: 1 prefix of entry keys, 2 of parked keys, 3 of carry keys, 4 msgpack array of records, each an array
---       {unused, event id, next_attempt_at, created_at, units, settles the carry (bool), the carry Python
---        settled from ('' = none), the new carry, the billing customer}; 4 + i the entry blob of record i
+--       {event id, next_attempt_at, created_at, units, settles the carry (bool), the carry Python settled from
+--        ('' = none), the new carry, the billing customer}; 4 + i the entry blob of record i
 -- Answers two items per record: 'created' '', 'exists' <entry blob>, 'parked' '', or 'carry' <current carry>.
 local answer = {}
 local units_pending = 0
 for i, r in ipairs(cmsgpack.unpack(ARGV[4])) do
-  r[1] = ARGV[4 + i]
-  local id = r[2]
+  local id = r[1]
   local entry_key = ARGV[1] .. id
   local existing = redis.call('GET', entry_key)
-  local carry_key = ARGV[3] .. r[9]
-  local carry = r[6] and (redis.call('GET', carry_key) or '') or ''
+  local carry_key = ARGV[3] .. r[8]
+  local carry = r[5] and (redis.call('GET', carry_key) or '') or ''
   if existing then
     answer[#answer + 1] = 'exists'
     answer[#answer + 1] = existing
   elseif redis.call('EXISTS', ARGV[2] .. id) == 1 then
     answer[#answer + 1] = 'parked'
     answer[#answer + 1] = ''
-  elseif r[6] and carry ~= r[7] then
+  elseif r[5] and carry ~= r[6] then
     answer[#answer + 1] = 'carry'
     answer[#answer + 1] = carry
   else
-    redis.call('SET', entry_key, r[1])
-    if r[6] then redis.call('SET', carry_key, r[8]) end
-    redis.call('ZADD', KEYS[1], r[3], id)
-    redis.call('ZADD', KEYS[2], r[4], id)
-    units_pending = units_pending + r[5]
+    redis.call('SET', entry_key, ARGV[4 + i])
+    if r[5] then redis.call('SET', carry_key, r[7]) end
+    redis.call('ZADD', KEYS[1], r[2], id)
+    redis.call('ZADD', KEYS[2], r[3], id)
+    units_pending = units_pending + r[4]
     answer[#answer + 1] = 'created'
     answer[#answer + 1] = ''
   end
@@ -411,21 +410,6 @@ return 0
 
 # The three marks compare the entry with the bytes Python decided from (ARGV[1]) and write nothing when it changed
 # in between; Python then re-reads and decides again (usually: it is no longer pending, so nothing to do).
-_MARK_SENT = """
--- KEYS: 1 entry, 2 q:due, 3 q:leased, 4 q:held, 5 q:age, 6 stats
--- ARGV: 1 entry blob read, 2 new blob, 3 event id, 4 units, 5 dedupe TTL in seconds, 6 minus the units
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[5])
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('HDEL', KEYS[4], ARGV[3])
-redis.call('ZREM', KEYS[5], ARGV[3])
-redis.call('HINCRBY', KEYS[6], 'sent', 1)
-redis.call('HINCRBY', KEYS[6], 'units_sent', ARGV[4])
-redis.call('HINCRBY', KEYS[6], 'units_pending', ARGV[6])
-return 1
-"""
-
 # mark_sent for a batch, all or nothing: every entry must still have the bytes read, or nothing is written and the
 # positions that changed are answered (Python reads them again and decides afresh).
 _MARK_SENT_MANY = """
@@ -450,7 +434,7 @@ for i = 6, #KEYS do
 end
 redis.call('HINCRBY', KEYS[5], 'sent', #KEYS - 5)
 redis.call('HINCRBY', KEYS[5], 'units_sent', units)
-redis.call('HINCRBY', KEYS[5], 'units_pending', -units)
+redis.call('HINCRBY', KEYS[5], 'units_pending', 0 - units)  -- never -units: -0 is not an integer to Redis
 return changed
 """
 
@@ -499,14 +483,7 @@ redis.call('HINCRBY', KEYS[5], 'units_pending', ARGV[7])
 return 1
 """
 
-_SEND = """
--- KEYS: 1 m:<identifier>, 2 meter_events.  ARGV: 1 meter event blob
-if not redis.call('SET', KEYS[1], '1', 'NX') then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-return 1
-"""
-
-# _SEND for a batch, in order; answers 1 (recorded) or 0 (already known) per event.
+# The local ledger biller: each event recorded unless its identifier is known, in order; 1 (recorded) or 0 each.
 _SEND_MANY = """
 -- KEYS: 1 meter_events, then m:<identifier> per event.  ARGV: the meter event blobs, in the same order
 local stored = {}
@@ -590,7 +567,6 @@ class RedisLedger(BatchLedger):
         self._park = client.register_script(_PARK)
         self._lease = client.register_script(_LEASE)
         self._release = client.register_script(_RELEASE)
-        self._mark_sent = client.register_script(_MARK_SENT)
         self._mark_sent_many = client.register_script(_MARK_SENT_MANY)
         self._mark_retry = client.register_script(_MARK_RETRY)
         self._mark_rejected = client.register_script(_MARK_REJECTED)
@@ -653,7 +629,7 @@ class RedisLedger(BatchLedger):
                     carries[customer] = str(settled)
                 entries.append(entry)
                 records.append(
-                    (0, claim.event_id, waiting.now, waiting.now, units, waiting.settles, read, str(settled), customer)
+                    (claim.event_id, waiting.now, waiting.now, units, waiting.settles, read, str(settled), customer)
                 )
             reply = await self._record_many(
                 keys=[keys.due, keys.age, keys.stats],
@@ -779,16 +755,7 @@ class RedisLedger(BatchLedger):
             await self._release(keys=[keys.due, keys.leased, keys.held], args=list(event_ids))
 
     async def mark_sent(self, event_id: str, now: float) -> None:
-        keys = self._keys
-
-        async def commit(blob: bytes, entry: Entry) -> Any:
-            sent = msgspec.structs.replace(entry, state=State.SENT, sent_at=now)
-            return await self._mark_sent(
-                keys=[keys.entry(event_id), keys.due, keys.leased, keys.held, keys.age, keys.stats],
-                args=[blob, _encode(sent), event_id, entry.units, self._ttl_s, -entry.units],
-            )
-
-        await self._transition(event_id, commit)
+        await self.mark_sent_many([event_id], now)
 
     async def mark_sent_many(self, event_ids: Sequence[str], now: float) -> None:
         """mark_sent for the lot in one compare-and-set step: one MGET and one script per batch, not two round trips
@@ -1077,7 +1044,6 @@ class RedisBiller(BatchBillingSink):
     def __init__(self, client: Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
         self._keys = _Keys(prefix)
-        self._send = client.register_script(_SEND)
         self._send_many = client.register_script(_SEND_MANY)
 
     async def send_batch(self, events: Sequence[MeterEvent]) -> list[Delivery]:
@@ -1094,14 +1060,7 @@ class RedisBiller(BatchBillingSink):
         return [Delivery.SENT if flag else Delivery.ALREADY_SENT for flag in stored]
 
     async def send(self, event: MeterEvent) -> Delivery:
-        try:
-            with _store_errors():
-                stored = await self._send(
-                    keys=[self._keys.meter_event(event.identifier), self._keys.meter_events], args=[_encode(event)]
-                )
-        except StoreUnavailable as exc:
-            raise BillerUnavailable(exc.message, cause="store_unavailable") from exc
-        return Delivery.SENT if stored else Delivery.ALREADY_SENT
+        return (await self.send_batch([event]))[0]
 
     async def events(self) -> list[MeterEvent]:
         """Every recorded meter event, in the order they were first sent."""

@@ -1048,18 +1048,7 @@ class SqliteBiller(BatchBillingSink):
         self._db = database
 
     async def send(self, event: MeterEvent) -> Delivery:
-        def work(connection: sqlite3.Connection) -> Delivery:
-            inserted = connection.execute(
-                "INSERT INTO meter_events (identifier, customer, value, timestamp) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (identifier) DO NOTHING",
-                (event.identifier, event.customer, event.value, event.timestamp),
-            ).rowcount
-            return Delivery.SENT if inserted == 1 else Delivery.ALREADY_SENT
-
-        try:
-            return await self._db.write(work)
-        except StoreUnavailable as exc:
-            raise BillerUnavailable(exc.message, cause="store_unavailable") from exc
+        return (await self.send_batch([event]))[0]
 
     async def send_batch(self, events: Sequence[MeterEvent]) -> list[Delivery]:
         """Record every event in one transaction; SENT or ALREADY_SENT for each, in order, or nothing at all."""

@@ -23,14 +23,14 @@ def ledger(request: pytest.FixtureRequest) -> BatchLedger:
     return store
 
 
-async def record(ledger: BatchLedger, event_id: str) -> None:
+async def record(ledger: BatchLedger, event_id: str, exact_units: Decimal = Decimal(1)) -> None:
     claim = Claim(
         event_id=event_id,
         event_type="chat.completion.finished",
         billing_customer="cus_A",
         ringside_customer=None,
-        cost_usd=Decimal("0.00001"),
-        exact_units=Decimal(1),
+        cost_usd=exact_units.scaleb(-5),
+        exact_units=exact_units,
         timestamp=1_799_999_990,
     )
     assert (await ledger.record(claim, Rounding.CARRY, NOW)).created
@@ -49,6 +49,17 @@ async def test_mark_sent_many_marks_each_listed_pending_entry_sent(ledger: Batch
     assert (b.state, b.sent_at) == (State.PENDING, None)
     stats = await ledger.stats()
     assert (stats.pending, stats.sent, stats.units_sent) == (1, 2, 2)
+
+
+async def test_mark_sent_many_counts_entries_of_zero_units_exactly(ledger: BatchLedger) -> None:
+    # The dispatcher marks zero-unit entries sent in one batch, without a call to the biller.
+    await record(ledger, "evt_ZERO_1", Decimal("0.25"))
+    await record(ledger, "evt_ZERO_2", Decimal("0.25"))
+
+    await ledger.mark_sent_many(["evt_ZERO_1", "evt_ZERO_2"], NOW + 1)
+
+    stats = await ledger.stats()
+    assert (stats.pending, stats.sent, stats.units_sent, stats.units_pending) == (0, 2, 0, 0)
 
 
 async def test_mark_sent_many_leaves_entries_that_are_not_pending_and_unknown_ids_alone(ledger: BatchLedger) -> None:
