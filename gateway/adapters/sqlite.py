@@ -662,18 +662,22 @@ def _in_list(keys: Sequence[str]) -> tuple[str, list[str]]:
     return ", ".join("?" * size), [*keys, *[keys[0]] * (size - len(keys))]
 
 
-def _record_many(connection: sqlite3.Connection, items: list[tuple[Claim, Rounding, float]]) -> list[Recorded]:
-    """SqliteLedger.record for several claims in one go: three lookups and two writes for the lot, each claim
+# One record() call: the claim, its rounding rule, the time, and the parked key it replaces (a replay) or None.
+_Record = tuple[Claim, Rounding, float, str | None]
+
+
+def _record_many(connection: sqlite3.Connection, items: list[_Record]) -> list[Recorded]:
+    """SqliteLedger.record for several claims in one go: three lookups and a few writes for the lot, each claim
     treated in order as if recorded alone after the ones before it (a second claim of an id is a duplicate of the
-    first; a customer's carry goes from one claim to the next)."""
-    marks, ids = _in_list([claim.event_id for claim, _, _ in items])
-    existing: dict[str, Entry | None] = {
+    first; a customer's carry goes from one claim to the next; a replay takes the place of the parked record it
+    replaces, which is deleted)."""
+    marks, ids = _in_list([claim.event_id for claim, _, _, _ in items])
+    entries: dict[str, Entry] = {
         str(row[0]): _entry(row)
         for row in connection.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE event_id IN ({marks})", ids)
     }
-    for row in connection.execute(f"SELECT key FROM parked WHERE key IN ({marks})", ids):
-        existing.setdefault(str(row[0]), None)
-    marks, customers = _in_list(list({claim.billing_customer for claim, _, _ in items}))
+    parked = {str(row[0]) for row in connection.execute(f"SELECT key FROM parked WHERE key IN ({marks})", ids)}
+    marks, customers = _in_list(list({claim.billing_customer for claim, _, _, _ in items}))
     carries = {
         str(row[0]): Decimal(row[1])
         for row in connection.execute(
@@ -682,17 +686,24 @@ def _record_many(connection: sqlite3.Connection, items: list[tuple[Claim, Roundi
     }
     recorded: list[Recorded] = []
     rows: list[tuple[object, ...]] = []
-    for claim, rounding, now in items:
-        if claim.event_id in existing:
-            recorded.append(Recorded(created=False, entry=existing[claim.event_id]))
+    replaced: list[str] = []
+    for claim, rounding, now, replaces in items:
+        if claim.event_id in entries:
+            recorded.append(Recorded(created=False, entry=entries[claim.event_id]))
+            continue
+        if claim.event_id in parked and claim.event_id != replaces:
+            recorded.append(Recorded(created=False, entry=None))
             continue
         units, carries[claim.billing_customer] = settle(
             claim.exact_units, carries.get(claim.billing_customer, ZERO), rounding
         )
         entry = pending_entry(claim, units, now)
-        existing[claim.event_id] = entry
+        entries[claim.event_id] = entry
         rows.append(_entry_row(entry))
         recorded.append(Recorded(created=True, entry=entry))
+        if replaces is not None:
+            replaced.append(replaces)
+            parked.discard(replaces)
     _insert_rows(connection, f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES {{rows}}", rows)
     settled = list(dict.fromkeys(str(row[2]) for row in rows))
     _insert_rows(
@@ -701,6 +712,9 @@ def _record_many(connection: sqlite3.Connection, items: list[tuple[Claim, Roundi
         " ON CONFLICT (billing_customer) DO UPDATE SET carry = excluded.carry",
         [(customer, str(carries[customer])) for customer in settled],
     )
+    if replaced:
+        marks, keys = _in_list(replaced)
+        connection.execute(f"DELETE FROM parked WHERE key IN ({marks})", keys)
     return recorded
 
 
@@ -747,35 +761,9 @@ class SqliteLedger(BatchLedger):
         self._db = database
 
     async def record(self, claim: Claim, rounding: Rounding, now: float, *, replaces: str | None = None) -> Recorded:
-        if replaces is None:
-            # The webhook's write: batched with the other records queued with it (_record_many).
-            recorded: Recorded = await self._db.write_batched(_record_many, (claim, rounding, now))
-            return recorded
-
-        def work(connection: sqlite3.Connection) -> Recorded:
-            existing = _select_entry(connection, claim.event_id)
-            if existing is not None:
-                return Recorded(created=False, entry=existing)
-            if claim.event_id != replaces and _is_parked(connection, claim.event_id):
-                return Recorded(created=False, entry=None)
-            row = connection.execute(
-                "SELECT carry FROM carries WHERE billing_customer = ?", (claim.billing_customer,)
-            ).fetchone()
-            units, carry = settle(claim.exact_units, ZERO if row is None else Decimal(row[0]), rounding)
-            entry = pending_entry(claim, units, now)
-            connection.execute(
-                f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({', '.join('?' * 13)})", _entry_row(entry)
-            )
-            connection.execute(
-                "INSERT INTO carries (billing_customer, carry) VALUES (?, ?)"
-                " ON CONFLICT (billing_customer) DO UPDATE SET carry = excluded.carry",
-                (claim.billing_customer, str(carry)),
-            )
-            if replaces is not None:
-                connection.execute("DELETE FROM parked WHERE key = ?", (replaces,))
-            return Recorded(created=True, entry=entry)
-
-        return await self._db.write(work)
+        # Batched with the other records queued with it (_record_many), replays included.
+        recorded: Recorded = await self._db.write_batched(_record_many, (claim, rounding, now, replaces))
+        return recorded
 
     async def park(self, parked: Parked) -> bool:
         def work(connection: sqlite3.Connection) -> bool:

@@ -46,6 +46,11 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+def unexpected_error_body() -> dict[str, Any]:
+    """What a request that failed for no reason the gateway knows is answered (500): never an acknowledgement."""
+    return error_body("internal_error", "unexpected error; nothing was acknowledged")
+
+
 def status_of(exc: GatewayError) -> int:
     """The HTTP status of a gateway error; an error the table does not name is the client's (400)."""
     return next((code for kind, code in _STATUS_OF.items() if isinstance(exc, kind)), 400)

@@ -25,7 +25,7 @@ from litestar.params import SkipValidation
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from gateway.app.container import Container, check_store, close_store_clients
-from gateway.app.errors import error_body, headers_of, status_of
+from gateway.app.errors import error_body, headers_of, status_of, unexpected_error_body
 from gateway.app.metrics import metrics_route
 from gateway.app.openapi import READY_RESPONSES, Health, Readiness, document_webhook, openapi_config
 from gateway.app.portal import portal_router
@@ -63,7 +63,7 @@ def _http_error(request: Request[Any, Any, State], exc: HTTPException) -> Respon
 def _unexpected(request: Request[Any, Any, State], exc: Exception) -> Response[Any]:
     log.exception("http.unexpected_error", path=request.url.path)
     return Response(
-        error_body("internal_error", "unexpected error; nothing was acknowledged"),
+        unexpected_error_body(),
         status_code=HTTP_500_INTERNAL_SERVER_ERROR,
     )
 

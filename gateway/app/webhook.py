@@ -28,7 +28,7 @@ from litestar import asgi
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import HTTPScope, Receive, Send
 
-from gateway.app.errors import error_body, headers_of, status_of
+from gateway.app.errors import error_body, headers_of, status_of, unexpected_error_body
 from gateway.app.logging import info_line
 from gateway.domain.errors import GatewayError, PayloadTooLarge
 from gateway.domain.signature import HEADER
@@ -77,8 +77,7 @@ def webhook_route(ingest_of: Callable[[], Ingest], max_body_bytes: int) -> ASGIR
             return
         except Exception:
             log.exception("http.unexpected_error", path=PATH)
-            failure = error_body("internal_error", "unexpected error; nothing was acknowledged")
-            await _respond(send, 500, _JSON.encode(failure))
+            await _respond(send, 500, _JSON.encode(unexpected_error_body()))
             return
         _log_delivery(outcome, started)
         await _respond(send, _RESPONSE_STATUS.get(outcome.status, 200), _JSON.encode(_response_body(outcome)))

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.adapters.sqlite import SqliteDatabase, SqliteLedger
 from gateway.domain.errors import StoreUnavailable
+from gateway.domain.ledger import Parked, ParkReason
 from gateway.domain.units import Rounding
 from tests.builders import claim
 
@@ -251,3 +252,22 @@ async def test_a_batch_larger_than_one_insert_statement_records_every_claim(data
     assert sum(r.entry.units for r in results if r.entry) == 36  # 50 claims of 0.25 per customer: 12 units each
     assert (await ledger.stats()).pending == 150
     assert [await ledger.get(c.event_id) for c in claims] == [r.entry for r in results]
+
+
+async def test_a_replay_in_a_batch_takes_its_parked_records_place_before_the_records_after_it(
+    database: SqliteDatabase,
+) -> None:
+    ledger = SqliteLedger(database)
+    await ledger.park(Parked("evt_P", ParkReason.UNKNOWN_CUSTOMER, "no mapping", b"{}", 1_799_999_990, 1.0))
+    now = 1_800_000_000.0
+    calls = [
+        lambda: ledger.record(claim("evt_P"), Rounding.CARRY, now),  # a redelivery while parked: a duplicate
+        lambda: ledger.record(claim("evt_P"), Rounding.CARRY, now, replaces="evt_P"),  # the operator's replay
+        lambda: ledger.record(claim("evt_P"), Rounding.CARRY, now),  # a redelivery after it: a duplicate of it
+    ]
+
+    results = await calls_behind_a_gate(database, calls, [])
+
+    assert [(r.created, r.entry is not None) for r in results] == [(False, False), (True, True), (False, True)]
+    assert results[2].entry == results[1].entry
+    assert await ledger.get_parked("evt_P") is None
