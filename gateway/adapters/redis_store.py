@@ -284,49 +284,26 @@ class _Keys:
 # 15-digit unit count as 1e+15). An error after a script's first write would leave it half done, so every argument
 # a write takes is formed in Python and well-formed by construction (negative counts included: Redis refuses "-0").
 
-# Claim + carry + pending entry. Why compare-and-set rather than the whole rule in Lua: the carry is an exact
-# Decimal of up to ~40 fractional digits and its rule lives in units.settle; Lua has only doubles, so doing it
-# there means a second, hand-written decimal adder to keep in step with settle(). Why not WATCH/MULTI: each
-# in-flight WATCH pins a connection until EXEC (500 concurrent deliveries, 500 connections), costs three round
-# trips, and a conflict needs a fresh read; this script answers a conflict with the current carry in the same
-# reply, answers a duplicate with the existing entry, and commits claim, carry, queue and counters in one step.
-_RECORD = """
--- KEYS: 1 entry, 2 parked record of this id, 3 carry, 4 parked record replaced (or KEYS[2]), 5 q:due, 6 q:age,
---       7 stats, 8 ix:parked, 9.. ix:parked:<reason> for every reason
--- ARGV: 1 entry blob, 2 event id, 3 next_attempt_at, 4 created_at, 5 units, 6 '1' when the carry is settled,
---       7 the carry Python settled from ('' = none), 8 the new carry, 9 the key replaced ('' = none)
-local existing = redis.call('GET', KEYS[1])
-if existing then return {'exists', existing} end
-if ARGV[9] ~= ARGV[2] and redis.call('EXISTS', KEYS[2]) == 1 then return {'parked'} end
-if ARGV[6] == '1' then
-  local carry = redis.call('GET', KEYS[3]) or ''
-  if carry ~= ARGV[7] then return {'carry', carry} end
-end
-redis.call('SET', KEYS[1], ARGV[1])
-if ARGV[6] == '1' then redis.call('SET', KEYS[3], ARGV[8]) end
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
-redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2])
-redis.call('HINCRBY', KEYS[7], 'units_pending', ARGV[5])
-if ARGV[9] ~= '' then
-  redis.call('DEL', KEYS[4])
-  for i = 8, #KEYS do redis.call('ZREM', KEYS[i], ARGV[9]) end
-end
-return {'created'}
-"""
-
-# record() of several deliveries in one step: _RECORD's rule applied to each record in turn, as if each ran alone
-# after the ones before it (a second record of an id finds the first's entry; a customer's carry goes from one
-# record to the next). A record travels as two arguments, its entry blob and the rest as one msgpack array (Redis's
-# Lua has cmsgpack; it cannot read msgpack's bin type, hence the blob apart), so a batch of a hundred costs the
-# client ~200 arguments to encode rather than ~1,000. Key names are built here from the
-# prefixes, as _LEASE does, which is one more reason Redis Cluster is not supported. A record's preconditions are
-# checked before its writes; the first write of the script is the only one Redis can refuse (maxmemory), so a
-# refusal leaves nothing written, and a batch is all or nothing, like a single record.
+# record(): claim + carry + pending entry, for a batch of records. Why compare-and-set rather than the whole rule in
+# Lua: the carry is an exact Decimal of up to ~40 fractional digits and its rule lives in units.settle; Lua has only
+# doubles, so doing it there means a second, hand-written decimal adder to keep in step with settle(). Why not
+# WATCH/MULTI: each in-flight WATCH pins a connection until EXEC (500 concurrent deliveries, 500 connections), costs
+# three round trips, and a conflict needs a fresh read; this script answers a conflict with the current carry in the
+# same reply, answers a duplicate with the existing entry, and commits claim, carry, queue and counters in one step.
+# Each record is treated in turn, as if it ran alone after the ones before it (a second record of an id finds the
+# first's entry; a customer's carry goes from one record to the next; a replay takes the place of the parked record it
+# replaces, which is deleted with its index entries). A record travels as two arguments, its entry blob and the rest as
+# one msgpack array (Redis's Lua has cmsgpack; it cannot read msgpack's bin type, hence the blob apart), so a batch of a
+# hundred costs the client ~200 arguments to encode rather than ~1,000. Key names are built here from the prefixes, as
+# _LEASE does, which is one more reason Redis Cluster is not supported. A record's preconditions are checked before its
+# writes; the first write of the script is the only one Redis can refuse (maxmemory), so a refusal leaves nothing
+# written, and a batch is all or nothing, like a single record.
 _RECORD_MANY = """
--- KEYS: 1 q:due, 2 q:age, 3 stats
+-- KEYS: 1 q:due, 2 q:age, 3 stats, 4.. ix:parked and ix:parked:<reason> for every reason
 -- ARGV: 1 prefix of entry keys, 2 of parked keys, 3 of carry keys, 4 msgpack array of records, each an array
 --       {event id, next_attempt_at, created_at, units, settles the carry (bool), the carry Python settled from
---        ('' = none), the new carry, the billing customer}; 4 + i the entry blob of record i
+--        ('' = none), the new carry, the billing customer, the parked key replaced ('' = none)}; 4 + i the entry
+--       blob of record i
 -- Answers two items per record: 'created' '', 'exists' <entry blob>, 'parked' '', or 'carry' <current carry>.
 local answer = {}
 local units_pending = 0
@@ -339,7 +316,7 @@ for i, r in ipairs(cmsgpack.unpack(ARGV[4])) do
   if existing then
     answer[#answer + 1] = 'exists'
     answer[#answer + 1] = existing
-  elseif redis.call('EXISTS', ARGV[2] .. id) == 1 then
+  elseif r[9] ~= id and redis.call('EXISTS', ARGV[2] .. id) == 1 then
     answer[#answer + 1] = 'parked'
     answer[#answer + 1] = ''
   elseif r[5] and carry ~= r[6] then
@@ -351,6 +328,10 @@ for i, r in ipairs(cmsgpack.unpack(ARGV[4])) do
     redis.call('ZADD', KEYS[1], r[2], id)
     redis.call('ZADD', KEYS[2], r[3], id)
     units_pending = units_pending + r[4]
+    if r[9] ~= '' then
+      redis.call('DEL', ARGV[2] .. r[9])
+      for k = 4, #KEYS do redis.call('ZREM', KEYS[k], r[9]) end
+    end
     answer[#answer + 1] = 'created'
     answer[#answer + 1] = ''
   end
@@ -524,12 +505,15 @@ class _Waiting:
     """A record() waiting for its batch; `future` belongs to the caller's loop. A caller that has gone (cancelled)
     is skipped; its record stands, as a durable record always does."""
 
-    __slots__ = ("claim", "conflicts", "future", "now", "rounding", "settles")
+    __slots__ = ("claim", "conflicts", "future", "now", "replaces", "rounding", "settles")
 
-    def __init__(self, claim: Claim, rounding: Rounding, now: float, future: asyncio.Future[Recorded]) -> None:
+    def __init__(
+        self, claim: Claim, rounding: Rounding, now: float, replaces: str | None, future: asyncio.Future[Recorded]
+    ) -> None:
         self.claim = claim
         self.rounding = rounding
         self.now = now
+        self.replaces = replaces
         self.future = future
         self.settles = rounding is Rounding.CARRY
         self.conflicts = 0
@@ -557,7 +541,6 @@ class RedisLedger(BatchLedger):
         self._client = client
         self._keys = _Keys(prefix)
         self._ttl_s = int(dedupe_ttl_s)
-        self._record = client.register_script(_RECORD)
         self._record_many = client.register_script(_RECORD_MANY)
         # Records waiting for the next _RECORD_MANY, and the task that sends them (see record()).
         self._waiting: list[_Waiting] = []
@@ -578,11 +561,9 @@ class RedisLedger(BatchLedger):
     async def record(self, claim: Claim, rounding: Rounding, now: float, *, replaces: str | None = None) -> Recorded:
         """Group commit, as SqliteDatabase does it: records made while a batch is on its way to Redis wait, and go
         together in the next one (at most _RECORD_BATCH), so the client encodes and sends one command per batch
-        rather than one per record; an idle ledger sends a lone record at once. A replay (`replaces`) goes alone."""
-        if replaces is not None:
-            return await self._record_one(claim, rounding, now, replaces)
+        rather than one per record; an idle ledger sends a lone record at once. Replays (`replaces`) included."""
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(claim, rounding, now, loop.create_future())
+        waiting = _Waiting(claim, rounding, now, replaces, loop.create_future())
         self._waiting.append(waiting)
         sender = self._sender
         if sender is None or sender.done() or sender.get_loop() is not loop:
@@ -628,11 +609,10 @@ class RedisLedger(BatchLedger):
                 if waiting.settles:
                     carries[customer] = str(settled)
                 entries.append(entry)
-                records.append(
-                    (claim.event_id, waiting.now, waiting.now, units, waiting.settles, read, str(settled), customer)
-                )
+                record = (claim.event_id, waiting.now, waiting.now, units, waiting.settles, read, str(settled))
+                records.append((*record, customer, waiting.replaces or ""))
             reply = await self._record_many(
-                keys=[keys.due, keys.age, keys.stats],
+                keys=[keys.due, keys.age, keys.stats, keys.parked_index(), *keys.every_reason_index()],
                 args=[keys.entry(""), keys.parked(""), keys.carry(""), _encode(records), *map(_encode, entries)],
             )
         again: list[_Waiting] = []
@@ -656,66 +636,6 @@ class RedisLedger(BatchLedger):
                         StoreUnavailable(f"too much contention on the carry of {entry.billing_customer!r}; retry later")
                     )
         return again
-
-    async def _record_one(self, claim: Claim, rounding: Rounding, now: float, replaces: str | None) -> Recorded:
-        keys = self._keys
-        event_id = claim.event_id
-        replaced = replaces if replaces is not None else ""
-        script_keys = [
-            keys.entry(event_id),
-            keys.parked(event_id),
-            keys.carry(claim.billing_customer),
-            keys.parked(replaces) if replaces is not None else keys.parked(event_id),
-            keys.due,
-            keys.age,
-            keys.stats,
-            keys.parked_index(),
-            *keys.every_reason_index(),
-        ]
-        settles_carry = rounding is Rounding.CARRY
-        customer = claim.billing_customer
-        hints = self._carry_hints
-        with _store_errors():
-            # Only a hint: the script re-checks it and answers a stale one with the current carry. Other rules leave
-            # the carry alone, so they never conflict. The carry this ledger last wrote or read for the customer
-            # saves the GET (one round trip per record instead of two) and is right unless another process has
-            # billed the customer since; then the script's answer costs the round trip the GET would have.
-            if not settles_carry:
-                read = None
-            elif customer in hints:
-                read = hints[customer]
-            else:
-                read = await self._client.get(keys.carry(customer))
-            for _ in range(_MAX_CONFLICTS):
-                carry_text = _text(read)
-                units, carry = settle(claim.exact_units, Decimal(carry_text) if carry_text else ZERO, rounding)
-                entry = pending_entry(claim, units, now)
-                reply = await self._record(
-                    keys=script_keys,
-                    args=[
-                        _encode(entry),
-                        event_id,
-                        now,
-                        now,
-                        units,
-                        "1" if settles_carry else "0",
-                        carry_text,
-                        str(carry),
-                        replaced,
-                    ],
-                )
-                outcome = _text(reply[0])
-                if outcome == "created":
-                    if settles_carry:
-                        self._remember_carry(customer, str(carry))
-                    return Recorded(created=True, entry=entry)
-                if outcome == "exists":
-                    return Recorded(created=False, entry=_decode_entry(reply[1]))
-                if outcome == "parked":
-                    return Recorded(created=False, entry=None)
-                read = reply[1]  # "carry": another record of this customer won; settle again from its carry
-                self._remember_carry(customer, read)
-        raise StoreUnavailable(f"too much contention on the carry of {claim.billing_customer!r}; retry later")
 
     def _remember_carry(self, customer: str, carry: bytes | str | None) -> None:
         if len(self._carry_hints) >= _CARRY_HINTS and customer not in self._carry_hints:

@@ -503,3 +503,23 @@ async def test_commands_are_packed_by_hiredis_into_the_bytes_redis_py_would_send
             fast.pack_command("SET", "gw:k", None)
     finally:
         await client.aclose()
+
+
+async def test_a_replay_among_redeliveries_of_its_id_is_the_one_record_that_creates_the_entry(
+    redis_client: Redis, redis_prefix: str
+) -> None:
+    ledger = RedisLedger(redis_client, prefix=redis_prefix)
+    await ledger.park(Parked("evt_P", ParkReason.UNKNOWN_CUSTOMER, "no mapping", b"{}", 1_799_999_990, 1.0))
+
+    # Made together, they go to Redis in one batch (a redelivery that meets the parked record is a duplicate).
+    results = await asyncio.gather(
+        ledger.record(claim("evt_P"), Rounding.CARRY, NOW),
+        ledger.record(claim("evt_P"), Rounding.CARRY, NOW, replaces="evt_P"),
+        ledger.record(claim("evt_P"), Rounding.CARRY, NOW),
+    )
+
+    assert [r.created for r in results] == [False, True, False]
+    assert all(r.entry in (None, results[1].entry) for r in results)
+    assert await ledger.get("evt_P") == results[1].entry
+    assert await ledger.get_parked("evt_P") is None
+    assert await ledger.list_parked(ParkReason.UNKNOWN_CUSTOMER) == []
