@@ -6,10 +6,13 @@ commands) may share the file, so:
 
 - every write runs inside a `BEGIN IMMEDIATE` ... `COMMIT` transaction: the write lock is taken before the first
   read, so a check-then-write (is this id claimed? then claim it) can never interleave with another process's;
-- `synchronous=FULL` makes a commit durable before it returns, because a webhook is acknowledged right after it;
-- group commit: writes that queue up while a commit is on its way to disk share the next transaction, each in a
-  SAVEPOINT of its own, so one fsync acknowledges many deliveries; a write that fails is rolled back to its
-  savepoint alone and the others commit (see SqliteDatabase);
+- a write is durable before its caller hears of it, because a webhook is acknowledged right after it: the WAL is
+  fsynced after the commit, by a thread of its own (_Syncer), before the callers of that commit are answered
+  (in rollback-journal mode, `synchronous=FULL` fsyncs inside the commit instead);
+- group commit: writes that queue up while a commit is being written share the next transaction, each in a
+  SAVEPOINT of its own, and commits that end while an fsync is under way share the next fsync, so one fsync
+  acknowledges many deliveries; a write that fails is rolled back to its savepoint alone and the others commit
+  (see SqliteDatabase);
 - any SQLite failure (locked beyond the busy timeout, disk full, I/O error, read-only, not a database) rolls the
   transaction back and surfaces as StoreUnavailable, so a caller never sees a half-written step.
 
@@ -200,6 +203,85 @@ class _Checkpointer:
                     connection.close()
 
 
+class _Syncer:
+    """Makes the writer's commits durable on a thread of its own, then answers their callers.
+
+    Why: with `synchronous=FULL` the writer thread fsyncs the WAL inside every COMMIT, and waits there (~0.5 ms here,
+    much more on a busy disk) while the next group's writes queue up; and each of its statements has to win the
+    interpreter lock back from the event loop. In WAL mode the writer commits with `synchronous=NORMAL` (the commit
+    is written to the WAL, not fsynced) and hands the group's outcomes here; this thread fsyncs the WAL file,
+    which makes every commit written before the fsync began durable, and only then answers their callers. Commits
+    that end while an fsync is under way are covered by the next one: one fsync for all of them. The guarantee is
+    FULL's: no caller hears of a write before it is on disk. A write's effects are visible to the next transaction
+    before that fsync (as they are to other processes with FULL, between the WAL write and the fsync); a power loss
+    then loses the write, whose caller was never answered (Ringside redelivers it), and anything a later
+    transaction derived from it, which is answered after a later fsync that would have failed the same way.
+    If the fsync fails, the group's writes fail with StoreUnavailable (the caller retries; a redelivery of a write
+    that did reach the disk is then a duplicate, as it must be).
+    """
+
+    def __init__(self, wal_path: Path) -> None:
+        self._wal_path = wal_path
+        self._fd: int | None = None
+        self._pending: list[list[_Settled]] = []
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="gateway-sqlite-sync", daemon=True)
+        self._thread.start()
+
+    def submit(self, settled: list[_Settled]) -> None:
+        """Answer `settled` (a committed group's outcomes) once the WAL is on disk."""
+        with self._changed:
+            self._pending.append(settled)
+            self._changed.notify()
+
+    def sync(self) -> None:
+        """fsync the WAL file now, on the calling thread (after the schema is created)."""
+        os.fsync(self._wal_fd())
+
+    def stop(self) -> None:
+        """Answer what is pending, then end the thread."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        self._thread.join(timeout=30)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._stopping:
+                    self._changed.wait()
+                if not self._pending:
+                    return
+                groups, self._pending = self._pending, []
+            try:
+                self.sync()
+            except OSError as exc:
+                failure = StoreUnavailable(f"the SQLite store could not make the write durable: {exc}")
+                log.error("sqlite.fsync_failed", path=str(self._wal_path), error=str(exc))
+                self._close_fd()
+                groups = [[(job, False, failure if ok else value) for job, ok, value in group] for group in groups]
+            for group in groups:
+                _answer(group)
+
+    def _wal_fd(self) -> int:
+        """The WAL file, opened once; again if SQLite has replaced it (another process removed it on closing)."""
+        if self._fd is not None and os.fstat(self._fd).st_ino != os.stat(self._wal_path).st_ino:
+            self._close_fd()
+        if self._fd is None:
+            self._fd = os.open(self._wal_path, os.O_RDONLY)
+        return self._fd
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
 @dataclass(slots=True)
 class _Job:
     """One call waiting for the writer thread; `future` belongs to `loop` and is settled only through it. A batched
@@ -223,13 +305,16 @@ class SqliteDatabase:
     Invariants:
     - The connection is created, used and closed only on the single worker thread of `_executor`; calls are run in
       submission order and the event loop never blocks on disk.
+    - No caller of a write is answered before its commit is durable: in WAL mode the commit is fsynced by the
+      _Syncer thread (one fsync for every commit that ended meanwhile) while the writer goes on with the next group.
     - Every call is atomic: it takes effect whole or not at all, and its SQLite errors arrive as StoreUnavailable.
     - Group commit: consecutive writes waiting in the queue when the thread turns to them (at most
       MAX_GROUP_COMMIT) run in one `BEGIN IMMEDIATE` transaction, each inside its own SAVEPOINT. A write that raises
       is rolled back to its savepoint, alone, and its caller gets the error; the others stay in the transaction.
-      No caller is answered before the COMMIT that made its write durable; if that COMMIT fails, every write of
-      the group fails with StoreUnavailable and none took effect. Nothing waits for a group to fill: a group is
-      whatever arrived while the previous commit was being written, so an idle store commits a lone write at once.
+      No caller is answered before the COMMIT that made its write durable (and its fsync); if that COMMIT fails,
+      every write of the group fails with StoreUnavailable and none took effect. Nothing waits for a group to fill:
+      a group is whatever arrived while the previous commit was being written, so an idle store commits a lone
+      write at once.
     - Batched writes (`write_batched`): consecutive writes of one batch function in a group run as one call of it,
       in one savepoint, so that a group of ledger records costs a few statements rather than a few per record. If
       that call raises, its savepoint is undone and each of its writes runs again alone, in a savepoint of its own,
@@ -252,6 +337,7 @@ class SqliteDatabase:
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._checkpoint_every_s = checkpoint_every_s
         self._checkpointer: _Checkpointer | None = None  # started with the connection, on the executor thread
+        self._syncer: _Syncer | None = None  # started with the connection in WAL mode, on the executor thread
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-sqlite")
         self._connection: sqlite3.Connection | None = None  # touched on the executor thread only
         self._closed = False
@@ -317,6 +403,8 @@ class SqliteDatabase:
             # connection can be closed from here.
             self._disconnect()
         self._executor.shutdown(wait=True)
+        if self._syncer is not None:
+            self._syncer.stop()  # after the executor: every commit has been handed over
         if self._checkpointer is not None:
             self._checkpointer.stop()
 
@@ -356,7 +444,10 @@ class SqliteDatabase:
                 settled = self._run_writes(group) if first.write else [self._run_read(first)]
             except BaseException as exc:  # never leave a caller waiting, whatever happened
                 settled = [(job, False, exc) for job in group]
-            _answer(settled)
+            if first.write and self._syncer is not None and any(ok for _, ok, _ in settled):
+                self._syncer.submit(settled)
+            else:
+                _answer(settled)
             if first.write and self._contended:
                 # Another process writes to this file too: without a pause, group after group would keep the lock.
                 time.sleep(_YIELD_AFTER_COMMIT_S)
@@ -465,13 +556,19 @@ class SqliteDatabase:
             connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             # WAL lets readers (stats, CLI) run while a writer commits. When the file system cannot do WAL, SQLite
             # stays in its rollback journal, which is just as correct, only less concurrent.
-            connection.execute("PRAGMA journal_mode = WAL")
-            # FULL: a commit is on disk before it returns, because the webhook is acknowledged right after it.
-            connection.execute("PRAGMA synchronous = FULL")
+            wal = str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() == "wal"
+            # A write is on disk before its caller is answered, because the webhook is acknowledged right after it:
+            # in WAL mode the _Syncer fsyncs the WAL after the commit (NORMAL: the commit itself does not);
+            # in a rollback journal the commit fsyncs (FULL).
+            connection.execute("PRAGMA synchronous = NORMAL" if wal else "PRAGMA synchronous = FULL")
             # Checkpoints run on their own thread (_Checkpointer), never inside one of this connection's commits.
             connection.execute("PRAGMA wal_autocheckpoint = 0")
             connection.execute("PRAGMA foreign_keys = ON")
             _migrate(connection)
+            if wal:
+                if self._syncer is None:
+                    self._syncer = _Syncer(Path(f"{self.path}-wal"))
+                self._syncer.sync()  # the schema, if it was just created
         except BaseException:
             connection.close()
             raise

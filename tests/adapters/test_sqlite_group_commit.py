@@ -7,6 +7,7 @@ so the grouping is deterministic without any sleep: the queued writes are one gr
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -271,3 +272,91 @@ async def test_a_replay_in_a_batch_takes_its_parked_records_place_before_the_rec
     assert [(r.created, r.entry is not None) for r in results] == [(False, False), (True, True), (False, True)]
     assert results[2].entry == results[1].entry
     assert await ledger.get_parked("evt_P") is None
+
+
+# -- durability: the WAL is fsynced (by the syncer thread) before a writer hears of its write -------------------------
+
+
+class _GatedFsync:
+    """Stands in for os.fsync in the SQLite adapter: counts the calls, and can hold them, or fail them."""
+
+    def __init__(self, real: Callable[[int], None]) -> None:
+        self.real = real
+        self.calls = 0
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.error: OSError | None = None
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        self.entered.set()
+        self.gate.wait(timeout=10)
+        if self.error is not None:
+            raise self.error
+        self.real(fd)
+
+
+@pytest.fixture
+def fsync(monkeypatch: pytest.MonkeyPatch) -> _GatedFsync:
+    import gateway.adapters.sqlite as adapter
+
+    gated = _GatedFsync(os.fsync)
+    monkeypatch.setattr(adapter.os, "fsync", gated)
+    return gated
+
+
+async def test_a_write_is_answered_only_after_the_wal_is_fsynced(database: SqliteDatabase, fsync: _GatedFsync) -> None:
+    assert await database.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+    fsync.gate.clear()
+    fsync.entered.clear()
+
+    write = asyncio.ensure_future(database.write(insert("durable")))
+    await asyncio.to_thread(fsync.entered.wait, 10)
+    await asyncio.sleep(0.05)
+
+    assert not write.done()  # committed, visible, but not yet on disk: its caller waits
+    assert await names(database) == ["durable"]
+    fsync.gate.set()
+    assert await write == "durable"
+
+
+async def test_commits_that_end_during_an_fsync_share_the_next_one(
+    database: SqliteDatabase, fsync: _GatedFsync
+) -> None:
+    fsync.gate.clear()
+    fsync.entered.clear()
+    first = asyncio.ensure_future(database.write(insert("first")))
+    await asyncio.to_thread(fsync.entered.wait, 10)
+    calls_before = fsync.calls
+
+    # Each of these commits on its own (they are awaited one by one), all while the first fsync is held.
+    later = []
+    for n in range(5):
+        later.append(asyncio.ensure_future(database.write(insert(f"later_{n}"))))
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert not any(write.done() for write in later)
+    fsync.gate.set()
+
+    assert await first == "first"
+    assert await asyncio.gather(*later) == [f"later_{n}" for n in range(5)]
+    assert fsync.calls - calls_before <= 2  # the held one, then one for the five commits that ended meanwhile
+
+
+async def test_a_failed_fsync_fails_the_writes_it_covered_and_a_retry_finds_the_claim(
+    tmp_path: Path, fsync: _GatedFsync
+) -> None:
+    database = SqliteDatabase(tmp_path / "fsync.db")
+    ledger = SqliteLedger(database)
+    try:
+        await database.open()
+        fsync.error = OSError(5, "Input/output error")
+        with pytest.raises(StoreUnavailable, match="could not make the write durable"):
+            await ledger.record(claim("evt_eio"), Rounding.CARRY, 1.0)
+
+        fsync.error = None
+        retried = await ledger.record(claim("evt_eio"), Rounding.CARRY, 2.0)
+        assert not retried.created  # the commit had reached the file: the redelivery is a duplicate, never a second
+    finally:
+        database.close()
