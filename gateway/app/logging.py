@@ -37,7 +37,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, MutableMapping
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import msgspec
 import structlog
@@ -301,7 +301,7 @@ def configure_logging(log_format: str = "auto", level: str = "info", *, stream: 
     # The gateway's own lines take the same processors straight to the handler's stream, under the handler's lock:
     # the same line as through the standard library, without its two LogRecords per line.
     global _hot
-    _hot = _HotLines(handler if as_json else None, numeric_level <= logging.INFO)
+    _hot = _HotLines(handler if as_json else None, numeric_level)
     structlog.configure(
         processors=[*shared, *final],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
@@ -318,7 +318,7 @@ def reset_logging() -> None:
         root.removeHandler(handler)
     root.setLevel(logging.WARNING)
     structlog.reset_defaults()
-    _hot = _HotLines(None, True)
+    _hot = _HotLines(None, logging.NOTSET)
 
 
 class _HandlerLogger:
@@ -354,40 +354,42 @@ class _HandlerLoggerFactory:
 
 
 class _HotLines:
-    """Where `info_line` writes: the JSON handler's stream, nowhere (INFO is filtered out), or, for the console
-    format, structlog's own pipeline."""
+    """Where `hot_line` writes: the JSON handler's stream (lines at `level` or above), or, for the console format,
+    structlog's own pipeline."""
 
-    __slots__ = ("enabled", "handler")
+    __slots__ = ("handler", "level")
 
-    def __init__(self, handler: logging.StreamHandler[TextIO] | None, enabled: bool) -> None:
+    def __init__(self, handler: logging.StreamHandler[TextIO] | None, level: int) -> None:
         self.handler = handler
-        self.enabled = enabled
+        self.level = level
 
 
-_hot = _HotLines(None, True)
+_hot = _HotLines(None, logging.NOTSET)
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
 
 
-def info_line(logger: str, event: str, fields: dict[str, Any]) -> None:
-    """Log `event` at INFO exactly as `structlog.get_logger(logger).info(event, **fields)` does, for the hot path.
+def hot_line(level: Literal["info", "warning"], logger: str, event: str, fields: dict[str, Any]) -> None:
+    """Log `event` exactly as `structlog.get_logger(logger).<level>(event, **fields)` does, for the hot path.
 
-    The webhook logs one line per delivery, and structlog's general machinery (a bound logger made per call, the
-    processor chain called through its wrappers) cost about 60 us of a ~270 us request on the 2-core bench
-    machine; this takes the same steps in the same order (context variables, level, logger name, UTC timestamp,
-    `redact`, the msgspec renderer) and writes as `_HandlerLogger` does, for about a fifth of that. The line is
-    byte for byte the pipeline's (tests/app/test_logging.py compares them). `fields` is consumed.
+    The webhook logs one line per delivery (INFO; WARNING for a refused one), and structlog's general machinery (a
+    bound logger made per call, the processor chain called through its wrappers) cost about 60 us of a ~270 us
+    request on the 2-core bench machine; this takes the same steps in the same order (context variables, level,
+    logger name, UTC timestamp, `redact`, the msgspec renderer) and writes as `_HandlerLogger` does, for about a
+    fifth of that. The line is byte for byte the pipeline's (tests/app/test_logging.py compares them). `fields` is
+    consumed.
     """
     hot = _hot
-    if not hot.enabled:
+    if _LEVELS[level] < hot.level:
         return
     handler = hot.handler
     if handler is None:
-        structlog.get_logger(logger).info(event, **fields)
+        getattr(structlog.get_logger(logger), level)(event, **fields)
         return
     fields["event"] = event
-    structlog.contextvars.merge_contextvars(None, "info", fields)
-    fields["level"] = "info"
+    structlog.contextvars.merge_contextvars(None, level, fields)
+    fields["level"] = level
     fields["logger"] = logger
-    line = _dumps(redact(None, "info", utc_timestamp(None, "info", fields)), repr)
+    line = _dumps(redact(None, level, utc_timestamp(None, level, fields)), repr)
     with handler.lock:  # type: ignore[union-attr]  # created by Handler.__init__
         try:
             handler.stream.write(line + handler.terminator)

@@ -128,8 +128,10 @@ class PrometheusMetrics(Metrics):
     def parked(self, reason: str) -> None:
         self._parked(reason).inc()
 
-    def dispatched(self, outcome: Delivered, units: int) -> None:
-        self._dispatched(outcome.value).inc()
+    def dispatched(self, outcome: Delivered, units: int, *, entries: int = 1) -> None:
+        if entries <= 0:
+            return
+        self._dispatched(outcome.value).inc(entries)
         if outcome in _COUNTS_AS_SENT and units > 0:
             self._units_sent.inc(units)
 

@@ -29,7 +29,7 @@ from litestar.handlers import ASGIRouteHandler
 from litestar.types import HTTPScope, Receive, Send
 
 from gateway.app.errors import error_body, headers_of, status_of, unexpected_error_body
-from gateway.app.logging import info_line
+from gateway.app.logging import hot_line
 from gateway.domain.errors import GatewayError, PayloadTooLarge
 from gateway.domain.signature import HEADER
 from gateway.service.ingest import Ingest, Outcome, Status
@@ -71,7 +71,7 @@ def webhook_route(ingest_of: Callable[[], Ingest], max_body_bytes: int) -> ASGIR
         except _Disconnected:
             return
         except GatewayError as exc:
-            log.warning("webhook.refused", outcome=exc.code, latency_ms=_ms(started))
+            hot_line("warning", LOGGER, "webhook.refused", {"outcome": exc.code, "latency_ms": _ms(started)})
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers_of(exc) or {}).items()]
             await _respond(send, status_of(exc), _JSON.encode(error_body(exc.code, exc.message)), headers)
             return
@@ -131,7 +131,8 @@ def _response_body(outcome: Outcome) -> dict[str, Any]:
 
 
 def _log_delivery(outcome: Outcome, started: float) -> None:
-    info_line(
+    hot_line(
+        "info",
         LOGGER,
         "webhook.delivery",
         {

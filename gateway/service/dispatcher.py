@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections import defaultdict
@@ -237,8 +238,7 @@ class Dispatcher:
         if not entries:
             return
         await self._mark_sent_all(entries)
-        for _ in entries:
-            self._metrics.dispatched(Delivered.ZERO_UNITS, 0)
+        self._metrics.dispatched(Delivered.ZERO_UNITS, 0, entries=len(entries))
         log.info("dispatch.batch_delivered", outcome="zero_units", entries=len(entries), biller=self._sink.name)
 
     async def _send_chunk(self, sink: BatchBillingSink, chunk: list[Entry]) -> None:
@@ -298,29 +298,32 @@ class Dispatcher:
             await asyncio.gather(
                 *(self._ledger.mark_retry(e.event_id, now + self._retry_delay(e, exc, now), error) for e in chunk)
             )
-            for _ in chunk:
-                self._metrics.dispatched(Delivered.RETRY, 0)
+            self._metrics.dispatched(Delivered.RETRY, 0, entries=len(chunk))
             log.warning(
                 "dispatch.retry_scheduled", outcome="retry", entries=len(chunk), cause=exc.cause, error=exc.message
             )
             return len(chunk)
         self._metrics.biller_call(time.perf_counter() - started)
         await self._mark_sent_all(chunk)
-        sent = 0
-        for entry, delivery in zip(chunk, deliveries, strict=True):
-            sent += delivery is Delivery.SENT
-            self._metrics.dispatched(
-                Delivered.SENT if delivery is Delivery.SENT else Delivered.ALREADY_SENT, entry.units
-            )
-            log.debug("dispatch.delivered", event_id=entry.event_id, customer=entry.billing_customer, units=entry.units)
-        # One line per call, not per entry: at stream rates a line per entry would cost more than the call.
+        # Counted once per call, and a line per entry only at DEBUG: at stream rates, per-entry work here cost more
+        # than the call (bench: ~5 us an entry for a metric and a debug line that was then filtered out).
+        units = sum(entry.units for entry in chunk)
+        sent = sum(delivery is Delivery.SENT for delivery in deliveries)
+        sent_units = sum(entry.units for entry, d in zip(chunk, deliveries, strict=True) if d is Delivery.SENT)
+        self._metrics.dispatched(Delivered.SENT, sent_units, entries=sent)
+        self._metrics.dispatched(Delivered.ALREADY_SENT, units - sent_units, entries=len(chunk) - sent)
+        if log.is_enabled_for(logging.DEBUG):
+            for entry in chunk:
+                log.debug(
+                    "dispatch.delivered", event_id=entry.event_id, customer=entry.billing_customer, units=entry.units
+                )
         log.info(
             "dispatch.batch_delivered",
             outcome="sent",
             entries=len(chunk),
             sent=sent,
             already_sent=len(chunk) - sent,
-            units=sum(entry.units for entry in chunk),
+            units=units,
             biller=self._sink.name,
             latency_ms=_ms(started),
         )

@@ -39,8 +39,9 @@ class Metrics(Protocol):
         """A delivery or an entry was parked for `reason` (a ParkReason value)."""
         ...
 
-    def dispatched(self, outcome: Delivered, units: int) -> None:
-        """The dispatcher finished with one entry; `units` counts as sent for SENT, ALREADY_SENT and ZERO_UNITS."""
+    def dispatched(self, outcome: Delivered, units: int, *, entries: int = 1) -> None:
+        """The dispatcher finished with `entries` entries (one, or a batch's) alike; `units`, their sum, counts as
+        sent for SENT, ALREADY_SENT and ZERO_UNITS. Zero entries is nothing."""
         ...
 
     def biller_call(self, seconds: float, error_cause: str | None = None) -> None:
@@ -69,7 +70,7 @@ class NoMetrics(Metrics):
     def parked(self, reason: str) -> None:
         return None
 
-    def dispatched(self, outcome: Delivered, units: int) -> None:
+    def dispatched(self, outcome: Delivered, units: int, *, entries: int = 1) -> None:
         return None
 
     def biller_call(self, seconds: float, error_cause: str | None = None) -> None:

@@ -11,7 +11,7 @@ import structlog
 
 from gateway.app.logging import (
     REDACTED,
-    info_line,
+    hot_line,
     might_hold_secret,
     redact,
     redact_text,
@@ -171,7 +171,7 @@ def test_the_hot_line_is_the_pipelines_line_but_for_its_timestamp() -> None:
     try:
         with captured_logs() as logs:
             structlog.get_logger("gateway.http").info("webhook.delivery", **DELIVERY)
-            info_line("gateway.http", "webhook.delivery", dict(DELIVERY))
+            hot_line("info", "gateway.http", "webhook.delivery", dict(DELIVERY))
     finally:
         structlog.contextvars.clear_contextvars()
 
@@ -181,9 +181,22 @@ def test_the_hot_line_is_the_pipelines_line_but_for_its_timestamp() -> None:
     assert hot["request_id"] == "req-hot"
 
 
+def test_a_hot_warning_is_the_pipelines_warning_but_for_its_timestamp() -> None:
+    refused = {"outcome": "invalid_signature", "latency_ms": 0.03}
+    with captured_logs(level="warning") as logs:
+        structlog.get_logger("gateway.http").warning("webhook.refused", **refused)
+        hot_line("warning", "gateway.http", "webhook.refused", dict(refused))
+        hot_line("info", "gateway.http", "webhook.delivery", dict(DELIVERY))  # below the level: not written
+
+    through_structlog, hot = logs.lines()
+    assert through_structlog.pop("timestamp").endswith("Z") and hot.pop("timestamp").endswith("Z")
+    assert list(hot.items()) == list(through_structlog.items())
+    assert hot["level"] == "warning"
+
+
 def test_the_hot_line_is_scrubbed_like_any_other() -> None:
     with captured_logs() as logs:
-        info_line("gateway.http", "webhook.delivery", {**DELIVERY, "customer": "sk_live_51HxYzAbCdEf0123456789"})
+        hot_line("info", "gateway.http", "webhook.delivery", {**DELIVERY, "customer": "sk_live_51HxYzAbCdEf0123456789"})
 
     assert "sk_live_" not in logs.text()
     assert logs.lines()[0]["customer"] == REDACTED
@@ -191,9 +204,9 @@ def test_the_hot_line_is_scrubbed_like_any_other() -> None:
 
 def test_the_hot_line_follows_the_level_and_the_format() -> None:
     with captured_logs(level="warning") as quiet:
-        info_line("gateway.http", "webhook.delivery", dict(DELIVERY))
+        hot_line("info", "gateway.http", "webhook.delivery", dict(DELIVERY))
     with captured_logs(log_format="console") as console:
-        info_line("gateway.http", "webhook.delivery", dict(DELIVERY))
+        hot_line("info", "gateway.http", "webhook.delivery", dict(DELIVERY))
 
     assert quiet.text() == ""
     assert "webhook.delivery" in console.text() and "evt_HOT" in console.text()

@@ -16,10 +16,12 @@ from gateway.app.container import Container, build_container
 from gateway.app.http import create_app
 from gateway.app.metrics import PrometheusMetrics
 from gateway.domain.errors import BillerRejected, BillerUnavailable
+from gateway.domain.event import meter_identifier
+from gateway.domain.ports import MeterEvent
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from tests.builders import encode, event, settings, signed_headers
 from tests.log_capture import captured_logs
-from tests.service.billers import ScriptedBiller
+from tests.service.billers import BatchBiller, ScriptedBiller
 
 URL = "/webhooks/ringside"
 
@@ -150,6 +152,31 @@ async def test_counts_dispatch_outcomes_units_sent_latency_and_biller_errors_by_
     assert value("gateway_biller_request_duration_seconds_count", {"result": "error"}) == 2
     assert value("gateway_biller_request_duration_seconds_count", {"result": "rejected"}) == 1
     assert value("gateway_parked_total", {"reason": "biller_rejected"}) == 1
+
+
+async def test_counts_each_entry_of_a_batch_call_once_with_its_units(clock: FrozenClock) -> None:
+    container = _container(clock)
+    metrics: PrometheusMetrics = container.metrics()
+    biller = BatchBiller()
+    dispatcher = Dispatcher(container.ledger(), biller, clock, DispatchConfig(max_rps=1e6), metrics=metrics)
+    ingest = container.ingest()
+    costs = {"evt_0": "0.01", "evt_1": "0.02", "evt_2": "0.03", "evt_3": "0.04", "evt_4": "0.000001"}
+    for event_id, cost in costs.items():
+        await ingest.process(encode(event(event_id, cost=cost)), int(clock.now()), clock.now())
+    # The biller already holds evt_1's meter event (a crash after the call, before the mark): already sent.
+    leased = await container.ledger().lease_due(clock.now(), 10, 30)
+    evt_1 = next(entry for entry in leased if entry.event_id == "evt_1")
+    await biller.send(MeterEvent(meter_identifier("evt_1"), evt_1.billing_customer, evt_1.units, evt_1.timestamp))
+    await container.ledger().release([entry.event_id for entry in leased])
+
+    await dispatcher.run_once()
+
+    value = metrics.registry.get_sample_value
+    assert value("gateway_dispatch_total", {"outcome": "sent"}) == 3
+    assert value("gateway_dispatch_total", {"outcome": "already_sent"}) == 1
+    assert value("gateway_dispatch_total", {"outcome": "zero_units"}) == 1
+    assert value("gateway_units_sent_total") == 10000  # 1000 + 2000 + 3000 + 4000 units, evt_4's 0 units included
+    assert value("gateway_biller_request_duration_seconds_count", {"result": "ok"}) == 2  # 3 + 1 entries per call
 
 
 def test_readiness_reports_whether_a_real_biller_is_configured(clock: FrozenClock) -> None:
