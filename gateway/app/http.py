@@ -30,7 +30,7 @@ from gateway.app.metrics import metrics_route
 from gateway.app.openapi import READY_RESPONSES, Health, Readiness, document_webhook, openapi_config
 from gateway.app.portal import portal_router
 from gateway.app.request_id import RequestIdMiddleware
-from gateway.app.webhook import webhook_route
+from gateway.app.webhook import served_first, webhook_route
 from gateway.domain.errors import GatewayError, StoreUnavailable
 from gateway.domain.ports import DedupeStore
 
@@ -130,9 +130,10 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     async def provide_ledger() -> DedupeStore:
         return container.ledger()  # type: ignore[no-any-return]
 
+    webhook = webhook_route(container.ingest, settings.max_body_bytes)
     app = Litestar(
         route_handlers=[
-            webhook_route(container.ingest, settings.max_body_bytes),
+            webhook,
             healthz,
             readyz,
             metrics_route(container.metrics, container.sweep),
@@ -155,7 +156,8 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     )
     # Around Litestar's whole handler rather than in `middleware=`: route middleware does not run for requests that
     # match no route (404, 405), and those must carry a request id too.
-    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    # The webhook, the hot route, is handed its requests before Litestar's router (served_first).
+    app.asgi_handler = RequestIdMiddleware(served_first(webhook, app.asgi_handler))
     document_webhook(app.openapi_schema)
     return app
 

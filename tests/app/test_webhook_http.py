@@ -233,6 +233,21 @@ def test_every_error_is_json_when_route_or_method_is_wrong(gateway: Gateway) -> 
     assert wrong_method.headers["Allow"] == "POST"
 
 
+def test_the_webhook_answers_alike_when_its_path_goes_through_litestars_router(gateway: Gateway) -> None:
+    """The exact path is served before Litestar's router (served_first); any other spelling of it (here a trailing
+    slash, which Litestar normalises) reaches the same function through the router."""
+    direct = gateway.deliver(event("evt_DIRECT"))
+    body = encode(event("evt_ROUTED"))
+    routed = gateway.client.post(
+        URL + "/", content=body, headers=signed_headers(body, timestamp=int(gateway.clock.now()))
+    )
+
+    assert direct.status_code == routed.status_code == 200
+    assert direct.json()["status"] == routed.json()["status"] == "accepted"
+    assert direct.headers["x-request-id"] and routed.headers["x-request-id"]
+    assert {entry.event_id for entry in gateway.ledger.entries.values()} >= {"evt_DIRECT", "evt_ROUTED"}
+
+
 class ExplodingLedger(MemoryLedger):
     """A ledger with a bug: what no adapter should raise, raised."""
 
