@@ -268,11 +268,19 @@ class _Syncer:
                 _answer(group)
 
     def _wal_fd(self) -> int:
-        """The WAL file, opened once; again if SQLite has replaced it (another process removed it on closing)."""
-        if self._fd is not None and os.fstat(self._fd).st_ino != os.stat(self._wal_path).st_ino:
+        """The WAL file, opened once. Opened again only if the path now names another file: SQLite removes the WAL
+        when the last connection to the database closes, and the next connection creates a new one. (While this
+        process's connection is open that cannot happen; a WAL removed on closing has been checkpointed into the
+        database file and fsynced by SQLite, so the descriptor of the removed one still serves.)"""
+        if self._fd is not None:
+            try:
+                replaced = os.fstat(self._fd).st_ino != os.stat(self._wal_path).st_ino
+            except FileNotFoundError:
+                replaced = False
+            if not replaced:
+                return self._fd
             self._close_fd()
-        if self._fd is None:
-            self._fd = os.open(self._wal_path, os.O_RDONLY)
+        self._fd = os.open(self._wal_path, os.O_RDONLY)
         return self._fd
 
     def _close_fd(self) -> None:
@@ -567,7 +575,7 @@ class SqliteDatabase:
             _migrate(connection)
             if wal:
                 if self._syncer is None:
-                    self._syncer = _Syncer(Path(f"{self.path}-wal"))
+                    self._syncer = _Syncer(Path(f"{self.path}-wal").absolute())
                 self._syncer.sync()  # the schema, if it was just created
         except BaseException:
             connection.close()

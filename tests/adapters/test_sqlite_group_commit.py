@@ -360,3 +360,23 @@ async def test_a_failed_fsync_fails_the_writes_it_covered_and_a_retry_finds_the_
         assert not retried.created  # the commit had reached the file: the redelivery is a duplicate, never a second
     finally:
         database.close()
+
+
+def test_the_syncer_keeps_a_removed_wal_and_follows_a_new_one(tmp_path: Path, fsync: _GatedFsync) -> None:
+    from gateway.adapters.sqlite import _Syncer
+
+    wal = tmp_path / "x.db-wal"
+    wal.write_bytes(b"first")
+    synced: list[int] = []
+    fsync.real = lambda fd: synced.append(os.fstat(fd).st_ino)
+    syncer = _Syncer(wal)
+    try:
+        syncer.sync()
+        first = wal.stat().st_ino
+        wal.unlink()  # removed by SQLite on the last close: the open descriptor still syncs
+        syncer.sync()
+        wal.write_bytes(b"second")  # a new WAL at the same path: followed
+        syncer.sync()
+        assert synced == [first, first, wal.stat().st_ino]
+    finally:
+        syncer.stop()
