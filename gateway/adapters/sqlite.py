@@ -207,9 +207,9 @@ class _Syncer:
     """Makes the writer's commits durable on a thread of its own, then answers their callers.
 
     Why: with `synchronous=FULL` the writer thread fsyncs the WAL inside every COMMIT, and waits there (~0.5 ms here,
-    much more on a busy disk) while the next group's writes queue up; and each of its statements has to win the
-    interpreter lock back from the event loop. In WAL mode the writer commits with `synchronous=NORMAL` (the commit
-    is written to the WAL, not fsynced) and hands the group's outcomes here; this thread fsyncs the WAL file,
+    much more on a busy disk) while the next group's writes queue up (bench: +15 to 30% requests/s without that
+    wait). In WAL mode the writer commits with `synchronous=NORMAL` (the commit is written to the WAL, not
+    fsynced) and hands the group's outcomes here; this thread fsyncs the WAL file,
     which makes every commit written before the fsync began durable, and only then answers their callers. Commits
     that end while an fsync is under way are covered by the next one: one fsync for all of them. The guarantee is
     FULL's: no caller hears of a write before it is on disk. A write's effects are visible to the next transaction
