@@ -151,6 +151,10 @@ Batch = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 # How often the checkpointer looks for new commits to copy from the WAL into the database file (see _Checkpointer).
 CHECKPOINT_EVERY_S = 0.25
+# WAL frames (pages) after which the checkpointer also makes the next write start the WAL over (see _Checkpointer);
+# SQLite's own automatic checkpoint runs at the same size. And how large an emptied WAL file may stay, in bytes.
+RESTART_AFTER_FRAMES = 1000
+WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
 
 
 class _Checkpointer:
@@ -163,6 +167,15 @@ class _Checkpointer:
     PASSIVE never waits for, nor blocks, a reader or a writer: what it cannot copy yet (a reader still needs it) is
     copied by a later one, as with SQLite's own. A failure is logged and the next round tries again; durability
     does not depend on it (a committed transaction is in the fsynced WAL).
+
+    PASSIVE alone never lets the WAL start over while writes keep coming: SQLite reuses the WAL from its beginning
+    only once a checkpoint has copied every frame in it, and under steady load the writer appends new frames while
+    each checkpoint runs. Measured at ~2,800 deliveries/s: the WAL grew by ~12 MB a second (145 MB after 12 s,
+    for a 7.7 MB database), every page read searched a longer WAL index, and the file took new disk blocks for
+    every commit. So when the WAL holds RESTART_AFTER_FRAMES frames or more after the PASSIVE round, a RESTART
+    checkpoint follows at once: it copies what the PASSIVE round left (the few commits since), holds new writes for
+    that short while (the writer polls for the lock, see SqliteDatabase._begin_immediate), and lets the next write
+    start the WAL over; the writer's `journal_size_limit` then cuts the file back to WAL_SIZE_LIMIT_BYTES.
     """
 
     def __init__(self, path: Path, *, every_s: float, busy_timeout_ms: int) -> None:
@@ -189,7 +202,9 @@ class _Checkpointer:
                         )
                     version = connection.execute("PRAGMA data_version").fetchone()[0]
                     if version != seen:
-                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        if frames >= RESTART_AFTER_FRAMES:
+                            connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
                         seen = version
                 except sqlite3.Error as exc:
                     log.warning("sqlite.checkpoint_failed", path=str(self._path), error=str(exc))
@@ -569,8 +584,10 @@ class SqliteDatabase:
             # in WAL mode the _Syncer fsyncs the WAL after the commit (NORMAL: the commit itself does not);
             # in a rollback journal the commit fsyncs (FULL).
             connection.execute("PRAGMA synchronous = NORMAL" if wal else "PRAGMA synchronous = FULL")
-            # Checkpoints run on their own thread (_Checkpointer), never inside one of this connection's commits.
+            # Checkpoints run on their own thread (_Checkpointer), never inside one of this connection's commits; a WAL
+            # that the checkpointer has emptied is cut back to this size when this connection starts it over.
             connection.execute("PRAGMA wal_autocheckpoint = 0")
+            connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
             connection.execute("PRAGMA foreign_keys = ON")
             _migrate(connection)
             if wal:
