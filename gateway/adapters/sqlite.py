@@ -155,6 +155,10 @@ CHECKPOINT_EVERY_S = 0.25
 # SQLite's own automatic checkpoint runs at the same size. And how large an emptied WAL file may stay, in bytes.
 RESTART_AFTER_FRAMES = 1000
 WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
+# A RESTART checkpoint holds new writes while it waits for the current write and for readers still in the WAL: it
+# gives up after this long (the writes go on; the WAL keeps growing meanwhile), and is not tried again for a while.
+RESTART_WAIT_S = 0.02
+RESTART_BACKOFF_S = 2.0
 
 
 class _Checkpointer:
@@ -175,13 +179,15 @@ class _Checkpointer:
     every commit. So when the WAL holds RESTART_AFTER_FRAMES frames or more after the PASSIVE round, a RESTART
     checkpoint follows at once: it copies what the PASSIVE round left (the few commits since), holds new writes for
     that short while (the writer polls for the lock, see SqliteDatabase._begin_immediate), and lets the next write
-    start the WAL over; the writer's `journal_size_limit` then cuts the file back to WAL_SIZE_LIMIT_BYTES.
+    start the WAL over; the writer's `journal_size_limit` then cuts the file back to WAL_SIZE_LIMIT_BYTES. A
+    RESTART also waits for readers still in the WAL (another process's long read), holding writes meanwhile: it
+    waits RESTART_WAIT_S at most, and after giving up it is not tried for RESTART_BACKOFF_S, so that a long reader
+    costs the writes at most ~1% of their time.
     """
 
-    def __init__(self, path: Path, *, every_s: float, busy_timeout_ms: int) -> None:
+    def __init__(self, path: Path, *, every_s: float) -> None:
         self._path = path
         self._every_s = every_s
-        self._busy_timeout_ms = busy_timeout_ms
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway-sqlite-checkpoint", daemon=True)
         self._thread.start()
@@ -193,18 +199,20 @@ class _Checkpointer:
     def _run(self) -> None:
         connection: sqlite3.Connection | None = None
         seen = None
+        restart_from = 0.0
         try:
             while not self._stop.wait(self._every_s):
                 try:
                     if connection is None:
-                        connection = sqlite3.connect(
-                            self._path, timeout=self._busy_timeout_ms / 1000, isolation_level=None
-                        )
+                        # The timeout is the busy handler's, which only the RESTART checkpoint calls.
+                        connection = sqlite3.connect(self._path, timeout=RESTART_WAIT_S, isolation_level=None)
                     version = connection.execute("PRAGMA data_version").fetchone()[0]
                     if version != seen:
                         _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                        if frames >= RESTART_AFTER_FRAMES:
-                            connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                        if frames >= RESTART_AFTER_FRAMES and time.monotonic() >= restart_from:
+                            busy, _, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                            if busy:
+                                restart_from = time.monotonic() + RESTART_BACKOFF_S
                         seen = version
                 except sqlite3.Error as exc:
                     log.warning("sqlite.checkpoint_failed", path=str(self._path), error=str(exc))
@@ -599,9 +607,7 @@ class SqliteDatabase:
             raise
         self._connection = connection
         if self._checkpointer is None:
-            self._checkpointer = _Checkpointer(
-                self.path, every_s=self._checkpoint_every_s, busy_timeout_ms=self._busy_timeout_ms
-            )
+            self._checkpointer = _Checkpointer(self.path, every_s=self._checkpoint_every_s)
         return connection
 
     def _rollback(self, connection: sqlite3.Connection) -> None:
