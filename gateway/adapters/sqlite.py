@@ -151,14 +151,10 @@ Batch = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
 # How often the checkpointer looks for new commits to copy from the WAL into the database file (see _Checkpointer).
 CHECKPOINT_EVERY_S = 0.25
-# WAL frames (pages) after which the checkpointer also makes the next write start the WAL over (see _Checkpointer);
-# SQLite's own automatic checkpoint runs at the same size. And how large an emptied WAL file may stay, in bytes.
+# WAL frames (pages) from which the writer finishes a checkpoint itself so that the WAL starts over (see
+# _Checkpointer); SQLite's own automatic checkpoint runs at the same size. And how large an emptied WAL file may stay.
 RESTART_AFTER_FRAMES = 1000
 WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
-# A RESTART checkpoint holds new writes while it waits for the current write and for readers still in the WAL: it
-# gives up after this long (the writes go on; the WAL keeps growing meanwhile), and is not tried again for a while.
-RESTART_WAIT_S = 0.02
-RESTART_BACKOFF_S = 2.0
 
 
 class _Checkpointer:
@@ -172,22 +168,22 @@ class _Checkpointer:
     copied by a later one, as with SQLite's own. A failure is logged and the next round tries again; durability
     does not depend on it (a committed transaction is in the fsynced WAL).
 
-    PASSIVE alone never lets the WAL start over while writes keep coming: SQLite reuses the WAL from its beginning
-    only once a checkpoint has copied every frame in it, and under steady load the writer appends new frames while
-    each checkpoint runs. Measured at ~2,800 deliveries/s: the WAL grew by ~12 MB a second (145 MB after 12 s,
-    for a 7.7 MB database), every page read searched a longer WAL index, and the file took new disk blocks for
-    every commit. So when the WAL holds RESTART_AFTER_FRAMES frames or more after the PASSIVE round, a RESTART
-    checkpoint follows at once: it copies what the PASSIVE round left (the few commits since), holds new writes for
-    that short while (the writer polls for the lock, see SqliteDatabase._begin_immediate), and lets the next write
-    start the WAL over; the writer's `journal_size_limit` then cuts the file back to WAL_SIZE_LIMIT_BYTES. A
-    RESTART also waits for readers still in the WAL (another process's long read), holding writes meanwhile: it
-    waits RESTART_WAIT_S at most, and after giving up it is not tried for RESTART_BACKOFF_S, so that a long reader
-    costs the writes at most ~1% of their time.
+    PASSIVE rounds here never let the WAL start over while writes keep coming: SQLite reuses the WAL from its
+    beginning only once a checkpoint has copied every frame in it, and the writer appends new frames while each
+    round runs. Measured at ~2,800 deliveries/s: the WAL grew by ~12 MB a second (145 MB after 12 s, for a 7.7 MB
+    database), every page read searched a longer WAL index, and the file took new disk blocks for every commit. So
+    when a round finds RESTART_AFTER_FRAMES frames or more, it sets `wal_is_long`, and the writer, between two
+    groups, runs one more PASSIVE checkpoint on its own connection (SqliteDatabase._finish_checkpoint): nothing of
+    this process appends meanwhile, so it copies the few commits the round left and the next write starts the WAL
+    over (its `journal_size_limit` cuts the file back to WAL_SIZE_LIMIT_BYTES). That costs the writer a moment
+    (the last frames and the database file's fsync) and never holds another connection's writes or waits for a
+    reader, as a RESTART checkpoint would (one here stalled writes behind a long reader for the busy timeout).
     """
 
     def __init__(self, path: Path, *, every_s: float) -> None:
         self._path = path
         self._every_s = every_s
+        self.wal_is_long = False  # set here, cleared by the writer once it has finished a checkpoint
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway-sqlite-checkpoint", daemon=True)
         self._thread.start()
@@ -199,20 +195,16 @@ class _Checkpointer:
     def _run(self) -> None:
         connection: sqlite3.Connection | None = None
         seen = None
-        restart_from = 0.0
         try:
             while not self._stop.wait(self._every_s):
                 try:
                     if connection is None:
-                        # The timeout is the busy handler's, which only the RESTART checkpoint calls.
-                        connection = sqlite3.connect(self._path, timeout=RESTART_WAIT_S, isolation_level=None)
+                        connection = sqlite3.connect(self._path, isolation_level=None)
                     version = connection.execute("PRAGMA data_version").fetchone()[0]
                     if version != seen:
                         _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                        if frames >= RESTART_AFTER_FRAMES and time.monotonic() >= restart_from:
-                            busy, _, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-                            if busy:
-                                restart_from = time.monotonic() + RESTART_BACKOFF_S
+                        if frames >= RESTART_AFTER_FRAMES:
+                            self.wal_is_long = True
                         seen = version
                 except sqlite3.Error as exc:
                     log.warning("sqlite.checkpoint_failed", path=str(self._path), error=str(exc))
@@ -479,9 +471,24 @@ class SqliteDatabase:
                 self._syncer.submit(settled)
             else:
                 _answer(settled)
+            if self._checkpointer is not None and self._checkpointer.wal_is_long:
+                self._finish_checkpoint()
             if first.write and self._contended:
                 # Another process writes to this file too: without a pause, group after group would keep the lock.
                 time.sleep(_YIELD_AFTER_COMMIT_S)
+
+    def _finish_checkpoint(self) -> None:
+        """Between two groups: copy what the checkpointer's rounds left, so that the next write starts the WAL over
+        (see _Checkpointer). A failure only leaves the WAL long for now; the next round asks again."""
+        assert self._checkpointer is not None
+        self._checkpointer.wal_is_long = False
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("sqlite.checkpoint_failed", path=str(self.path), error=str(exc))
 
     def _run_read(self, job: _Job) -> _Settled:
         try:

@@ -384,7 +384,7 @@ def test_the_syncer_keeps_a_removed_wal_and_follows_a_new_one(tmp_path: Path, fs
 
 async def test_the_wal_starts_over_while_writes_keep_coming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under steady writes PASSIVE checkpoints alone never let the WAL start over, and it grew without bound (145 MB
-    in 12 s at bench load); the checkpointer's RESTART keeps it near its limit."""
+    in 12 s at bench load); the writer's own checkpoint between groups lets it start over."""
     import gateway.adapters.sqlite as adapter
 
     monkeypatch.setattr(adapter, "RESTART_AFTER_FRAMES", 64, raising=False)
@@ -411,8 +411,8 @@ async def test_the_wal_starts_over_while_writes_keep_coming(tmp_path: Path, monk
 async def test_a_long_reader_holds_the_writes_only_briefly_when_the_wal_would_start_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A RESTART checkpoint waits for readers still in the WAL and holds new writes meanwhile: it gives up after
-    RESTART_WAIT_S and backs off, so a reader that stays (another process's long read) never stalls deliveries."""
+    """The WAL cannot start over while a reader still needs it (another process's long read); the checkpoints that
+    try (PASSIVE ones, never a RESTART) must not hold the writes meanwhile."""
     import gateway.adapters.sqlite as adapter
 
     monkeypatch.setattr(adapter, "RESTART_AFTER_FRAMES", 16)
@@ -432,4 +432,4 @@ async def test_a_long_reader_holds_the_writes_only_briefly_when_the_wal_would_st
         reader.close()
         database.close()
 
-    assert slowest < 0.5  # the busy timeout (5 s) would have been the stall without the cap
+    assert slowest < 0.5  # a RESTART checkpoint held each write for its busy timeout (5 s) here
