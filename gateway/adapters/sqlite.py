@@ -260,9 +260,7 @@ class _Syncer:
             self._stopping = True
             self._changed.notify()
         self._thread.join(timeout=30)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close_fd()
 
     def _run(self) -> None:
         while True:
@@ -345,7 +343,8 @@ class SqliteDatabase:
     - A read runs alone in a deferred transaction (a snapshot, no write lock), in its place in the queue, so it sees
       exactly the writes submitted before it, all committed.
     - Checkpoints (copying the WAL into the database file) run on a thread and a connection of their own
-      (_Checkpointer), never inside a commit of this one.
+      (_Checkpointer), never inside a commit of this one; when the WAL has grown long, the writer finishes one
+      between two groups so that the WAL starts over (_finish_checkpoint).
     The connection opens lazily (or with `open()`) and is re-opened after a failure that left it unusable.
     """
 
@@ -472,16 +471,15 @@ class SqliteDatabase:
             else:
                 _answer(settled)
             if self._checkpointer is not None and self._checkpointer.wal_is_long:
-                self._finish_checkpoint()
+                self._finish_checkpoint(self._checkpointer)
             if first.write and self._contended:
                 # Another process writes to this file too: without a pause, group after group would keep the lock.
                 time.sleep(_YIELD_AFTER_COMMIT_S)
 
-    def _finish_checkpoint(self) -> None:
+    def _finish_checkpoint(self, checkpointer: _Checkpointer) -> None:
         """Between two groups: copy what the checkpointer's rounds left, so that the next write starts the WAL over
         (see _Checkpointer). A failure only leaves the WAL long for now; the next round asks again."""
-        assert self._checkpointer is not None
-        self._checkpointer.wal_is_long = False
+        checkpointer.wal_is_long = False
         connection = self._connection
         if connection is None:
             return
@@ -599,8 +597,8 @@ class SqliteDatabase:
             # in WAL mode the _Syncer fsyncs the WAL after the commit (NORMAL: the commit itself does not);
             # in a rollback journal the commit fsyncs (FULL).
             connection.execute("PRAGMA synchronous = NORMAL" if wal else "PRAGMA synchronous = FULL")
-            # Checkpoints run on their own thread (_Checkpointer), never inside one of this connection's commits; a WAL
-            # that the checkpointer has emptied is cut back to this size when this connection starts it over.
+            # Checkpoints run on their own thread (_Checkpointer), never inside one of this connection's commits; an
+            # emptied WAL is cut back to this size when this connection starts it over.
             connection.execute("PRAGMA wal_autocheckpoint = 0")
             connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
             connection.execute("PRAGMA foreign_keys = ON")
