@@ -361,6 +361,7 @@ class LoadResult:
     peak_rss_mib: float | None = None
     rss_mib: list[tuple[float, float]] = field(default_factory=list)
     server_cpu_us: float | None = None  # server CPU time per measured request, in microseconds
+    machine_stall_ms: float | None = None  # bench.stall_probe's longest overrun during the run, when it ran
 
     def rss_growth(self) -> tuple[float, float, float, float] | None:
         """(start, middle, end, growth of end over start in %) of the sampled RSS, or None without samples."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import shutil
@@ -40,6 +41,7 @@ from pathlib import Path
 import httpx
 
 from bench.load import BENCH_SECRET, LoadResult, Mix, Target, free_port, install_fast_loop, presign, run_load
+from bench.stall_probe import StallProbe
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -216,6 +218,7 @@ def measure(
     full = max(levels, key=lambda level: level.throughput_rps)
     rate = max(1.0, full.throughput_rps / 2)
     deliveries = presign(int(rate * (1 + duration_s)) + 1000, target, secret=BENCH_SECRET, mix=Mix())
+    probe = StallProbe(1.0 + duration_s)  # beside the run: the machine's own stalls (bench/stall_probe.py)
     half = asyncio.run(
         run_load(
             target,
@@ -227,7 +230,8 @@ def measure(
             server_pid=server.pid,
         )
     )
-    return full, half
+    stalls = probe.result()
+    return full, dataclasses.replace(half, machine_stall_ms=stalls.longest_ms if stalls else None)
 
 
 def soak(workdir: Path, redis_url: str, seconds: float, concurrency: int, expect_rps: float) -> LoadResult:
@@ -256,22 +260,48 @@ def table(rows: list[Row]) -> str:
     raw = _throughputs(rows, "bare-asgi")
     header = (
         "| target | workers | req/s (max, at xN connections) | vs bare | vs raw ASGI | p50 ms | p90 ms | p99 ms "
-        "| p99 ms at half load "
+        "| p99 ms at half load | longest machine stall ms "
         "| server CPU us/req | errors | peak RSS MiB |"
     )
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         if row.full is None or row.half is None:
-            lines.append(f"| {row.setup.label} | {row.setup.workers} | {row.note} | | | | | | | | | |")
+            lines.append(f"| {row.setup.label} | {row.setup.workers} | {row.note} | | | | | | | | | | |")
             continue
         lines.append(
             f"| {row.setup.label} | {row.setup.workers} | {row.full.throughput_rps:,.0f} (x{row.full.concurrency}) "
             f"| {_ratio(row, bare)} | {_ratio(row, raw)} "
             f"| {row.full.p50_ms:.1f} | {row.full.p90_ms:.1f} | {row.full.p99_ms:.1f} "
-            f"| {row.half.p99_ms:.1f} ({row.half.throughput_rps:,.0f}/s) | {row.full.server_cpu_us or 0:.0f} "
+            f"| {row.half.p99_ms:.1f} ({row.half.throughput_rps:,.0f}/s) | {_stall(row.half)} "
+            f"| {row.full.server_cpu_us or 0:.0f} "
             f"| {row.full.errors + row.half.errors} | {row.full.peak_rss_mib or 0:.0f} |"
         )
     return "\n".join(lines)
+
+
+def per_run_table(setups: list[Setup], results: dict[Setup, list[tuple[LoadResult, LoadResult]]]) -> str:
+    """Every run, not only the median: its maximum, its ratio to the bare endpoint of the same round, and at half
+    load its p99 and the longest stall of the machine meanwhile (bench/stall_probe.py)."""
+    runs = max((len(measured) for measured in results.values()), default=0)
+    bare = {setup.baseline: results[setup] for setup in setups if setup.kind == "bare"}
+    lines = ["| target | workers | " + " | ".join(f"run {n + 1}" for n in range(runs)) + " |"]
+    lines.append("|---|---:|" + "---|" * runs)
+    for setup in setups:
+        cells = []
+        for index, (full, half) in enumerate(results[setup]):
+            baseline = bare.get(setup.baseline, [])
+            ratio = (
+                f": {full.throughput_rps / baseline[index][0].throughput_rps:.2f}"
+                if setup.kind != "bare" and index < len(baseline)
+                else ""
+            )
+            cells.append(f"{full.throughput_rps:,.0f}{ratio} ({half.p99_ms:.1f} ms; stall {_stall(half)} ms)")
+        lines.append(f"| {setup.label} | {setup.workers} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _stall(result: LoadResult) -> str:
+    return f"{result.machine_stall_ms:.1f}" if result.machine_stall_ms is not None else "-"
 
 
 def _throughputs(rows: list[Row], kind: str) -> dict[tuple[int, bool], float]:
@@ -371,7 +401,11 @@ def main(argv: list[str] | None = None) -> None:
                     failures[setup] = f"not measured: {exc}"
                     continue
                 print(full.summary(), file=sys.stderr)
-                print(f"   half load: {half.throughput_rps:,.0f}/s, p99 {half.p99_ms:.1f} ms", file=sys.stderr)
+                print(
+                    f"   half load: {half.throughput_rps:,.0f}/s, p99 {half.p99_ms:.1f} ms; longest machine stall "
+                    f"meanwhile {_stall(half)} ms",
+                    file=sys.stderr,
+                )
                 results[setup].append((full, half))
                 loads.append(load_average())
         rows = [
@@ -387,6 +421,10 @@ def main(argv: list[str] | None = None) -> None:
             f"1-min load average during the run: {', '.join(loads)}"
         )
         print(table(rows))
+        print()
+        print("Each run (maximum req/s: its ratio to the bare endpoint of the same round; p99 at half load; the")
+        print("machine's longest stall meanwhile):")
+        print(per_run_table(setups, results))
         if args.soak:
             result = soak(workdir, args.redis_url, args.soak, levels[0], args.expect_rps)
             growth = result.rss_growth()
