@@ -349,7 +349,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a database the bench may flush [db 14]")
     parser.add_argument("--no-dispatcher", action="store_true", help="gateway without its in-process dispatcher")
     parser.add_argument("--soak", type=float, default=0.0, help="also a memory run at full load for this many s")
-    parser.add_argument("--expect-rps", type=float, default=9000.0, help="pre-signing budget per second of load")
+    parser.add_argument(
+        "--expect-rps", type=float, default=16000.0, help="pre-signing budget per second of load [16000]"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per target, interleaved; the median is shown")
     parser.add_argument(
         "--ablations",
