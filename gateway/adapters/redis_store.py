@@ -290,12 +290,13 @@ class _Keys:
 # the dispatcher keeps these sets that small (it leases what is recorded within milliseconds; an emptied set is deleted
 # and the next ZADD makes a listpack again). Measured with the bench's load (INFO commandstats): ZADD cost 3.9 us a
 # call, a third of Redis's time, against 0.6 us in a skiplist under the same load. A member longer than
-# zset-max-listpack-value (64 bytes) makes and keeps a set a skiplist, and the anchor is never removed, so the set is
-# never emptied. It starts with a NUL, which no event id has (ids are printable), and every read of a queue stops
-# below +inf (ZRANGEBYSCORE to now, ZCOUNT and the oldest entry to "(inf"). `zadd` anchors a queue before its first
-# ZADD in a script: after a ZREM, or as the script's first write, so that Redis's out-of-memory refusal still hits the
-# first write only. (A replica of an earlier version, during a rolling upgrade, counts the anchor as one more pending
-# entry in its stats; its leases never see it.)
+# zset-max-listpack-value (64 bytes unless configured higher: then the queues stay listpacks, only slower) makes and
+# keeps a set a skiplist, and the anchor is never removed, so the set is never emptied. It starts with a NUL, which no
+# event id has (ids are printable), and every read of a queue stops below +inf (ZRANGEBYSCORE to now, ZCOUNT and the
+# oldest entry to "(inf"). `zadd` anchors a queue before its first ZADD in a script: after a ZREM, or as the script's
+# first write, so that Redis's out-of-memory refusal still hits the first write only. (A replica of an earlier
+# version, during a rolling upgrade, counts the anchor as one more pending entry in its stats; its leases never see
+# it.)
 ANCHOR = "\x00anchor: a member over 64 bytes keeps this sorted set a skiplist in Redis; never an event id"
 _ANCHORED = """
 local ANCHOR = '\\0anchor: a member over 64 bytes keeps this sorted set a skiplist in Redis; never an event id'
