@@ -17,7 +17,7 @@ import click
 import msgspec
 import structlog
 
-from gateway.app.container import Container, build_container, check_store
+from gateway.app.container import Container, build_container, check_store, store_kind
 from gateway.app.logging import configure_logging
 from gateway.app.output import F, age, emit_json, json_option, progress, table, timestamp, usd
 from gateway.app.settings import Secret, Settings, SettingsError, load_settings
@@ -77,7 +77,7 @@ def serve(host: str | None, port: int | None, dev: bool, no_dispatcher: bool, wo
         )
     configure_logging(settings.log_format, settings.log_level)
     container = build_container(settings)
-    _announce(container, settings)
+    _announce(container, settings, workers)
     if workers > 1:
         # uvicorn starts each worker from an import string and the worker reads its settings from the environment
         # (gateway.app.http.app_from_env), so a generated dev secret must travel there. Leases keep the workers'
@@ -99,7 +99,7 @@ def serve(host: str | None, port: int | None, dev: bool, no_dispatcher: bool, wo
     uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, **UVICORN_OPTIONS)).run()
 
 
-def _announce(container: Container, settings: Settings) -> None:
+def _announce(container: Container, settings: Settings, workers: int = 1) -> None:
     biller = container.billing_sink().name
     log.info(
         "gateway.starting",
@@ -116,6 +116,13 @@ def _announce(container: Container, settings: Settings) -> None:
             "gateway.local_biller",
             message="no biller is selected (STRIPE_API_KEY unset, or GATEWAY_BILLER=ledger): meter events are "
             "recorded in the local ledger, NOT sent to Stripe or Lago",
+        )
+    if workers > 1 and store_kind(settings) == "sqlite":
+        log.warning(
+            "gateway.sqlite_workers",
+            workers=workers,
+            message="the workers share one SQLite file and take turns at its one write lock: a second worker adds no "
+            "throughput and raises latency (README, Performance); to scale out, use GATEWAY_STORE=redis://...",
         )
 
 

@@ -12,9 +12,12 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner
 
-from gateway.app.cli import main
+from gateway.app.cli import _announce, main
+from gateway.app.container import build_container
+from gateway.app.settings import Secret, load_settings
 from gateway.domain.signature import sign
 from tests.e2e.process import free_port
+from tests.log_capture import captured_logs
 
 
 def test_serve_refuses_to_start_when_no_webhook_secret_is_set() -> None:
@@ -71,3 +74,20 @@ def test_dev_mode_prints_a_secret_that_signs_accepted_deliveries(tmp_path: Path)
 
     assert response.status_code == 200
     assert response.json()["status"] == "accepted"
+
+
+def test_serve_warns_when_several_workers_would_share_one_sqlite_file(tmp_path: Path) -> None:
+    """Measured (README, Performance): a second worker on one SQLite file adds no throughput and raises latency."""
+    secrets = [Secret("whsec_test_only_not_a_real_secret")]
+    sqlite = load_settings({}, store=f"sqlite:///{tmp_path / 'g.db'}", webhook_secrets=secrets)
+    redis = load_settings({}, store="redis://127.0.0.1:6379/15", webhook_secrets=secrets)
+
+    with captured_logs() as logs:
+        for settings, workers in ((sqlite, 2), (sqlite, 1), (redis, 2)):
+            container = build_container(settings)
+            _announce(container, settings, workers)
+            container.shutdown_resources()
+
+    warned = [line for line in logs.lines() if line["event"] == "gateway.sqlite_workers"]
+    assert [line["workers"] for line in warned] == [2]
+    assert "redis://" in warned[0]["message"]
