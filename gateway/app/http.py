@@ -32,12 +32,12 @@ from gateway.app.portal import portal_router
 from gateway.app.request_id import RequestIdMiddleware
 from gateway.app.webhook import served_first, webhook_route
 from gateway.domain.errors import GatewayError, StoreUnavailable
-from gateway.domain.ports import DedupeStore
+from gateway.domain.ports import Ledger
 
 log = structlog.get_logger("gateway.http")
 
 # Ports are Protocols, which Litestar cannot isinstance-check: inject them by name and skip validation.
-LedgerDependency: TypeAlias = NamedDependency[SkipValidation[DedupeStore]]
+LedgerDependency: TypeAlias = NamedDependency[SkipValidation[Ledger]]
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -127,7 +127,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
                     log.warning("dispatcher.stop_timeout")
             await close_container(container)
 
-    async def provide_ledger() -> DedupeStore:
+    async def provide_ledger() -> Ledger:
         return container.ledger()  # type: ignore[no-any-return]
 
     webhook = webhook_route(container.ingest, settings.max_body_bytes)

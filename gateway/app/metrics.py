@@ -7,7 +7,7 @@ Invariants:
   cached per label value so the label tuple is validated once, not per call.
 - Label values come from the gateway's own closed vocabularies (outcomes, error codes, park reasons, biller error
   causes), never from request data, so cardinality stays bounded whatever a sender posts.
-- Ledger gauges (pending, oldest pending age, parked, sent) are refreshed from `DedupeStore.stats()` at scrape time
+- Ledger gauges (pending, oldest pending age, parked, sent) are refreshed from `Ledger.stats()` at scrape time
   and by the sweep, so they describe the shared ledger (every replica's work), not only this process's.
 
 Why not `litestar.plugins.prometheus`: its middleware keeps its metrics in a class-level dict on the global
@@ -162,7 +162,7 @@ class PrometheusMetrics(Metrics):
 def metrics_route(metrics: Callable[[], PrometheusMetrics], sweep: Callable[[], Sweep]) -> HTTPRouteHandler:
     """`GET /metrics`: refresh the ledger gauges from the store, then render the registry.
 
-    The refresh reads `DedupeStore.stats()` at scrape time, so the gauges describe the ledger now even if the sweep
+    The refresh reads `Ledger.stats()` at scrape time, so the gauges describe the ledger now even if the sweep
     has not run lately (or does not run in this process: `gateway serve --no-dispatcher`).
     """
 

@@ -85,7 +85,7 @@ class Parked(msgspec.Struct, frozen=True):
 
 
 class Recorded(msgspec.Struct, frozen=True):
-    """What `DedupeStore.record` did: `created` is False when the id had been claimed before."""
+    """What `Ledger.record` did: `created` is False when the id had been claimed before."""
 
     created: bool
     entry: Entry | None
@@ -101,7 +101,7 @@ class LedgerStats(msgspec.Struct, frozen=True):
 
 
 class CustomerUsage(msgspec.Struct, frozen=True):
-    """One billing customer's billable entries over a period (`DedupeStore.usage`).
+    """One billing customer's billable entries over a period (`Ledger.usage`).
 
     Parked entries are not billed and not counted; `events` counts the pending and sent entries.
     """

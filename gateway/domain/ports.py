@@ -23,11 +23,11 @@ class Clock(Protocol):
         ...
 
 
-class DedupeStore(Protocol):
-    """The ledger: claims on event ids, entries and their states, parked deliveries, customers' carries.
+class IngestLedger(Protocol):
+    """What ingest needs: claim an event id as an entry or as a parked record.
 
-    Every method is atomic. Raises StoreUnavailable when it cannot reach or write its storage; then nothing of
-    the call took effect.
+    Every method of every ledger view is atomic. Raises StoreUnavailable when it cannot reach or write its storage;
+    then nothing of the call took effect.
     """
 
     async def record(self, claim: Claim, rounding: Rounding, now: float, *, replaces: str | None = None) -> Recorded:
@@ -42,6 +42,10 @@ class DedupeStore(Protocol):
     async def park(self, parked: Parked) -> bool:
         """Claim `parked.key` as a parked record. False, changing nothing, when the key is already claimed."""
         ...
+
+
+class DeliveryQueue(Protocol):
+    """What the dispatcher needs: lease pending entries and settle each one's outcome."""
 
     async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
         """Lease up to `limit` pending entries due by `now` and not leased by anyone, oldest first.
@@ -67,6 +71,30 @@ class DedupeStore(Protocol):
         """pending -> parked: the biller refused it for good. A parked record (biller_rejected) keeps the message."""
         ...
 
+
+@runtime_checkable
+class BatchDeliveryQueue(DeliveryQueue, Protocol):
+    """A delivery queue that marks many entries sent in one step (SQLite: one statement, one savepoint, for a whole
+    batch).
+
+    Optional: the dispatcher uses it, when the ledger has it, for what a batch call to the biller delivered, and
+    calls `mark_sent` once per entry otherwise.
+    """
+
+    async def mark_sent_many(self, event_ids: Sequence[str], now: float) -> None:
+        """`mark_sent` for every id, atomically: all of them or none. Ids not pending are left alone."""
+        ...
+
+
+class ParkedRecords(Protocol):
+    """What replay and the operator commands need: read entries and parked records, requeue a rejected entry."""
+
+    async def get(self, event_id: str) -> Entry | None: ...
+
+    async def get_parked(self, key: str) -> Parked | None: ...
+
+    async def list_parked(self, reason: ParkReason | None = None, limit: int = 100) -> list[Parked]: ...
+
     async def requeue(self, event_id: str, now: float, *, billing_customer: str | None = None) -> Entry | None:
         """Put a biller-rejected entry back to pending and remove its parked record, in one step (an operator's replay).
 
@@ -77,11 +105,9 @@ class DedupeStore(Protocol):
         """
         ...
 
-    async def get(self, event_id: str) -> Entry | None: ...
 
-    async def get_parked(self, key: str) -> Parked | None: ...
-
-    async def list_parked(self, reason: ParkReason | None = None, limit: int = 100) -> list[Parked]: ...
+class LedgerReports(Protocol):
+    """What the sweep, metrics and reports need: counts and per-customer usage."""
 
     async def stats(self) -> LedgerStats: ...
 
@@ -93,22 +119,21 @@ class DedupeStore(Protocol):
         """
         ...
 
+
+class Ledger(IngestLedger, DeliveryQueue, ParkedRecords, LedgerReports, Protocol):
+    """The ledger: claims on event ids, entries and their states, parked deliveries, customers' carries.
+
+    One adapter class per store implements it whole; each use case depends only on the view it uses.
+    """
+
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store can be written now."""
         ...
 
 
 @runtime_checkable
-class BatchLedger(DedupeStore, Protocol):
-    """A ledger that marks many entries sent in one step (SQLite: one statement, one savepoint, for a whole batch).
-
-    Optional: the dispatcher uses it, when the ledger has it, for what a batch call to the biller delivered, and
-    calls `mark_sent` once per entry otherwise.
-    """
-
-    async def mark_sent_many(self, event_ids: Sequence[str], now: float) -> None:
-        """`mark_sent` for every id, atomically: all of them or none. Ids not pending are left alone."""
-        ...
+class BatchLedger(Ledger, BatchDeliveryQueue, Protocol):
+    """A ledger whose delivery queue marks many entries sent in one step."""
 
 
 class CustomerStore(Protocol):

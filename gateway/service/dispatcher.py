@@ -36,7 +36,15 @@ import structlog
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable, StoreUnavailable
 from gateway.domain.event import meter_identifier
 from gateway.domain.ledger import Entry, ParkReason, retry_delay
-from gateway.domain.ports import BatchBillingSink, BatchLedger, BillingSink, Clock, DedupeStore, Delivery, MeterEvent
+from gateway.domain.ports import (
+    BatchBillingSink,
+    BatchDeliveryQueue,
+    BillingSink,
+    Clock,
+    Delivery,
+    DeliveryQueue,
+    MeterEvent,
+)
 from gateway.service.metrics import Delivered, Metrics, NoMetrics
 
 log = structlog.get_logger("gateway.dispatcher")
@@ -55,7 +63,7 @@ class DispatchConfig(msgspec.Struct, frozen=True):
 class Dispatcher:
     def __init__(
         self,
-        ledger: DedupeStore,
+        ledger: DeliveryQueue,
         sink: BillingSink,
         clock: Clock,
         config: DispatchConfig,
@@ -330,10 +338,10 @@ class Dispatcher:
         return len(chunk)
 
     async def _mark_sent_all(self, entries: list[Entry]) -> None:
-        """One step for the whole batch when the ledger can (BatchLedger), else concurrent marks (which a store with
-        group commit, SQLite, still writes in one transaction)."""
+        """One step for the whole batch when the queue can (BatchDeliveryQueue), else concurrent marks (which a store
+        with group commit, SQLite, still writes in one transaction)."""
         now = self._clock.now()
-        if isinstance(self._ledger, BatchLedger):
+        if isinstance(self._ledger, BatchDeliveryQueue):
             await self._ledger.mark_sent_many([entry.event_id for entry in entries], now)
         else:
             await asyncio.gather(*(self._ledger.mark_sent(entry.event_id, now) for entry in entries))

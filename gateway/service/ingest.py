@@ -15,7 +15,7 @@ from gateway.domain.errors import GatewayError, StoreUnavailable
 from gateway.domain.event import Event, InvalidEvent, parse_event
 from gateway.domain.ledger import Claim, Parked, ParkReason
 from gateway.domain.policy import Bill, BillingPolicy, Ignore, Park, assess
-from gateway.domain.ports import Clock, CustomerStore, DedupeStore
+from gateway.domain.ports import Clock, CustomerStore, IngestLedger
 from gateway.domain.signature import SignatureVerifier
 from gateway.service.metrics import Metrics, NoMetrics
 
@@ -43,7 +43,7 @@ class Ingest:
     def __init__(
         self,
         verifier: SignatureVerifier,
-        ledger: DedupeStore,
+        ledger: IngestLedger,
         customers: CustomerStore,
         clock: Clock,
         policy: BillingPolicy,

@@ -7,7 +7,7 @@ Two kinds of parked records, two ways back (CONTRACT 1, "Ledger first"):
   is billed once: the id is then claimed by its entry, so a second replay finds nothing parked, and a live
   redelivery racing the replay is a duplicate of whichever claimed the id first.
 - rejected by the biller (`biller_rejected`): the entry is already in the ledger, in state parked.
-  `DedupeStore.requeue` puts it back to pending and removes the record in one step, billed to the customer store's
+  `ParkedRecords.requeue` puts it back to pending and removes the record in one step, billed to the customer store's
   current mapping for its Ringside customer when that changed (the usual fix for "No such customer").
 
 Invariant: a replay never bills an event twice, and a replay that still cannot bill leaves the parked record as it
@@ -22,7 +22,7 @@ from enum import StrEnum
 import msgspec
 
 from gateway.domain.ledger import Parked, ParkReason
-from gateway.domain.ports import Clock, CustomerStore, DedupeStore
+from gateway.domain.ports import Clock, CustomerStore, ParkedRecords
 from gateway.service.ingest import Ingest, Outcome, Status
 
 # `replay --all` reads the keys in pages that double in size, since the records left parked stay listed.
@@ -54,7 +54,7 @@ class ReplayResult(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class Replayer:
-    def __init__(self, ingest: Ingest, ledger: DedupeStore, customers: CustomerStore, clock: Clock) -> None:
+    def __init__(self, ingest: Ingest, ledger: ParkedRecords, customers: CustomerStore, clock: Clock) -> None:
         self._ingest = ingest
         self._ledger = ledger
         self._customers = customers

@@ -25,7 +25,7 @@ import structlog
 
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import LedgerStats
-from gateway.domain.ports import Clock, DedupeStore
+from gateway.domain.ports import Clock, LedgerReports
 from gateway.service.metrics import Metrics, NoMetrics
 
 log = structlog.get_logger("gateway.sweep")
@@ -40,7 +40,7 @@ class Sweep:
 
     def __init__(
         self,
-        ledger: DedupeStore,
+        ledger: LedgerReports,
         clock: Clock,
         *,
         metrics: Metrics | None = None,

@@ -57,7 +57,7 @@ async def sqlite_database(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
     database.close()
 
 
-# -- DedupeStore ------------------------------------------------------------------------------------------------
+# -- Ledger ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture

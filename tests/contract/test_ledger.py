@@ -1,4 +1,4 @@
-"""The DedupeStore contract (gateway.domain.ports), run against every ledger adapter.
+"""The Ledger contract (gateway.domain.ports), run against every ledger adapter.
 
 MemoryLedger is the reference semantics; every durable ledger must pass the same suite. A new adapter joins with
 one fixture in conftest.py and one name in `params` below.
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.domain.ledger import CustomerUsage, Entry, LedgerStats, Parked, ParkReason, Recorded, State
-from gateway.domain.ports import DedupeStore
+from gateway.domain.ports import Ledger
 from gateway.domain.units import Rounding
 from tests.builders import claim
 
@@ -26,8 +26,8 @@ BILLABLE = "chat.completion.finished"
 
 
 @pytest.fixture(params=["memory_ledger", "sqlite_ledger", "redis_ledger"])
-def ledger(request: pytest.FixtureRequest) -> DedupeStore:
-    store: DedupeStore = request.getfixturevalue(request.param)
+def ledger(request: pytest.FixtureRequest) -> Ledger:
+    store: Ledger = request.getfixturevalue(request.param)
     return store
 
 
@@ -52,7 +52,7 @@ def parked(
 
 
 async def record(
-    ledger: DedupeStore,
+    ledger: Ledger,
     event_id: str,
     *,
     exact: str = "1",
@@ -65,7 +65,7 @@ async def record(
 
 
 async def recorded_entry(
-    ledger: DedupeStore,
+    ledger: Ledger,
     event_id: str,
     *,
     exact: str = "1",
@@ -79,14 +79,14 @@ async def recorded_entry(
     return result.entry
 
 
-async def leased_ids(ledger: DedupeStore, now: float, limit: int = 100, lease_s: float = 30.0) -> list[str]:
+async def leased_ids(ledger: Ledger, now: float, limit: int = 100, lease_s: float = 30.0) -> list[str]:
     return [entry.event_id for entry in await ledger.lease_due(now, limit, lease_s)]
 
 
 # -- record -----------------------------------------------------------------------------------------------------
 
 
-async def test_record_creates_pending_entry_with_settled_units_when_id_is_new(ledger: DedupeStore) -> None:
+async def test_record_creates_pending_entry_with_settled_units_when_id_is_new(ledger: Ledger) -> None:
     new_claim = claim("evt_NEW", exact="1234.5", cost="0.012345", customer="cus_A", ringside="rs_A")
 
     result = await ledger.record(new_claim, Rounding.CARRY, NOW)
@@ -110,7 +110,7 @@ async def test_record_creates_pending_entry_with_settled_units_when_id_is_new(le
     assert await ledger.get("evt_NEW") == expected
 
 
-async def test_record_keeps_no_ringside_customer_when_claim_has_none(ledger: DedupeStore) -> None:
+async def test_record_keeps_no_ringside_customer_when_claim_has_none(ledger: Ledger) -> None:
     await ledger.record(claim("evt_NO_RINGSIDE", ringside=None), Rounding.CARRY, NOW)
 
     entry = await ledger.get("evt_NO_RINGSIDE")
@@ -119,7 +119,7 @@ async def test_record_keeps_no_ringside_customer_when_claim_has_none(ledger: Ded
 
 
 async def test_record_returns_existing_entry_and_changes_nothing_when_id_is_already_recorded(
-    ledger: DedupeStore,
+    ledger: Ledger,
 ) -> None:
     first = await recorded_entry(ledger, "evt_DUPLICATE", exact="0.6")
 
@@ -132,7 +132,7 @@ async def test_record_returns_existing_entry_and_changes_nothing_when_id_is_alre
     assert following.units == 1
 
 
-async def test_record_returns_current_entry_when_id_was_already_sent(ledger: DedupeStore) -> None:
+async def test_record_returns_current_entry_when_id_was_already_sent(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_DUPLICATE")
     await ledger.mark_sent("evt_DUPLICATE", NOW + 1)
 
@@ -142,7 +142,7 @@ async def test_record_returns_current_entry_when_id_was_already_sent(ledger: Ded
     assert again.entry is not None and again.entry.state is State.SENT
 
 
-async def test_record_returns_rejected_entry_when_biller_rejected_the_id(ledger: DedupeStore) -> None:
+async def test_record_returns_rejected_entry_when_biller_rejected_the_id(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_REJECTED")
     await ledger.mark_rejected("evt_REJECTED", "No such customer: 'cus_A'", NOW + 1)
 
@@ -152,7 +152,7 @@ async def test_record_returns_rejected_entry_when_biller_rejected_the_id(ledger:
     assert again.entry is not None and again.entry.state is State.PARKED
 
 
-async def test_record_returns_no_entry_and_changes_nothing_when_id_is_parked(ledger: DedupeStore) -> None:
+async def test_record_returns_no_entry_and_changes_nothing_when_id_is_parked(ledger: Ledger) -> None:
     original = parked("evt_PARKED")
     await ledger.park(original)
 
@@ -165,7 +165,7 @@ async def test_record_returns_no_entry_and_changes_nothing_when_id_is_parked(led
     assert following.units == 0  # no carry was taken by the refused claim
 
 
-async def test_record_removes_parked_record_when_it_replaces_the_same_key(ledger: DedupeStore) -> None:
+async def test_record_removes_parked_record_when_it_replaces_the_same_key(ledger: Ledger) -> None:
     await ledger.park(parked("evt_PARKED"))
 
     result = await record(ledger, "evt_PARKED", exact="7", replaces="evt_PARKED")
@@ -176,7 +176,7 @@ async def test_record_removes_parked_record_when_it_replaces_the_same_key(ledger
     assert await ledger.list_parked() == []
 
 
-async def test_record_removes_parked_record_when_it_replaces_another_key(ledger: DedupeStore) -> None:
+async def test_record_removes_parked_record_when_it_replaces_another_key(ledger: Ledger) -> None:
     await ledger.park(parked("sha256:0badbody", reason=ParkReason.INVALID_PAYLOAD))
 
     result = await record(ledger, "evt_FIXED", replaces="sha256:0badbody")
@@ -186,7 +186,7 @@ async def test_record_removes_parked_record_when_it_replaces_another_key(ledger:
     assert await ledger.get("evt_FIXED") == result.entry
 
 
-async def test_record_is_duplicate_when_id_is_parked_and_replaces_names_another_key(ledger: DedupeStore) -> None:
+async def test_record_is_duplicate_when_id_is_parked_and_replaces_names_another_key(ledger: Ledger) -> None:
     await ledger.park(parked("evt_PARKED"))
     await ledger.park(parked("sha256:0badbody"))
 
@@ -197,7 +197,7 @@ async def test_record_is_duplicate_when_id_is_parked_and_replaces_names_another_
     assert await ledger.get_parked("sha256:0badbody") is not None
 
 
-async def test_record_keeps_replaced_record_when_id_is_already_an_entry(ledger: DedupeStore) -> None:
+async def test_record_keeps_replaced_record_when_id_is_already_an_entry(ledger: Ledger) -> None:
     first = await recorded_entry(ledger, "evt_DUPLICATE")
     await ledger.park(parked("sha256:0badbody"))
 
@@ -210,7 +210,7 @@ async def test_record_keeps_replaced_record_when_id_is_already_an_entry(ledger: 
 # -- park -------------------------------------------------------------------------------------------------------
 
 
-async def test_park_claims_key_when_key_is_new(ledger: DedupeStore) -> None:
+async def test_park_claims_key_when_key_is_new(ledger: Ledger) -> None:
     record_ = parked("evt_PARKED")
 
     assert await ledger.park(record_) is True
@@ -219,7 +219,7 @@ async def test_park_claims_key_when_key_is_new(ledger: DedupeStore) -> None:
     assert await ledger.get("evt_PARKED") is None
 
 
-async def test_park_returns_false_when_key_is_an_entry(ledger: DedupeStore) -> None:
+async def test_park_returns_false_when_key_is_an_entry(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_RECORDED")
 
     assert await ledger.park(parked("evt_RECORDED")) is False
@@ -227,7 +227,7 @@ async def test_park_returns_false_when_key_is_an_entry(ledger: DedupeStore) -> N
     assert await ledger.get_parked("evt_RECORDED") is None
 
 
-async def test_park_returns_false_and_keeps_first_record_when_key_is_already_parked(ledger: DedupeStore) -> None:
+async def test_park_returns_false_and_keeps_first_record_when_key_is_already_parked(ledger: Ledger) -> None:
     first = parked("evt_PARKED", message="first")
     await ledger.park(first)
 
@@ -250,7 +250,7 @@ _example_customers = itertools.count()
     )
 )
 async def test_units_sum_to_floor_of_exact_total_when_rounding_is_carry(
-    ledger: DedupeStore, exacts: list[Decimal]
+    ledger: Ledger, exacts: list[Decimal]
 ) -> None:
     # The ledger outlives the examples, so each example bills a customer of its own.
     customer = f"cus_EXAMPLE_{next(_example_customers)}"
@@ -263,7 +263,7 @@ async def test_units_sum_to_floor_of_exact_total_when_rounding_is_carry(
     assert all(unit >= 0 for unit in units)
 
 
-async def test_carry_is_kept_exactly_when_fractions_have_many_digits(ledger: DedupeStore) -> None:
+async def test_carry_is_kept_exactly_when_fractions_have_many_digits(ledger: Ledger) -> None:
     # 34 significant digits: a float (or REAL column) would lose the last ones and bill 0 or 2 units.
     first = await recorded_entry(ledger, "evt_1", exact="0.5000000000000000000000000000000001")
     second = await recorded_entry(ledger, "evt_2", exact="0.4999999999999999999999999999999999")
@@ -272,7 +272,7 @@ async def test_carry_is_kept_exactly_when_fractions_have_many_digits(ledger: Ded
     assert [first.units, second.units, third.units] == [0, 1, 0]
 
 
-async def test_carries_are_independent_when_customers_interleave(ledger: DedupeStore) -> None:
+async def test_carries_are_independent_when_customers_interleave(ledger: Ledger) -> None:
     a1 = await recorded_entry(ledger, "evt_A1", exact="0.6", customer="cus_A")
     b1 = await recorded_entry(ledger, "evt_B1", exact="0.6", customer="cus_B")
     a2 = await recorded_entry(ledger, "evt_A2", exact="0.6", customer="cus_A")
@@ -296,7 +296,7 @@ async def test_carries_are_independent_when_customers_interleave(ledger: DedupeS
     ],
 )
 async def test_units_follow_the_rule_when_rounding_is_not_carry(
-    ledger: DedupeStore, rounding: Rounding, exact: str, units: int
+    ledger: Ledger, rounding: Rounding, exact: str, units: int
 ) -> None:
     entry = await recorded_entry(ledger, "evt_ROUNDED", exact=exact, rounding=rounding)
 
@@ -304,7 +304,7 @@ async def test_units_follow_the_rule_when_rounding_is_not_carry(
 
 
 @pytest.mark.parametrize("rounding", [Rounding.HALF_EVEN, Rounding.UP, Rounding.DOWN])
-async def test_carry_is_untouched_when_rounding_is_not_carry(ledger: DedupeStore, rounding: Rounding) -> None:
+async def test_carry_is_untouched_when_rounding_is_not_carry(ledger: Ledger, rounding: Rounding) -> None:
     await recorded_entry(ledger, "evt_1", exact="0.5")  # carry 0.5
     await recorded_entry(ledger, "evt_2", exact="1.5", rounding=rounding)
 
@@ -316,7 +316,7 @@ async def test_carry_is_untouched_when_rounding_is_not_carry(ledger: DedupeStore
 # -- lease_due / release ----------------------------------------------------------------------------------------
 
 
-async def test_lease_due_returns_only_due_unleased_pending_entries(ledger: DedupeStore) -> None:
+async def test_lease_due_returns_only_due_unleased_pending_entries(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_DUE")
     await recorded_entry(ledger, "evt_LATER")
     await ledger.mark_retry("evt_LATER", NOW + 60, "503 from Stripe")
@@ -330,7 +330,7 @@ async def test_lease_due_returns_only_due_unleased_pending_entries(ledger: Dedup
     assert await leased_ids(ledger, NOW + 1) == []
 
 
-async def test_lease_due_returns_entries_in_due_order_when_several_are_due(ledger: DedupeStore) -> None:
+async def test_lease_due_returns_entries_in_due_order_when_several_are_due(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_SECOND", now=NOW + 1)
     await recorded_entry(ledger, "evt_FIRST", now=NOW)
     await recorded_entry(ledger, "evt_THIRD", now=NOW + 2)
@@ -340,7 +340,7 @@ async def test_lease_due_returns_entries_in_due_order_when_several_are_due(ledge
     assert await leased_ids(ledger, NOW + 10) == ["evt_FIRST", "evt_SECOND", "evt_THIRD", "evt_RETRIED"]
 
 
-async def test_lease_due_returns_at_most_limit_entries_when_more_are_due(ledger: DedupeStore) -> None:
+async def test_lease_due_returns_at_most_limit_entries_when_more_are_due(ledger: Ledger) -> None:
     for index in range(5):
         await recorded_entry(ledger, f"evt_{index}", now=NOW + index)
 
@@ -350,13 +350,13 @@ async def test_lease_due_returns_at_most_limit_entries_when_more_are_due(ledger:
     assert await leased_ids(ledger, NOW + 10, limit=0) == []
 
 
-async def test_lease_due_returns_the_entry_as_recorded(ledger: DedupeStore) -> None:
+async def test_lease_due_returns_the_entry_as_recorded(ledger: Ledger) -> None:
     entry = await recorded_entry(ledger, "evt_DUE", exact="42")
 
     assert await ledger.lease_due(NOW, 10, 30.0) == [entry]
 
 
-async def test_lease_due_skips_leased_entry_until_lease_expires(ledger: DedupeStore) -> None:
+async def test_lease_due_skips_leased_entry_until_lease_expires(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_LEASED")
     assert await leased_ids(ledger, NOW, lease_s=30.0) == ["evt_LEASED"]
 
@@ -364,7 +364,7 @@ async def test_lease_due_skips_leased_entry_until_lease_expires(ledger: DedupeSt
     assert await leased_ids(ledger, NOW + 30.0) == ["evt_LEASED"]
 
 
-async def test_lease_due_returns_entry_again_when_lease_is_released(ledger: DedupeStore) -> None:
+async def test_lease_due_returns_entry_again_when_lease_is_released(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_RELEASED")
     await recorded_entry(ledger, "evt_KEPT")
     await ledger.lease_due(NOW, 10, 30.0)
@@ -374,7 +374,7 @@ async def test_lease_due_returns_entry_again_when_lease_is_released(ledger: Dedu
     assert await leased_ids(ledger, NOW + 1) == ["evt_RELEASED"]
 
 
-async def test_release_changes_nothing_else_when_entry_is_leased(ledger: DedupeStore) -> None:
+async def test_release_changes_nothing_else_when_entry_is_leased(ledger: Ledger) -> None:
     before = await recorded_entry(ledger, "evt_RELEASED")
     await ledger.lease_due(NOW, 10, 30.0)
 
@@ -384,7 +384,7 @@ async def test_release_changes_nothing_else_when_entry_is_leased(ledger: DedupeS
     assert await ledger.get("evt_RELEASED") == before
 
 
-async def test_lease_due_returns_entry_again_when_its_retry_is_due(ledger: DedupeStore) -> None:
+async def test_lease_due_returns_entry_again_when_its_retry_is_due(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_RETRIED")
     await ledger.lease_due(NOW, 10, 300.0)
 
@@ -395,7 +395,7 @@ async def test_lease_due_returns_entry_again_when_its_retry_is_due(ledger: Dedup
     assert [(entry.event_id, entry.attempts) for entry in leased] == [("evt_RETRIED", 1)]
 
 
-async def test_lease_due_never_returns_entry_again_when_it_was_sent(ledger: DedupeStore) -> None:
+async def test_lease_due_never_returns_entry_again_when_it_was_sent(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_SENT")
     await ledger.lease_due(NOW, 10, 30.0)
 
@@ -407,7 +407,7 @@ async def test_lease_due_never_returns_entry_again_when_it_was_sent(ledger: Dedu
 # -- mark_sent / mark_retry / mark_rejected ---------------------------------------------------------------------
 
 
-async def test_mark_sent_moves_entry_to_sent_when_it_is_pending(ledger: DedupeStore) -> None:
+async def test_mark_sent_moves_entry_to_sent_when_it_is_pending(ledger: Ledger) -> None:
     entry = await recorded_entry(ledger, "evt_SENT", exact="12")
 
     await ledger.mark_sent("evt_SENT", NOW + 3)
@@ -415,7 +415,7 @@ async def test_mark_sent_moves_entry_to_sent_when_it_is_pending(ledger: DedupeSt
     assert await ledger.get("evt_SENT") == msgspec.structs.replace(entry, state=State.SENT, sent_at=NOW + 3)
 
 
-async def test_mark_retry_counts_attempt_and_schedules_next_when_entry_is_pending(ledger: DedupeStore) -> None:
+async def test_mark_retry_counts_attempt_and_schedules_next_when_entry_is_pending(ledger: Ledger) -> None:
     entry = await recorded_entry(ledger, "evt_RETRIED")
 
     await ledger.mark_retry("evt_RETRIED", NOW + 2, "503 from Stripe")
@@ -426,7 +426,7 @@ async def test_mark_retry_counts_attempt_and_schedules_next_when_entry_is_pendin
     )
 
 
-async def test_mark_rejected_parks_entry_with_biller_message_when_it_is_pending(ledger: DedupeStore) -> None:
+async def test_mark_rejected_parks_entry_with_biller_message_when_it_is_pending(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_REJECTED", exact="9")
     message = "No such customer: 'cus_A'"
 
@@ -449,7 +449,7 @@ async def test_mark_rejected_parks_entry_with_biller_message_when_it_is_pending(
 
 
 @pytest.mark.parametrize("final", [State.SENT, State.PARKED])
-async def test_marks_change_nothing_when_entry_is_not_pending(ledger: DedupeStore, final: State) -> None:
+async def test_marks_change_nothing_when_entry_is_not_pending(ledger: Ledger, final: State) -> None:
     await recorded_entry(ledger, "evt_DONE")
     if final is State.SENT:
         await ledger.mark_sent("evt_DONE", NOW + 1)
@@ -466,7 +466,7 @@ async def test_marks_change_nothing_when_entry_is_not_pending(ledger: DedupeStor
     assert await ledger.get_parked("evt_DONE") == record_
 
 
-async def test_marks_change_nothing_when_entry_is_unknown(ledger: DedupeStore) -> None:
+async def test_marks_change_nothing_when_entry_is_unknown(ledger: Ledger) -> None:
     await ledger.mark_sent("evt_UNKNOWN", NOW)
     await ledger.mark_retry("evt_UNKNOWN", NOW + 1, "timeout")
     await ledger.mark_rejected("evt_UNKNOWN", "rejected", NOW)
@@ -479,12 +479,12 @@ async def test_marks_change_nothing_when_entry_is_unknown(ledger: DedupeStore) -
 # -- reads ------------------------------------------------------------------------------------------------------
 
 
-async def test_get_returns_none_when_id_is_unknown(ledger: DedupeStore) -> None:
+async def test_get_returns_none_when_id_is_unknown(ledger: Ledger) -> None:
     assert await ledger.get("evt_UNKNOWN") is None
     assert await ledger.get_parked("evt_UNKNOWN") is None
 
 
-async def test_list_parked_orders_by_parked_at_and_filters_by_reason(ledger: DedupeStore) -> None:
+async def test_list_parked_orders_by_parked_at_and_filters_by_reason(ledger: Ledger) -> None:
     late = parked("evt_LATE", parked_at=NOW + 20, reason=ParkReason.TOO_OLD)
     early = parked("evt_EARLY", parked_at=NOW)
     middle = parked("sha256:0badbody", parked_at=NOW + 10, reason=ParkReason.INVALID_PAYLOAD)
@@ -499,13 +499,13 @@ async def test_list_parked_orders_by_parked_at_and_filters_by_reason(ledger: Ded
     assert await ledger.list_parked(ParkReason.BILLER_REJECTED) == []
 
 
-async def test_stats_are_empty_when_ledger_is_empty(ledger: DedupeStore) -> None:
+async def test_stats_are_empty_when_ledger_is_empty(ledger: Ledger) -> None:
     assert await ledger.stats() == LedgerStats(
         pending=0, sent=0, parked=0, oldest_pending_at=None, units_sent=0, units_pending=0
     )
 
 
-async def test_stats_count_states_units_and_oldest_pending(ledger: DedupeStore) -> None:
+async def test_stats_count_states_units_and_oldest_pending(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_PENDING_NEW", exact="4", now=NOW + 1)
     await recorded_entry(ledger, "evt_PENDING_OLD", exact="3", now=NOW)
     await recorded_entry(ledger, "evt_SENT", exact="5", now=NOW - 100)
@@ -519,11 +519,11 @@ async def test_stats_count_states_units_and_oldest_pending(ledger: DedupeStore) 
     )
 
 
-async def test_ping_returns_when_store_is_writable(ledger: DedupeStore) -> None:
+async def test_ping_returns_when_store_is_writable(ledger: Ledger) -> None:
     await ledger.ping()  # raises StoreUnavailable otherwise
 
 
-async def test_cost_round_trips_exactly_when_it_has_many_digits(ledger: DedupeStore) -> None:
+async def test_cost_round_trips_exactly_when_it_has_many_digits(ledger: Ledger) -> None:
     cost = Decimal("0.1000000000000000055511151231257827")  # the float 0.1, written out in full
     await ledger.record(claim("evt_PRECISE", exact="10000.00000000000555", cost=str(cost)), Rounding.CARRY, NOW)
 
@@ -536,7 +536,7 @@ async def test_cost_round_trips_exactly_when_it_has_many_digits(ledger: DedupeSt
 
 
 @pytest.mark.parametrize("cost", ["0", "0.00", "1E+2", "1000.000000000000000000000000000000000001"])
-async def test_cost_keeps_its_written_form_when_stored(ledger: DedupeStore, cost: str) -> None:
+async def test_cost_keeps_its_written_form_when_stored(ledger: Ledger, cost: str) -> None:
     await ledger.record(claim("evt_COST", cost=cost), Rounding.CARRY, NOW)
 
     entry = await ledger.get("evt_COST")
@@ -553,7 +553,7 @@ async def test_cost_keeps_its_written_form_when_stored(ledger: DedupeStore, cost
         bytes(range(256)),
     ],
 )
-async def test_parked_body_round_trips_byte_for_byte(ledger: DedupeStore, body: bytes) -> None:
+async def test_parked_body_round_trips_byte_for_byte(ledger: Ledger, body: bytes) -> None:
     await ledger.park(parked("sha256:body", body=body))
 
     record_ = await ledger.get_parked("sha256:body")
@@ -565,7 +565,7 @@ async def test_parked_body_round_trips_byte_for_byte(ledger: DedupeStore, body: 
 # -- concurrency ------------------------------------------------------------------------------------------------
 
 
-async def test_each_id_is_created_once_when_deliveries_race(ledger: DedupeStore) -> None:
+async def test_each_id_is_created_once_when_deliveries_race(ledger: Ledger) -> None:
     event_ids = [f"evt_RACE_{index:02d}" for index in range(50)]
     customer_of = {event_id: f"cus_{index % 5}" for index, event_id in enumerate(event_ids)}
 
@@ -592,7 +592,7 @@ async def test_each_id_is_created_once_when_deliveries_race(ledger: DedupeStore)
 # -- requeue (an operator's replay of a biller-rejected entry) --------------------------------------------------
 
 
-async def rejected_entry(ledger: DedupeStore, event_id: str, *, exact: str = "9", customer: str = "cus_A") -> Entry:
+async def rejected_entry(ledger: Ledger, event_id: str, *, exact: str = "9", customer: str = "cus_A") -> Entry:
     await recorded_entry(ledger, event_id, exact=exact, customer=customer)
     await ledger.lease_due(NOW, 10, 30.0)
     await ledger.mark_retry(event_id, NOW + 1, "503 from Stripe")
@@ -602,7 +602,7 @@ async def rejected_entry(ledger: DedupeStore, event_id: str, *, exact: str = "9"
     return entry
 
 
-async def test_requeue_puts_rejected_entry_back_to_pending_and_removes_its_record(ledger: DedupeStore) -> None:
+async def test_requeue_puts_rejected_entry_back_to_pending_and_removes_its_record(ledger: Ledger) -> None:
     rejected = await rejected_entry(ledger, "evt_REJECTED")
 
     requeued = await ledger.requeue("evt_REJECTED", NOW + 10)
@@ -614,7 +614,7 @@ async def test_requeue_puts_rejected_entry_back_to_pending_and_removes_its_recor
     assert await leased_ids(ledger, NOW + 10) == ["evt_REJECTED"]
 
 
-async def test_requeue_bills_another_customer_when_one_is_given(ledger: DedupeStore) -> None:
+async def test_requeue_bills_another_customer_when_one_is_given(ledger: Ledger) -> None:
     await rejected_entry(ledger, "evt_REJECTED", exact="9", customer="cus_WRONG")
 
     requeued = await ledger.requeue("evt_REJECTED", NOW + 10, billing_customer="cus_RIGHT")
@@ -624,7 +624,7 @@ async def test_requeue_bills_another_customer_when_one_is_given(ledger: DedupeSt
     assert await ledger.usage() == [CustomerUsage("cus_RIGHT", events=1, units_sent=0, units_pending=9)]
 
 
-async def test_requeue_changes_nothing_the_second_time(ledger: DedupeStore) -> None:
+async def test_requeue_changes_nothing_the_second_time(ledger: Ledger) -> None:
     await rejected_entry(ledger, "evt_REJECTED")
     first = await ledger.requeue("evt_REJECTED", NOW + 10)
 
@@ -634,7 +634,7 @@ async def test_requeue_changes_nothing_the_second_time(ledger: DedupeStore) -> N
     assert await ledger.get("evt_REJECTED") == first
 
 
-async def test_requeue_returns_none_when_entry_is_pending_or_sent(ledger: DedupeStore) -> None:
+async def test_requeue_returns_none_when_entry_is_pending_or_sent(ledger: Ledger) -> None:
     pending = await recorded_entry(ledger, "evt_PENDING")
     await recorded_entry(ledger, "evt_SENT")
     await ledger.mark_sent("evt_SENT", NOW + 1)
@@ -647,7 +647,7 @@ async def test_requeue_returns_none_when_entry_is_pending_or_sent(ledger: Dedupe
     assert await ledger.get("evt_SENT") == sent
 
 
-async def test_requeue_returns_none_and_keeps_record_when_it_was_parked_at_ingest(ledger: DedupeStore) -> None:
+async def test_requeue_returns_none_and_keeps_record_when_it_was_parked_at_ingest(ledger: Ledger) -> None:
     record_ = parked("evt_PARKED", reason=ParkReason.UNKNOWN_CUSTOMER)
     await ledger.park(record_)
 
@@ -658,7 +658,7 @@ async def test_requeue_returns_none_and_keeps_record_when_it_was_parked_at_inges
     assert await ledger.get("evt_PARKED") is None
 
 
-async def test_requeue_requeues_once_when_replays_race(ledger: DedupeStore) -> None:
+async def test_requeue_requeues_once_when_replays_race(ledger: Ledger) -> None:
     await rejected_entry(ledger, "evt_RACE")
 
     results = await asyncio.gather(*(ledger.requeue("evt_RACE", NOW + 10) for _ in range(10)))
@@ -666,7 +666,7 @@ async def test_requeue_requeues_once_when_replays_race(ledger: DedupeStore) -> N
     assert sum(result is not None for result in results) == 1
 
 
-async def test_requeued_entry_can_be_sent_and_then_counts_as_sent(ledger: DedupeStore) -> None:
+async def test_requeued_entry_can_be_sent_and_then_counts_as_sent(ledger: Ledger) -> None:
     await rejected_entry(ledger, "evt_REJECTED", exact="9")
     await ledger.requeue("evt_REJECTED", NOW + 10)
 
@@ -679,17 +679,17 @@ async def test_requeued_entry_can_be_sent_and_then_counts_as_sent(ledger: Dedupe
 # -- usage (units per customer over a period) -------------------------------------------------------------------
 
 
-async def recorded_at(ledger: DedupeStore, event_id: str, *, timestamp: int, exact: str, customer: str) -> None:
+async def recorded_at(ledger: Ledger, event_id: str, *, timestamp: int, exact: str, customer: str) -> None:
     new_claim = msgspec.structs.replace(claim(event_id, exact=exact, customer=customer), timestamp=timestamp)
     result = await ledger.record(new_claim, Rounding.DOWN, NOW)
     assert result.created
 
 
-async def test_usage_is_empty_when_ledger_is_empty(ledger: DedupeStore) -> None:
+async def test_usage_is_empty_when_ledger_is_empty(ledger: Ledger) -> None:
     assert await ledger.usage() == []
 
 
-async def test_usage_sums_sent_and_pending_units_per_customer_and_skips_parked(ledger: DedupeStore) -> None:
+async def test_usage_sums_sent_and_pending_units_per_customer_and_skips_parked(ledger: Ledger) -> None:
     await recorded_at(ledger, "evt_A_SENT", timestamp=1000, exact="5", customer="cus_A")
     await ledger.mark_sent("evt_A_SENT", NOW)
     await recorded_at(ledger, "evt_A_PENDING", timestamp=1001, exact="7", customer="cus_A")
@@ -705,7 +705,7 @@ async def test_usage_sums_sent_and_pending_units_per_customer_and_skips_parked(l
     ]
 
 
-async def test_usage_counts_event_timestamps_in_half_open_period(ledger: DedupeStore) -> None:
+async def test_usage_counts_event_timestamps_in_half_open_period(ledger: Ledger) -> None:
     for timestamp, exact in [(999, "1"), (1000, "2"), (1500, "4"), (1999, "8"), (2000, "16")]:
         await recorded_at(ledger, f"evt_{timestamp}", timestamp=timestamp, exact=exact, customer="cus_A")
 
