@@ -2,7 +2,8 @@
 
 The fake Stripe server (stripe_server.py) uses this to refuse any request that the real API would refuse for its
 shape, so that a test passing against the fake means the gateway's requests validate against Stripe's own OpenAPI
-description (`../shared/stripe-openapi/paths.subset.json`, copied verbatim from github.com/stripe/openapi).
+description (`stripe-openapi/paths.subset.json` beside this file, copied from github.com/stripe/openapi; its README
+says from which file and commit).
 
 The validator covers exactly the JSON-schema keywords those request bodies use (`type`, `properties`, `required`,
 `additionalProperties`, `items`, `enum`, `maxLength`, `anyOf`, `format`), no more: an unknown keyword is ignored.
@@ -21,7 +22,6 @@ Two wire formats:
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,23 +52,16 @@ class Problem:
 # -- Finding the OpenAPI excerpt -----------------------------------------------------------------------------------
 
 
-def _spec_candidates() -> list[Path]:
-    here = Path(__file__).resolve()
-    repo = here.parents[2]
-    found = [Path(p) for p in [os.environ.get("STRIPE_OPENAPI_DIR", "")] if p]
-    return [*found, here.parent / "stripe-openapi", repo / "stripe-openapi", repo.parent / "shared" / "stripe-openapi"]
+# Inside the repository, so that a fresh clone alone passes the tests.
+SPEC_DIR = Path(__file__).resolve().parent / "stripe-openapi"
 
 
 @cache
 def load_spec(directory: str | None = None) -> dict[str, Any]:
-    """The `paths` object of `paths.subset.json`: `$STRIPE_OPENAPI_DIR`, then the usual places next to the repo."""
-    candidates = [Path(directory)] if directory else _spec_candidates()
-    for candidate in candidates:
-        path = candidate / "paths.subset.json"
-        if path.is_file():
-            paths: dict[str, Any] = json.loads(path.read_text())["paths"]
-            return paths
-    raise FileNotFoundError(f"paths.subset.json not found in any of {[str(c) for c in candidates]}")
+    """The `paths` object of `paths.subset.json`, from `directory` or else from SPEC_DIR."""
+    path = Path(directory or SPEC_DIR) / "paths.subset.json"
+    paths: dict[str, Any] = json.loads(path.read_text())["paths"]
+    return paths
 
 
 def body_schema(spec: Mapping[str, Any], path: str, method: str) -> tuple[Schema | None, bool]:
