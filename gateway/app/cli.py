@@ -204,7 +204,9 @@ async def _opened(settings: Settings) -> AsyncIterator[Container]:
 @json_option
 def stripe_setup(markup: str, currency: str, dry_run: bool, replace_price: bool, as_json: bool) -> None:
     """Find or create the Stripe meter, product and metered price (safe to run twice)."""
-    from gateway.app.setup import SetupError, StripeSetup, plan_price, stripe_client
+    from gateway.adapters.stripe.price_plan import plan_price
+    from gateway.adapters.stripe.setup import StripeSetup, stripe_client
+    from gateway.app.setup import SetupError
 
     settings = _settings()
     if settings.stripe_api_key is None:
@@ -264,14 +266,8 @@ def ringside_register(
     url: str, events: tuple[str, ...], secret_file: Path | None, description: str, force: bool, as_json: bool
 ) -> None:
     """Register the gateway's webhook URL with Ringside and keep the signing secret it shows once."""
-    from gateway.app.setup import (
-        RingsideRegistration,
-        SetupError,
-        check_secret_file,
-        ringside_client,
-        webhook_url,
-        write_secret_file,
-    )
+    from gateway.adapters.ringside.registration import RingsideRegistration, ringside_client
+    from gateway.app.setup import SetupError, check_secret_file, webhook_url, write_secret_file
 
     settings = _settings()
     if settings.ringside_api_key is None:

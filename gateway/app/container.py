@@ -16,14 +16,15 @@ from dependency_injector import containers, providers
 
 from gateway.adapters.clock import SystemClock
 from gateway.adapters.disabled_portal import DisabledBillingPortal
-from gateway.adapters.lago import LagoBillingPortal, LagoBillingSink
+from gateway.adapters.lago.portal import LagoBillingPortal
+from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
 from gateway.adapters.redis_store import RedisBiller, RedisCustomers, RedisLedger, connect, warn_if_volatile
-from gateway.adapters.ringside_customers import RingsideCustomerLookup
+from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
-from gateway.adapters.stripe_portal import StripeBillingPortal
-from gateway.adapters.stripe_sink import StripeBillingSink
-from gateway.adapters.stripe_stream import StripeStreamBillingSink
+from gateway.adapters.stripe.portal import StripeBillingPortal
+from gateway.adapters.stripe.sink import StripeBillingSink
+from gateway.adapters.stripe.stream import StripeStreamBillingSink
 from gateway.app.logging import register_secrets
 from gateway.app.metrics import PrometheusMetrics
 from gateway.app.settings import Secret, Settings

@@ -147,3 +147,13 @@ class PortalFlowUnavailable(GatewayError):
 
     code = "flow_unavailable"
     default_message = "this portal flow is not available for this customer"
+
+
+# -- Set-up commands --------------------------------------------------------------------------------------------
+
+
+class SetupError(GatewayError):
+    """A set-up command (`stripe-setup`, `ringside-register`) cannot go on; the message says what to do."""
+
+    code = "setup_failed"
+    default_message = "set-up failed"

@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 
 from gateway.adapters.clock import FrozenClock
-from gateway.adapters.lago import LagoBillingPortal, LagoBillingSink
+from gateway.adapters.lago.portal import LagoBillingPortal
+from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryLedger
 from gateway.domain.errors import (
     BillerRateLimited,

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryCustomers
-from gateway.adapters.ringside_customers import RingsideCustomerLookup
+from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.app.container import build_container
 from gateway.app.http import create_app
 from gateway.app.settings import Secret

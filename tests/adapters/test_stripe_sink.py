@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.adapters.stripe_sink import StripeBillingSink
+from gateway.adapters.stripe.sink import StripeBillingSink
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable
 from gateway.domain.event import meter_identifier
 from gateway.domain.ports import BillingSink, Delivery, MeterEvent

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryLedger
-from gateway.adapters.stripe_stream import StripeStreamBillingSink
+from gateway.adapters.stripe.stream import StripeStreamBillingSink
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable
 from gateway.domain.event import meter_identifier
 from gateway.domain.ledger import Claim, State

@@ -12,11 +12,12 @@ import pytest
 
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.disabled_portal import DisabledBillingPortal
-from gateway.adapters.lago import LagoBillingPortal, LagoBillingSink
+from gateway.adapters.lago.portal import LagoBillingPortal
+from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers
-from gateway.adapters.ringside_customers import RingsideCustomerLookup
-from gateway.adapters.stripe_portal import StripeBillingPortal
-from gateway.adapters.stripe_sink import StripeBillingSink
+from gateway.adapters.ringside.customers import RingsideCustomerLookup
+from gateway.adapters.stripe.portal import StripeBillingPortal
+from gateway.adapters.stripe.sink import StripeBillingSink
 from gateway.app.container import build_container
 from gateway.app.settings import SettingsError, load_settings
 from gateway.service.ingest import Status

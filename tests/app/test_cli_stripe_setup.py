@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app.setup import SetupError, unit_amount_decimal
+from gateway.adapters.stripe.price_plan import unit_amount_decimal
+from gateway.domain.errors import SetupError
 from tests.app.cli_runner import cli_env, gateway, json_out, sqlite_store
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.adapters.stripe_sink import StripeBillingSink
-from gateway.adapters.stripe_stream import StripeStreamBillingSink
+from gateway.adapters.stripe.sink import StripeBillingSink
+from gateway.adapters.stripe.stream import StripeStreamBillingSink
 from gateway.app.container import build_container
 from gateway.app.settings import SettingsError, load_settings
 from gateway.domain.ports import BatchBillingSink

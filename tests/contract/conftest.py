@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from gateway.adapters.lago import LagoBillingPortal, LagoBillingSink
+from gateway.adapters.lago.portal import LagoBillingPortal
+from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
 from gateway.adapters.redis_store import RedisBiller, RedisCustomers, RedisLedger
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
-from gateway.adapters.stripe_portal import StripeBillingPortal
+from gateway.adapters.stripe.portal import StripeBillingPortal
 from gateway.domain.ports import BillingPortal, BillingSink, MeterEvent
 from tests.fakes.lago_server import FAKE_LAGO_KEY, METRIC_CODE, SUBSCRIPTION, FakeLago
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe

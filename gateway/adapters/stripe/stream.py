@@ -1,4 +1,4 @@
-"""The Stripe biller over the v2 meter event stream: up to 100 meter events per request (STRIPE-NOTES, "v2 stream").
+"""The Stripe biller over the v2 meter event stream: up to 100 meter events per request.
 
 `POST /v2/billing/meter_event_session` (secret key, the `api` host) returns an authentication token valid for 15
 minutes; `POST /v2/billing/meter_event_stream` (the `meter_events` host) takes `{"events": [...]}` with that token
@@ -14,7 +14,7 @@ Invariants:
 - The request is all or nothing: transient failures raise BillerUnavailable for the whole batch, and the
   identifiers make a retry of the batch harmless (the stream de-duplicates them for at least 24 hours).
 - The SDK runs with `max_network_retries=0` and every call gets a fresh Idempotency-Key, as in the v1 adapter; errors
-  are translated here, and nothing named `stripe.*` leaves this module.
+  are translated by gateway/adapters/stripe/errors.py, and nothing named `stripe.*` leaves this package.
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NoReturn
 
 import msgspec
 import stripe
 from stripe.params.v2.billing import MeterEventStreamCreateParams, MeterEventStreamCreateParamsEvent
 
 from gateway.adapters.clock import SystemClock
-from gateway.adapters.stripe_sink import DEFAULT_EVENT_NAME, MAX_VALUE_DIGITS
-from gateway.adapters.stripe_sink import _translate as translate_v1_error
-from gateway.domain.errors import BillerRejected, BillerUnavailable
+from gateway.adapters.stripe import errors
+from gateway.adapters.stripe.errors import raise_stream_error
+from gateway.adapters.stripe.meter import CUSTOMER_KEY, DEFAULT_EVENT_NAME, VALUE_KEY, meter_value
 from gateway.domain.event import meter_identifier
 from gateway.domain.ports import BatchBillingSink, Clock, Delivery, MeterEvent
 
@@ -52,13 +51,6 @@ class _SessionRefused(Exception):
     def __init__(self, error: stripe.StripeError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _raise_translated(exc: stripe.StripeError) -> NoReturn:
-    """Stripe's error as the port's: the v2 endpoints answer with the same envelope and statuses as v1."""
-    translate_v1_error(exc)
-    # It returns only for v1's "an event already exists", which neither the session nor the stream ever says.
-    raise BillerUnavailable(f"unexpected answer from Stripe: {type(exc).__name__}", cause="unknown") from exc
 
 
 class StripeStreamBillingSink(BatchBillingSink):
@@ -95,7 +87,7 @@ class StripeStreamBillingSink(BatchBillingSink):
         self._refreshing: asyncio.Lock | None = None
 
     def _new_client(self, key: str) -> stripe.StripeClient:
-        # The SDK's own retries would reuse one Idempotency-Key and stack under the dispatcher's (STRIPE-NOTES).
+        # The SDK's own retries would reuse one Idempotency-Key and stack under the dispatcher's.
         return stripe.StripeClient(
             key,
             base_addresses={"api": self._api_base, "meter_events": self._api_base} if self._api_base else None,
@@ -115,23 +107,21 @@ class StripeStreamBillingSink(BatchBillingSink):
         try:
             await self._post(session, body)
         except _SessionRefused:
-            # The token expired (or was revoked) under us: one new session and one more try (STRIPE-NOTES).
+            # The token expired (or was revoked) under us: one new session and one more try.
             session = await self._current_session(stale=session)
             try:
                 await self._post(session, body)
             except _SessionRefused as again:
-                _raise_translated(again.error)  # a 401 again: an auth problem to wait out (cause "auth")
+                raise_stream_error(again.error)  # a 401 again: an auth problem to wait out (cause "auth")
         return [Delivery.SENT] * len(events)
 
     def _wire(self, event: MeterEvent) -> MeterEventStreamCreateParamsEvent:
-        value = str(event.value)
-        if event.value < 0 or len(value.lstrip("0")) > MAX_VALUE_DIGITS:
-            # Refused for the whole request; the dispatcher then isolates this event and parks it alone.
-            raise BillerRejected(f"meter event value {value} is not a whole number of at most 15 digits")
+        # An invalid value refuses the whole request; the dispatcher then isolates this event and parks it alone.
+        value = meter_value(event)
         return {
             "event_name": self._event_name,
             "identifier": meter_identifier(event.identifier),
-            "payload": {"stripe_customer_id": event.customer, "value": value},
+            "payload": {CUSTOMER_KEY: event.customer, VALUE_KEY: value},
             # v2 takes RFC 3339 date-times where v1 took unix seconds.
             "timestamp": datetime.fromtimestamp(event.timestamp, UTC).isoformat().replace("+00:00", "Z"),
         }
@@ -144,11 +134,11 @@ class StripeStreamBillingSink(BatchBillingSink):
         except stripe.StripeError as exc:
             if exc.http_status == 401:
                 raise _SessionRefused(exc) from exc
-            _raise_translated(exc)
+            raise_stream_error(exc)
         except TimeoutError as exc:
-            raise BillerUnavailable(f"Stripe did not answer within {self._timeout_s:g}s", cause="timeout") from exc
+            raise errors.timed_out(self._timeout_s) from exc
         except Exception as exc:  # the boundary: whatever else goes wrong, keep the entries and retry later
-            raise BillerUnavailable(f"unexpected error calling Stripe: {type(exc).__name__}", cause="unknown") from exc
+            raise errors.unexpected(exc) from exc
 
     async def _current_session(self, *, stale: _Session | None = None) -> _Session:
         """The live session, created or refreshed first when it is missing, about to expire, or `stale`."""
@@ -177,11 +167,11 @@ class StripeStreamBillingSink(BatchBillingSink):
             async with asyncio.timeout(self._timeout_s):
                 created = await self._client.v2.billing.meter_event_session.create_async()
         except stripe.StripeError as exc:
-            _raise_translated(exc)
+            raise_stream_error(exc)
         except TimeoutError as exc:
-            raise BillerUnavailable(f"Stripe did not answer within {self._timeout_s:g}s", cause="timeout") from exc
+            raise errors.timed_out(self._timeout_s) from exc
         except Exception as exc:  # the boundary, as in _post
-            raise BillerUnavailable(f"unexpected error calling Stripe: {type(exc).__name__}", cause="unknown") from exc
+            raise errors.unexpected(exc) from exc
         expires_at = datetime.fromisoformat(created.expires_at.replace("Z", "+00:00")).timestamp()
         return _Session(client=self._new_client(created.authentication_token), expires_at=expires_at)
 

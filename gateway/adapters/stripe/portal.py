@@ -1,4 +1,4 @@
-"""Stripe's customer portal behind the BillingPortal port, through the official SDK (CONTRACT 2 and 3).
+"""Stripe's customer portal behind the BillingPortal port, through the official SDK.
 
 `POST /v1/billing_portal/sessions` with `customer`, `return_url`, optional `configuration` (PORTAL_CONFIGURATION_ID;
 without it Stripe uses the account's default portal configuration) and optional `flow_data` (a deep link, Stripe
@@ -9,8 +9,8 @@ Invariants:
 - The session is always for the `billing_customer` passed in; nothing from a request reaches `customer`.
 - A user is waiting on the other end, so one call is bounded by `timeout_s` as a whole and the SDK does not retry
   (`max_network_retries=0`): a failure is a prompt 503 and the user clicks again.
-- Errors are translated here; nothing named `stripe.*` leaves this module. Unknown customer (Stripe's
-  `resource_missing` on `customer`: the mapping points at a customer deleted or from the other mode) is
+- Errors are translated by gateway/adapters/stripe/errors.py; nothing named `stripe.*` leaves. Unknown customer
+  (Stripe's `resource_missing` on `customer`: the mapping points at a customer deleted or from the other mode) is
   NoBillingAccount, i.e. the same 404 as no mapping at all: from the user's side there is no billing account, and
   the operator sees the warning in the log. Transient failures (connection, timeout, 5xx, 409, 429, and a bad API
   key, which only the operator can fix) are BillerUnavailable; any other refusal is BillerRejected.
@@ -19,21 +19,13 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import httpx
 import stripe
 import structlog
 
-from gateway.domain.errors import (
-    BillerRateLimited,
-    BillerRejected,
-    BillerUnavailable,
-    GatewayError,
-    NoBillingAccount,
-    PortalFlowUnavailable,
-)
+from gateway.adapters.stripe import errors
+from gateway.domain.errors import GatewayError, NoBillingAccount, PortalFlowUnavailable
 from gateway.domain.portal import PortalFlow
 from gateway.domain.ports import BillingPortal
 
@@ -85,11 +77,14 @@ class StripeBillingPortal(BillingPortal):
         except GatewayError:
             raise
         except stripe.StripeError as exc:
-            raise _translate(exc, billing_customer) from exc
+            error = errors.portal_error(exc)
+            if isinstance(error, NoBillingAccount):
+                log.warning("portal.unknown_billing_customer", billing_customer=billing_customer)
+            raise error from exc
         except TimeoutError as exc:
-            raise BillerUnavailable(f"Stripe did not answer within {self._timeout_s:g}s", cause="timeout") from exc
+            raise errors.timed_out(self._timeout_s) from exc
         except Exception as exc:  # the boundary: whatever else goes wrong is the biller being unavailable
-            raise BillerUnavailable(f"unexpected error calling Stripe: {type(exc).__name__}", cause="unknown") from exc
+            raise errors.unexpected(exc) from exc
         return session.url
 
     async def _flow_data(self, billing_customer: str, flow: PortalFlow, return_url: str) -> SessionCreateParamsFlowData:
@@ -125,40 +120,3 @@ class StripeBillingPortal(BillingPortal):
     async def close(self) -> None:
         """Close the SDK's httpx.AsyncClient."""
         await self._http.close_async()  # type: ignore[no-untyped-call]  # unannotated in stripe 16.1
-
-
-def _translate(exc: stripe.StripeError, billing_customer: str) -> GatewayError:
-    """Map an SDK error to the port's errors (see the module docstring). Never lets `exc` escape."""
-    status = exc.http_status
-    message = exc.user_message or type(exc).__name__
-    described = f"Stripe {status}: {message}" if status else message
-    retry_after = _retry_after(exc.headers)
-    if isinstance(exc, stripe.APIConnectionError):
-        # The SDK wraps every transport failure in APIConnectionError and chains the httpx error as __cause__.
-        cause = "timeout" if isinstance(exc.__cause__, httpx.TimeoutException) else "connection"
-        return BillerUnavailable(f"cannot reach Stripe ({cause})", cause=cause)
-    if isinstance(exc, stripe.RateLimitError) or status == 429:
-        return BillerRateLimited(described, retry_after_s=retry_after)
-    if status is not None and (status >= 500 or status == 409):
-        cause = "server_error" if status >= 500 else "conflict"
-        return BillerUnavailable(described, cause=cause, retry_after_s=retry_after)
-    if status in (401, 403):
-        return BillerUnavailable(described, cause="auth")
-    if exc.code == "resource_missing" and getattr(exc, "param", None) == "customer":
-        log.warning("portal.unknown_billing_customer", billing_customer=billing_customer)
-        return NoBillingAccount("the billing account linked to this customer does not exist at the biller")
-    return BillerRejected(described)
-
-
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Stripe's `Retry-After` in delta-seconds, passed on to the user's client; None when absent or not a number.
-
-    Looked up case-insensitively: the SDK hands over httpx.Headers, but its type says dict.
-    """
-    for name, value in (headers or {}).items():
-        if name.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None
-    return None

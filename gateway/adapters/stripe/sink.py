@@ -1,0 +1,80 @@
+"""The Stripe biller: one meter event per ledger entry, through the official SDK.
+
+Invariants:
+- One `send` is exactly one HTTP call. The adapter never retries (the dispatcher retries with backoff and jitter,
+  and paces calls per customer), so the SDK runs with `max_network_retries=0`.
+- Every call carries a fresh `Idempotency-Key` (the SDK makes one per call). We never pass our own: Stripe replays
+  a key's first result, a 500 included, for 24 hours, so a key reused across our retries would turn one 500 into a
+  day of 500s (Stripe docs: api/idempotent_requests). End-to-end dedupe is the event's `identifier` instead.
+- Errors are translated by gateway/adapters/stripe/errors.py: a duplicate identifier is success (ALREADY_SENT), a
+  refusal that can never succeed is BillerRejected (the entry is parked), anything else is BillerUnavailable /
+  BillerRateLimited (the entry stays pending and is retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import stripe
+
+from gateway.adapters.stripe import errors
+from gateway.adapters.stripe.meter import CUSTOMER_KEY, DEFAULT_EVENT_NAME, VALUE_KEY, meter_value
+from gateway.domain.event import meter_identifier
+from gateway.domain.ports import BillingSink, Delivery, MeterEvent
+
+
+class StripeBillingSink(BillingSink):
+    """Sends MeterEvents to `POST /v1/billing/meter_events`.
+
+    `send` returns SENT or ALREADY_SENT, or raises BillerRejected / BillerUnavailable / BillerRateLimited, per the
+    BillingSink port. Building one is cheap and does no I/O; `close` releases its HTTP connection pool.
+    """
+
+    name = "stripe"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        event_name: str = DEFAULT_EVENT_NAME,
+        api_base: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._event_name = event_name
+        self._timeout_s = timeout_s
+        # httpx applies `timeout` to each phase (connect, write, read, pool); `send` also bounds the whole call.
+        self._http = stripe.HTTPXClient(timeout=timeout_s)
+        self._client = stripe.StripeClient(
+            api_key,
+            # STRIPE_API_BASE points both hosts at a local server or stripe-mock; v1 meter events use "api".
+            base_addresses={"api": api_base, "meter_events": api_base} if api_base else None,
+            # The SDK's own retries would reuse one Idempotency-Key and stack under the dispatcher's.
+            max_network_retries=0,
+            http_client=self._http,
+        )
+
+    async def send(self, event: MeterEvent) -> Delivery:
+        """Record `event` in Stripe. ALREADY_SENT when Stripe already holds its identifier (that is success)."""
+        value = meter_value(event)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._client.v1.billing.meter_events.create_async(
+                    {
+                        "event_name": self._event_name,
+                        "payload": {CUSTOMER_KEY: event.customer, VALUE_KEY: value},
+                        # Idempotent on an identifier that already fits, so applying it here is always safe.
+                        "identifier": meter_identifier(event.identifier),
+                        "timestamp": event.timestamp,
+                    }
+                )
+        except stripe.StripeError as exc:
+            return errors.meter_event_outcome(exc)
+        except TimeoutError as exc:
+            raise errors.timed_out(self._timeout_s) from exc
+        except Exception as exc:  # the boundary: whatever else goes wrong, keep the entry and retry later
+            raise errors.unexpected(exc) from exc
+        return Delivery.SENT
+
+    async def close(self) -> None:
+        """Close the SDK's httpx.AsyncClient (HTTPXClient.close_async -> AsyncClient.aclose)."""
+        await self._http.close_async()  # type: ignore[no-untyped-call]  # unannotated in stripe 16.1
