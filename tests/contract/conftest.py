@@ -6,6 +6,8 @@ joins every test of its port with one fixture here and one name in that suite's 
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +15,23 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from gateway.adapters.clock import FrozenClock
 from gateway.adapters.lago.portal import LagoBillingPortal
 from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
 from gateway.adapters.redis_store import RedisBiller, RedisCustomers, RedisLedger
+from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
 from gateway.adapters.stripe.portal import StripeBillingPortal
-from gateway.domain.ports import BillingPortal, BillingSink, MeterEvent
+from gateway.adapters.stripe.sink import StripeBillingSink
+from gateway.adapters.stripe.stream import StripeStreamBillingSink
+from gateway.domain.ports import BillingPortal, BillingSink, Delivery, MeterEvent
 from tests.fakes.lago_server import FAKE_LAGO_KEY, METRIC_CODE, SUBSCRIPTION, FakeLago
-from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
+from tests.fakes.ringside_server import FAKE_RINGSIDE_KEY, FakeRingside
+from tests.fakes.stripe_server import FAKE_API_KEY, METER_EVENT_STREAM, FakeStripe
+
+# Short enough that a test of a hung call stays quick, long enough for a shared machine's fake to answer.
+REMOTE_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,35 @@ class BillerPortal:
     unknown: str
     issued: Callable[[], list[str]]
     fail_next: Callable[[int, float | None], None]
+
+
+@dataclass(frozen=True)
+class RemoteBiller:
+    """A remote BillingSink adapter talking to its biller's fake, and that biller's side of things.
+
+    `customer` is a billing id the biller accepts; `stored()` lists the identifiers the biller holds;
+    `repeat` is what the adapter answers for an event the biller already holds (Stripe's stream drops it silently,
+    so SENT; the others say ALREADY_SENT); `fail_next(status, retry_after)` and `hang_next(seconds)` act on the
+    adapter's next event call; `build(key, url)` makes another adapter for the same biller (the caller closes it).
+    """
+
+    sink: BillingSink
+    customer: str
+    repeat: Delivery
+    stored: Callable[[], list[str]]
+    invalid_requests: Callable[[], list[object]]
+    fail_next: Callable[[int, float | None], None]
+    hang_next: Callable[[float], None]
+    build: Callable[[str | None, str | None], BillingSink]
+    url: str
+
+
+def closed_port_url() -> str:
+    """The URL of a port that was free a moment ago: nothing listens there."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 # -- Storage ----------------------------------------------------------------------------------------------------
@@ -94,6 +133,14 @@ def redis_customers(redis_client: Redis, redis_prefix: str) -> RedisCustomers:
     return RedisCustomers(redis_client, prefix=redis_prefix)
 
 
+@pytest.fixture
+async def ringside_customers(fake_ringside: FakeRingside) -> AsyncIterator[RingsideCustomerLookup]:
+    """The customer store with Ringside's customer API behind its misses (Ringside knows no customer here)."""
+    lookup = RingsideCustomerLookup(MemoryCustomers(), api_key=FAKE_RINGSIDE_KEY, api_base=fake_ringside.url)
+    yield lookup
+    await lookup.close()
+
+
 # -- Local ledger billers (BillingSink) -------------------------------------------------------------------------
 
 
@@ -138,6 +185,79 @@ async def lago_biller(fake_lago: FakeLago) -> AsyncIterator[LocalBiller]:
         ]
 
     yield LocalBiller(sink=sink, events=events)
+    await sink.close()
+
+
+# -- Remote billers (BillingSink over HTTP, each against its fake) ---------------------------------------------------
+
+
+@pytest.fixture
+async def stripe_sink(fake_stripe: FakeStripe) -> AsyncIterator[RemoteBiller]:
+    def build(key: str | None, url: str | None) -> BillingSink:
+        return StripeBillingSink(key or FAKE_API_KEY, api_base=url or fake_stripe.url, timeout_s=REMOTE_TIMEOUT_S)
+
+    sink = build(None, None)
+    yield RemoteBiller(
+        sink=sink,
+        customer="cus_A",
+        repeat=Delivery.ALREADY_SENT,
+        stored=lambda: [event["identifier"] for event in fake_stripe.meter_events],
+        invalid_requests=lambda: list(fake_stripe.invalid_requests),
+        fail_next=lambda status, retry_after: fake_stripe.fail_next(1, status, retry_after=retry_after),
+        hang_next=lambda seconds: fake_stripe.hang_next(1, seconds=seconds),
+        build=build,
+        url=fake_stripe.url,
+    )
+    await sink.close()
+
+
+@pytest.fixture
+async def stripe_stream_sink(fake_stripe: FakeStripe) -> AsyncIterator[RemoteBiller]:
+    # The sink compares its clock with the session's real `expires_at`, so the clock starts at the real time.
+    clock = FrozenClock(time.time())
+
+    def build(key: str | None, url: str | None) -> BillingSink:
+        return StripeStreamBillingSink(
+            key or FAKE_API_KEY, api_base=url or fake_stripe.url, timeout_s=REMOTE_TIMEOUT_S, clock=clock
+        )
+
+    def fail_next(status: int, retry_after: float | None) -> None:
+        fake_stripe.fail_next(1, status, retry_after=retry_after, path=METER_EVENT_STREAM)
+
+    sink = build(None, None)
+    yield RemoteBiller(
+        sink=sink,
+        customer="cus_A",
+        repeat=Delivery.SENT,
+        stored=lambda: [event["identifier"] for event in fake_stripe.meter_events],
+        invalid_requests=lambda: list(fake_stripe.invalid_requests),
+        fail_next=fail_next,
+        hang_next=lambda seconds: fake_stripe.hang_next(1, seconds=seconds, path=METER_EVENT_STREAM),
+        build=build,
+        url=fake_stripe.url,
+    )
+    await sink.close()
+
+
+@pytest.fixture
+async def lago_sink(fake_lago: FakeLago) -> AsyncIterator[RemoteBiller]:
+    def build(key: str | None, url: str | None) -> BillingSink:
+        return LagoBillingSink(
+            key or FAKE_LAGO_KEY, metric_code=METRIC_CODE, api_url=url or fake_lago.url, timeout_s=REMOTE_TIMEOUT_S
+        )
+
+    sink = build(None, None)
+    yield RemoteBiller(
+        sink=sink,
+        customer="sub_ACME",
+        repeat=Delivery.ALREADY_SENT,
+        stored=lambda: [event["transaction_id"] for event in fake_lago.events],
+        invalid_requests=lambda: list(fake_lago.invalid_requests),
+        fail_next=lambda status, retry_after: fake_lago.fail_next(1, status, retry_after=retry_after),
+        hang_next=lambda seconds: fake_lago.hang_next(1, seconds=seconds),
+        build=build,
+        url=fake_lago.url,
+    )
     await sink.close()
 
 

@@ -1,4 +1,7 @@
-"""The CustomerStore contract (Ringside customer id -> Stripe customer id), run against every adapter.
+"""The CustomerStore contract (Ringside customer id -> billing id), run against every adapter.
+
+`ringside_customers` is the store with Ringside's customer API behind its misses; Ringside knows none of these
+customers, so it must behave exactly as the store it wraps.
 
 A new adapter joins with one fixture in conftest.py and one name in `params` below.
 """
@@ -10,7 +13,7 @@ import pytest
 from gateway.domain.ports import CustomerStore
 
 
-@pytest.fixture(params=["memory_customers", "sqlite_customers", "redis_customers"])
+@pytest.fixture(params=["memory_customers", "sqlite_customers", "redis_customers", "ringside_customers"])
 def customers(request: pytest.FixtureRequest) -> CustomerStore:
     store: CustomerStore = request.getfixturevalue(request.param)
     return store

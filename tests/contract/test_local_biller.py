@@ -65,5 +65,9 @@ async def test_one_event_is_kept_when_sends_of_one_identifier_race(biller: Local
     assert len(await biller.events()) == 1
 
 
-async def test_close_returns_when_biller_is_idle(biller: LocalBiller) -> None:
+async def test_close_keeps_every_recorded_event_when_biller_is_idle(biller: LocalBiller) -> None:
+    await biller.sink.send(meter_event("evt_BEFORE_CLOSE"))
+
     await biller.sink.close()
+
+    assert await biller.events() == [meter_event("evt_BEFORE_CLOSE")]
