@@ -1,1 +1,1 @@
-"""Adapters: one module per technology, each implementing ports from gateway.domain.ports and nothing more."""
+"""Adapters: one package or module per technology, each implementing ports from gateway.domain.ports."""

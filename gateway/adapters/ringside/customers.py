@@ -1,4 +1,4 @@
-"""Ringside's customer API as the last step of customer mapping (CONTRACT 1, "Customer mapping").
+"""Ringside's customer API as the last step of customer mapping.
 
 `RingsideCustomerLookup` wraps the customer store: a Ringside id the store does not know is looked up with
 `GET /v1/customers/<id>` (bearer `RINGSIDE_API_KEY`); its `metadata.stripe_customer_id`, when present, is cached in
