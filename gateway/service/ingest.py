@@ -7,36 +7,17 @@ resolve the billing customer; record atomically with the claim on the event id. 
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
-
-import msgspec
 
 from gateway.domain.errors import GatewayError, StoreUnavailable
 from gateway.domain.event import Event, InvalidEvent, parse_event
 from gateway.domain.ledger import Claim, Parked, ParkReason
+from gateway.domain.outcome import Outcome, Status
 from gateway.domain.policy import Bill, BillingPolicy, Ignore, Park, assess
 from gateway.domain.ports import Clock, CustomerStore, IngestLedger
 from gateway.domain.signature import SignatureVerifier
 from gateway.service.metrics import Metrics, NoMetrics
 
-
-class Status(StrEnum):
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"
-    IGNORED = "ignored"
-    PARKED = "parked"
-
-
-class Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What happened to one delivery; the HTTP layer turns it into the contract's response."""
-
-    status: Status
-    event_id: str
-    units: int | None = None
-    reason: ParkReason | None = None
-    message: str | None = None
-    event_type: str | None = None
-    customer: str | None = None
+__all__ = ["Ingest", "Outcome", "Status"]  # Outcome and Status are the domain's, importable from here too
 
 
 class Ingest:
