@@ -1,6 +1,6 @@
 """The dispatcher: pending ledger entries -> the biller, each exactly once.
 
-Rules it keeps (CONTRACT 2, STRIPE-NOTES):
+Rules it keeps (docs/design.md, "Ledger first"; Stripe's rules in docs/billers.md):
 - An entry is sent under its stable `identifier`; the biller's "already exists" answer counts as sent, so a crash
   between the biller's acceptance and `mark_sent` costs one extra call, never a double charge.
 - At most one call in flight per customer (Stripe: one concurrent call per customer per meter), and the whole

@@ -1,6 +1,6 @@
 """Replay: an operator sends a parked delivery through the pipeline again (`gateway parked replay`).
 
-Two kinds of parked records, two ways back (CONTRACT 1, "Ledger first"):
+Two kinds of parked records, two ways back (docs/design.md, "Ledger first"):
 - parked at ingest (`unknown_customer`, `invalid_payload`, `too_old`): the body is run through `Ingest.process`
   exactly as a delivery would be, with `replaces=key`, so the new ledger entry and the removal of the parked record
   happen in one atomic step. A mapping added since (`gateway customers set`) is therefore picked up, and the event
