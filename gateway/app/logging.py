@@ -1,12 +1,14 @@
 """Logging, configured once per process: every line structured, timestamped in UTC, and scrubbed of secrets.
 
-One pipeline for everything. The gateway logs through structlog; uvicorn, Litestar, httpx and the rest log through
-the standard library. Both go through the same processors (context, level, logger name, timestamp, exceptions,
-`redact`, the renderer) to the one root handler's stream: JSON lines in production (`GATEWAY_LOG_FORMAT=json`, or
-`auto` when stderr is not a terminal), a readable console format on a terminal. Standard-library records are
-rendered by that handler's `structlog.stdlib.ProcessorFormatter`; structlog's lines are rendered by structlog itself
-and written to the handler's stream under the handler's lock (`_HandlerLogger`), which spares the webhook's line
-per delivery two LogRecords. A line never leaves the process unrendered, so no library's own format appears.
+One pipeline for everything. The gateway's app and adapters log through structlog; the service layer
+(`gateway.service.logs`), uvicorn, Litestar, httpx and the rest log through the standard library, the service's
+fields spread into the line by `add_service_fields`. Both go through the same processors (context, level, logger
+name, timestamp, exceptions, `redact`, the renderer) to the one root handler's stream: JSON lines in production
+(`GATEWAY_LOG_FORMAT=json`, or `auto` when stderr is not a terminal), a readable console format on a terminal.
+Standard-library records are rendered by that handler's `structlog.stdlib.ProcessorFormatter`; structlog's lines are
+rendered by structlog itself and written to the handler's stream under the handler's lock (`_HandlerLogger`), which
+spares the webhook's line per delivery two LogRecords. A line never leaves the process unrendered, so no library's
+own format appears.
 
 Invariants:
 - The request id bound by `RequestIdMiddleware` (structlog contextvars) is on every line logged while a request is
@@ -42,6 +44,8 @@ from typing import Any, Literal, TextIO
 import msgspec
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
+
+from gateway.service.logs import FIELDS
 
 REDACTED = "[redacted]"
 
@@ -230,6 +234,16 @@ _ADOPTED = ("uvicorn", "uvicorn.error", "uvicorn.access", "litestar", "asyncio")
 _HANDLER_NAME = "gateway"
 
 
+def add_service_fields(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A processor for standard-library records: the fields a service-layer line carries (`gateway.service.logs`)
+    become the line's own, in the order and with the precedence structlog gives keyword arguments (fields first,
+    `event` over a field of that name)."""
+    fields = getattr(event_dict.get("_record"), FIELDS, None)
+    if not fields:
+        return event_dict
+    return {**fields, **event_dict}
+
+
 _current_second: tuple[int, str] = (-1, "")
 
 
@@ -276,7 +290,7 @@ def configure_logging(log_format: str = "auto", level: str = "info", *, stream: 
         renderer,
     ]
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[add_service_fields, *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
     handler = logging.StreamHandler(stream)

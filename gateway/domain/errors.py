@@ -14,7 +14,7 @@ class GatewayError(Exception):
         super().__init__(self.message)
 
 
-# -- Inbound signature (CONTRACT 1: 401 with one of these codes; nothing is parsed, stored or billed) ------------
+# -- Inbound signature (401 with one of these codes; nothing is parsed, stored or billed) ------------------------------
 
 
 class SignatureError(GatewayError):
@@ -101,7 +101,7 @@ class NoBillingAccount(GatewayError):
     default_message = "no billing account is linked to this customer"
 
 
-# -- Customer billing portal (CONTRACT 3) -------------------------------------------------------------------------
+# -- Customer billing portal (docs/billers.md) -------------------------------------------------------------------------
 
 
 class PortalNotConfigured(GatewayError):

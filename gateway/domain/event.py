@@ -1,4 +1,4 @@
-"""Ringside's event envelope, parsed tolerantly (CONTRACT 1, "Event").
+"""Ringside's event envelope, parsed tolerantly (docs/design.md, "Event").
 
 Ringside documents `{"id", "type", "data"}` and no example payload, so every field we do not need is ignored and
 the few we need are looked up in each place the docs allow. Money is decoded straight from the JSON text into

@@ -1,4 +1,4 @@
-"""The ledger's records and its state machine: pending -> sent | parked (CONTRACT 1, "Ledger first").
+"""The ledger's records and its state machine: pending -> sent | parked (docs/design.md, "Ledger first").
 
 A Ringside event id is claimed exactly once, either as a ledger entry (billable) or as a parked record (not
 billable as it is). Every later delivery of that id is a duplicate. An entry leaves `pending` exactly once.

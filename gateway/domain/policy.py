@@ -1,4 +1,4 @@
-"""What happens to a signed, parsed event: ignore it, park it, or bill it (CONTRACT 1)."""
+"""What happens to a signed, parsed event: ignore it, park it, or bill it (docs/design.md, "Responses")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The customer billing portal's domain rules (CONTRACT 3): which flows a user may ask for, where they may return.
+"""The customer billing portal's domain rules (docs/billers.md): which flows a user may ask for, where they may return.
 
 Pure: standard library only, no I/O. The HTTP layer and the biller adapters speak these types.
 
@@ -87,7 +87,7 @@ class UrlPrefix:
 
 @dataclass(frozen=True, slots=True)
 class ReturnUrlPolicy:
-    """Where the biller may send a user back to (CONTRACT 3).
+    """Where the biller may send a user back to (no open redirect).
 
     Invariant: `resolve` returns either `default` or a URL admitted by one of `allowed`; it never returns a URL
     whose origin is not the default's or an allow-listed one.

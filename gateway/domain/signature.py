@@ -1,4 +1,4 @@
-"""Ringside's webhook signature: `X-FC-Signature: t=<unix seconds>,v1=<hex>` (CONTRACT 1).
+"""Ringside's webhook signature: `X-FC-Signature: t=<unix seconds>,v1=<hex>` (docs/design.md, "Signature").
 
 `v1 = hex(HMAC-SHA256(secret, f"{t}." + raw body))`. Several `v1` fields and several live secrets are allowed so
 that a secret can be rotated without dropping a delivery. Comparison is constant-time, and the timestamp must lie
@@ -31,7 +31,7 @@ def sign(body: bytes, secret: str, timestamp: int) -> str:
 
 
 def _digest(key: bytes, timestamp: int | str, body: bytes) -> str:
-    # The signed bytes are the `t` text exactly as sent (CONTRACT 1: "byte for byte"), then ".", then the body.
+    # The signed bytes are the `t` text exactly as sent, then ".", then the body byte for byte (never re-serialised).
     return hmac.new(key, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""Dollars to integer meter units, exactly (CONTRACT 1, "Units").
+"""Dollars to integer meter units, exactly (docs/design.md, "Units").
 
 `exact = cost_usd * units_per_usd` is computed in exact decimal arithmetic. Meter values are integers, so the
 fraction is settled by a rounding rule. Under `carry` each customer's sub-unit remainder is carried into its next

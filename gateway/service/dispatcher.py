@@ -1,6 +1,6 @@
 """The dispatcher: pending ledger entries -> the biller, each exactly once.
 
-Rules it keeps (CONTRACT 2, STRIPE-NOTES):
+Rules it keeps (docs/design.md, "Ledger first"; Stripe's rules in docs/billers.md):
 - An entry is sent under its stable `identifier`; the biller's "already exists" answer counts as sent, so a crash
   between the biller's acceptance and `mark_sent` costs one extra call, never a double charge.
 - At most one call in flight per customer (Stripe: one concurrent call per customer per meter), and the whole
@@ -29,9 +29,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
-
-import msgspec
-import structlog
+from dataclasses import dataclass
 
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable, StoreUnavailable
 from gateway.domain.event import meter_identifier
@@ -45,12 +43,14 @@ from gateway.domain.ports import (
     DeliveryQueue,
     MeterEvent,
 )
+from gateway.service.logs import EventLogger
 from gateway.service.metrics import Delivered, Metrics, NoMetrics
 
-log = structlog.get_logger("gateway.dispatcher")
+log = EventLogger("gateway.dispatcher")
 
 
-class DispatchConfig(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class DispatchConfig:
     batch: int = 200
     concurrency: int = 16
     lease_s: float = 30.0
@@ -205,9 +205,7 @@ class Dispatcher:
         bound.info("dispatch.delivered", outcome=outcome.value, biller=self._sink.name, latency_ms=_ms(started))
         return True
 
-    async def _retry_later(
-        self, entry: Entry, exc: BillerUnavailable, bound: structlog.typing.FilteringBoundLogger
-    ) -> None:
+    async def _retry_later(self, entry: Entry, exc: BillerUnavailable, bound: EventLogger) -> None:
         now = self._clock.now()
         delay = self._retry_delay(entry, exc, now)
         await self._ledger.mark_retry(entry.event_id, now + delay, f"{exc.cause}: {exc.message}")

@@ -1,42 +1,24 @@
 """Ingest: a signed delivery in, a durable ledger record (or a parked one) out, before the acknowledgement.
 
-Order matters (CONTRACT 1): verify the signature over the raw bytes before trusting any of them; parse; decide;
-resolve the billing customer; record atomically with the claim on the event id. Ingest never calls the biller.
+Order matters (docs/design.md, "The wire contract"): verify the signature over the raw bytes before trusting any
+of them; parse; decide; resolve the billing customer; record atomically with the claim on the event id. Ingest never
+calls the biller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
-
-import msgspec
 
 from gateway.domain.errors import GatewayError, StoreUnavailable
 from gateway.domain.event import Event, InvalidEvent, parse_event
 from gateway.domain.ledger import Claim, Parked, ParkReason
+from gateway.domain.outcome import Outcome, Status
 from gateway.domain.policy import Bill, BillingPolicy, Ignore, Park, assess
 from gateway.domain.ports import Clock, CustomerStore, IngestLedger
 from gateway.domain.signature import SignatureVerifier
 from gateway.service.metrics import Metrics, NoMetrics
 
-
-class Status(StrEnum):
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"
-    IGNORED = "ignored"
-    PARKED = "parked"
-
-
-class Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What happened to one delivery; the HTTP layer turns it into the contract's response."""
-
-    status: Status
-    event_id: str
-    units: int | None = None
-    reason: ParkReason | None = None
-    message: str | None = None
-    event_type: str | None = None
-    customer: str | None = None
+__all__ = ["Ingest", "Outcome", "Status"]  # Outcome and Status are the domain's, importable from here too
 
 
 class Ingest:
@@ -51,7 +33,7 @@ class Ingest:
         metrics: Metrics | None = None,
         stripe_ids_on_events: bool = True,
     ) -> None:
-        """`stripe_ids_on_events`: take the billing customer from an event's `stripe_customer_id` metadata (CONTRACT 1).
+        """`stripe_ids_on_events`: take the billing customer from an event's `stripe_customer_id` metadata.
 
         Only a Stripe id can be found there, so it is False for a biller whose ids are something else (Lago's
         subscriptions): the customer store alone maps Ringside customers then, and an event is never billed to an
@@ -112,7 +94,8 @@ class Ingest:
         return await self._record(event.id, event.type, customer, event.ringside_customer, decision, now, replaces)
 
     async def _resolve_customer(self, on_event: str | None, ringside_customer: str | None) -> str | None:
-        """CONTRACT 1, "Customer mapping": the event's own Stripe id first (for a Stripe-id biller), then the store."""
+        """The event's own Stripe id first (for a Stripe-id biller), then the store (docs/design.md, "Customer
+        mapping")."""
         if on_event and self._stripe_ids_on_events:
             return on_event
         if ringside_customer:

@@ -1,4 +1,4 @@
-"""The metrics port: what the services report about their work, in their own words (CONTRACT 4).
+"""The metrics port: what the services report about their work, in their own words (docs/operations.md, "Metrics").
 
 The services call these methods on their hot paths, so an adapter must make each one cheap (a counter increment),
 must never raise, and must never block. The services do not know which monitoring system listens: the Prometheus

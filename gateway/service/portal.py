@@ -1,4 +1,4 @@
-"""Opening a billing portal session for an authenticated user (CONTRACT 3).
+"""Opening a billing portal session for an authenticated user (docs/billers.md, "Customer billing portal").
 
 The caller (the HTTP layer) has already proved who the user is; this module decides everything else, in an order
 that never reveals more than it must: the return URL is vetted before any store or biller is asked, and the

@@ -1,6 +1,6 @@
 """Replay: an operator sends a parked delivery through the pipeline again (`gateway parked replay`).
 
-Two kinds of parked records, two ways back (CONTRACT 1, "Ledger first"):
+Two kinds of parked records, two ways back (docs/design.md, "Ledger first"):
 - parked at ingest (`unknown_customer`, `invalid_payload`, `too_old`): the body is run through `Ingest.process`
   exactly as a delivery would be, with `replaces=key`, so the new ledger entry and the removal of the parked record
   happen in one atomic step. A mapping added since (`gateway customers set`) is therefore picked up, and the event
@@ -17,40 +17,16 @@ was, so nothing is lost.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
-
-import msgspec
 
 from gateway.domain.ledger import Parked, ParkReason
+from gateway.domain.outcome import Outcome, ReplayResult, ReplayStatus, Status
 from gateway.domain.ports import Clock, CustomerStore, ParkedRecords
-from gateway.service.ingest import Ingest, Outcome, Status
+from gateway.service.ingest import Ingest
+
+__all__ = ["ReplayResult", "ReplayStatus", "Replayer"]  # the results are the domain's, importable from here too
 
 # `replay --all` reads the keys in pages that double in size, since the records left parked stay listed.
 _FIRST_PAGE = 500
-
-
-class ReplayStatus(StrEnum):
-    BILLED = "billed"
-    """Recorded as pending (or requeued): the dispatcher sends it to the biller."""
-    STILL_PARKED = "still_parked"
-    """Still not billable (no mapping yet, still invalid, too old); the parked record is kept."""
-    DUPLICATE = "duplicate"
-    """Its event id is already in the ledger (another record of it was billed); the parked record is kept."""
-    IGNORED = "ignored"
-    """Not a billable event type under the current settings; the parked record is kept."""
-    NOT_PARKED = "not_parked"
-    """Nothing is parked under this key: never parked, or already replayed."""
-
-
-class ReplayResult(msgspec.Struct, frozen=True, omit_defaults=True):
-    """What one replay did. `reason` and `message` say why a record is still parked."""
-
-    key: str
-    status: ReplayStatus
-    units: int | None = None
-    customer: str | None = None
-    reason: ParkReason | None = None
-    message: str | None = None
 
 
 class Replayer:

@@ -21,14 +21,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-import structlog
-
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import LedgerStats
 from gateway.domain.ports import Clock, LedgerReports
+from gateway.service.logs import EventLogger
 from gateway.service.metrics import Metrics, NoMetrics
 
-log = structlog.get_logger("gateway.sweep")
+log = EventLogger("gateway.sweep")
 
 
 class Sweep:

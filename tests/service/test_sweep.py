@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from structlog.testing import capture_logs
-
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryLedger
 from gateway.app.metrics import PrometheusMetrics
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import LedgerStats
 from gateway.service.sweep import Sweep
+from tests.log_capture import captured_logs
 from tests.service.billers import record
 
 
@@ -30,14 +29,14 @@ async def test_publishes_backlog_and_stays_quiet_when_nothing_is_old(clock: Froz
     clock.advance(10)
     sweep = Sweep(ledger, clock, metrics=metrics, alert_after_s=300)
 
-    with capture_logs() as logs:
+    with captured_logs() as captured:
         await sweep.run_once()
 
     assert gauge(metrics, "gateway_ledger_pending_entries") == 1
     assert gauge(metrics, "gateway_ledger_oldest_pending_age_seconds") == 10
     assert gauge(metrics, "gateway_ledger_pending_stale") == 0
     assert gauge(metrics, "gateway_ledger_up") == 1
-    assert logs == []
+    assert captured.lines() == []
 
 
 async def test_warns_and_raises_the_stale_gauge_when_oldest_pending_is_older_than_threshold(
@@ -48,12 +47,12 @@ async def test_warns_and_raises_the_stale_gauge_when_oldest_pending_is_older_tha
     clock.advance(301)
     sweep = Sweep(ledger, clock, metrics=metrics, alert_after_s=300)
 
-    with capture_logs() as logs:
+    with captured_logs() as captured:
         await sweep.run_once()
 
     assert gauge(metrics, "gateway_ledger_pending_stale") == 1
     assert gauge(metrics, "gateway_ledger_oldest_pending_age_seconds") == 301
-    assert [(line["event"], line["log_level"], line["pending"]) for line in logs] == [
+    assert [(line["event"], line["level"], line["pending"]) for line in captured.lines()] == [
         ("ledger.pending_stale", "warning", 1)
     ]
 
@@ -66,11 +65,11 @@ async def test_says_recovered_once_the_backlog_is_delivered(clock: FrozenClock) 
     await sweep.run_once()
     await ledger.mark_sent("evt_STUCK", clock.now())
 
-    with capture_logs() as logs:
+    with captured_logs() as captured:
         await sweep.run_once()
         await sweep.run_once()
 
-    assert [line["event"] for line in logs] == ["ledger.pending_recovered"]
+    assert [line["event"] for line in captured.lines()] == ["ledger.pending_recovered"]
     assert gauge(metrics, "gateway_ledger_pending_stale") == 0
     assert gauge(metrics, "gateway_ledger_sent_entries") == 1
 
@@ -89,12 +88,13 @@ async def test_reports_the_store_down_and_keeps_going_when_stats_fail(clock: Fro
     metrics = PrometheusMetrics()
     sweep = Sweep(UnreadableLedger(), clock, metrics=metrics)
 
-    with capture_logs() as logs:
+    with captured_logs() as captured:
         assert await sweep.run_once() is None
 
     assert gauge(metrics, "gateway_ledger_up") == 0
-    assert logs[0]["event"] == "sweep.store_unavailable"
-    assert "disk I/O error" in logs[0]["error"]
+    line = captured.lines()[0]
+    assert line["event"] == "sweep.store_unavailable"
+    assert "disk I/O error" in line["error"]
 
 
 async def test_run_sweeps_at_once_and_ends_promptly_when_stopped(clock: FrozenClock) -> None:
