@@ -49,7 +49,6 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
-
 class ServerDidNotStart(Exception):
     """An in-process server (`serving`) exited before it was listening; the message says why in one line."""
 
@@ -172,4 +171,3 @@ async def serving(config: uvicorn.Config, *, start_timeout_s: float) -> AsyncIte
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
