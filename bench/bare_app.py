@@ -6,8 +6,7 @@ The gateway's pipeline overhead is quoted as a ratio to this endpoint's throughp
 loop, the framework's routing and the signature check (the same `SignatureVerifier`) cancel out and what remains is
 the gateway's own work: parsing, policy, the ledger write, logging, the dispatcher. Invariant: the uvicorn options
 are `gateway serve`'s own (`gateway.app.server.UVICORN_OPTIONS`), the app is built by a factory in each worker as
-`gateway serve --workers N` does, and nothing here
-reads or stores the body beyond the signature check.
+`gateway serve --workers N` does, and nothing here reads or stores the body beyond the signature check.
 """
 
 from __future__ import annotations
