@@ -36,7 +36,7 @@ def apply(without: list[str]) -> None:
         # The dispatcher's own name for the port, looked up at each isinstance check.
         vars(importlib.import_module("gateway.service.dispatcher"))["BatchBillingSink"] = _NoBatches
     if "fast-server" in without:
-        from gateway.app.cli import UVICORN_OPTIONS
+        from gateway.app.server import UVICORN_OPTIONS
 
         UVICORN_OPTIONS.update(loop="asyncio", http="h11")
 

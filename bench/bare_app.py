@@ -5,9 +5,8 @@
 The gateway's pipeline overhead is quoted as a ratio to this endpoint's throughput, so the HTTP server, the event
 loop, the framework's routing and the signature check (the same `SignatureVerifier`) cancel out and what remains is
 the gateway's own work: parsing, policy, the ledger write, logging, the dispatcher. Invariant: the uvicorn options
-are `gateway serve`'s own (`gateway.app.cli.UVICORN_OPTIONS`), the app is built by a factory in each worker as
-`gateway serve --workers N` does, and nothing here
-reads or stores the body beyond the signature check.
+are `gateway serve`'s own (`gateway.app.server.UVICORN_OPTIONS`), the app is built by a factory in each worker as
+`gateway serve --workers N` does, and nothing here reads or stores the body beyond the signature check.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from litestar import Litestar, Request, Response, asgi, get, post
 from litestar.datastructures import State
 from litestar.types import HTTPScope, Receive, Send
 
-from gateway.app.cli import UVICORN_OPTIONS
+from gateway.app.server import UVICORN_OPTIONS
 from gateway.domain.errors import SignatureError
 from gateway.domain.signature import HEADER, SignatureVerifier
 

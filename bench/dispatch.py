@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from gateway.app.container import Container, build_container
+from gateway.app.lifecycle import running
 from gateway.app.logging import configure_logging
 from gateway.app.settings import Secret, load_settings
 from gateway.domain.ledger import Claim
@@ -143,23 +144,20 @@ async def run_scenario(
             dispatch_concurrency=concurrency,
         )
         configure_logging("json", "info", stream=log)
-        container = build_container(settings)
-        await fill(container, scenario.backlog, customers)
-        ledger = container.ledger()
-        dispatcher = container.dispatcher()
-        started = time.perf_counter()
-        task = asyncio.create_task(dispatcher.run())
-        pending = scenario.backlog
-        while pending and time.perf_counter() - started < scenario.limit_s:
-            await asyncio.sleep(0.25)
-            pending = (await ledger.stats()).pending
-        seconds = time.perf_counter() - started
-        dispatcher.stop()
-        await asyncio.wait_for(task, timeout=30)
-        drained = scenario.backlog - (await ledger.stats()).pending
-        from gateway.app.http import close_container
-
-        await close_container(container)
+        async with running(build_container(settings)) as container:
+            await fill(container, scenario.backlog, customers)
+            ledger = container.ledger()
+            dispatcher = container.dispatcher()
+            started = time.perf_counter()
+            task = asyncio.create_task(dispatcher.run())
+            pending = scenario.backlog
+            while pending and time.perf_counter() - started < scenario.limit_s:
+                await asyncio.sleep(0.25)
+                pending = (await ledger.stats()).pending
+            seconds = time.perf_counter() - started
+            dispatcher.stop()
+            await asyncio.wait_for(task, timeout=30)
+            drained = scenario.backlog - (await ledger.stats()).pending
         return Drain(scenario, drained, seconds, fake.stats())
     finally:
         fake.stop()

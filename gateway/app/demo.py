@@ -22,11 +22,10 @@ from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 
 import msgspec
-import uvicorn
 
 from gateway.app.container import Container, build_container
-from gateway.app.http import create_app
 from gateway.app.output import usd
+from gateway.app.server import ServerDidNotStart, create_app, server_config, serving
 from gateway.app.settings import Secret, Settings, load_settings
 from gateway.app.simulate import UNMAPPED_CUSTOMER, SimulationConfig, SimulationReport, Simulator
 from gateway.domain.ledger import ParkReason
@@ -141,28 +140,12 @@ async def run_demo(
 async def _serving(settings: Settings) -> AsyncIterator[Container]:
     """The gateway of `gateway serve`, dispatcher included, in this process; stopped (and closed) on exit."""
     container = build_container(settings)
-    config = uvicorn.Config(
-        create_app(container),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(), name="demo-gateway")
+    config = server_config(create_app(container), host=settings.host, port=settings.port, log_level="warning")
     try:
-        async with asyncio.timeout(_START_TIMEOUT_S):
-            while not server.started:
-                if task.done():
-                    raise DemoError(f"the gateway did not start: {task.exception() or 'it exited'}")
-                await asyncio.sleep(0.02)
-        yield container
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        async with serving(config, start_timeout_s=_START_TIMEOUT_S):
+            yield container
+    except ServerDidNotStart as exc:
+        raise DemoError(str(exc)) from None
 
 
 async def _drained(container: Container) -> None:
@@ -214,7 +197,7 @@ async def _report(
             events=row.events,
             units=row.units_sent,
             usd=usd(row.units_sent, settings.units_per_usd),
-            # Under carry, a customer's units are the floor of its exact total (CONTRACT 1, "Units").
+            # Under carry, a customer's units are the floor of its exact total (gateway.domain.units).
             expected_units=int((spend.get(row.billing_customer, Decimal(0)) * scale).to_integral_value(ROUND_FLOOR))
             if settings.rounding is Rounding.CARRY
             else None,

@@ -34,7 +34,7 @@ from gateway.adapters.redis_store import (
     durability_warnings,
 )
 from gateway.app.container import build_container, close_store_clients
-from gateway.app.http import create_app
+from gateway.app.server import create_app
 from gateway.app.settings import SettingsError, load_settings
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
 from gateway.domain.ledger import Entry, LedgerStats, Parked, ParkReason, State

@@ -13,7 +13,7 @@ from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryCustomers
 from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.app.container import build_container
-from gateway.app.http import create_app
+from gateway.app.server import create_app
 from gateway.app.settings import Secret
 from gateway.domain.errors import StoreUnavailable
 from tests.builders import encode, event, settings, signed_headers

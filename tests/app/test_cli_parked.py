@@ -16,7 +16,7 @@ import pytest
 
 from gateway.adapters.sqlite import SqliteBiller
 from gateway.app.container import Container, build_container
-from gateway.app.http import close_container
+from gateway.app.lifecycle import running
 from gateway.app.settings import Secret, load_settings
 from gateway.domain.ledger import State
 from gateway.domain.ports import MeterEvent
@@ -43,11 +43,8 @@ def with_gateway(database: Path, work: Callable[[Container], Awaitable[T]]) -> T
 
     async def run() -> T:
         settings = load_settings({}, store=sqlite_store(database), webhook_secrets=[Secret(SECRET)])
-        container = build_container(settings)
-        try:
+        async with running(build_container(settings)) as container:
             return await work(container)
-        finally:
-            await close_container(container)
 
     return asyncio.run(run())
 

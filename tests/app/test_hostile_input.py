@@ -24,7 +24,7 @@ from litestar.testing import TestClient
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryLedger
 from gateway.app.container import build_container
-from gateway.app.http import create_app
+from gateway.app.server import create_app
 from gateway.domain.signature import sign
 from tests.builders import BILLABLE, SECRET
 from tests.builders import settings as gateway_settings

@@ -26,7 +26,7 @@ from schemathesis.checks import (
 
 from gateway.adapters.memory import MemoryLedger
 from gateway.app.container import build_container
-from gateway.app.http import create_app
+from gateway.app.server import create_app
 from tests.builders import settings as gateway_settings
 
 EXAMPLES = 100

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.adapters.clock import FrozenClock
 from gateway.app.container import Container, build_container
-from gateway.app.http import create_app
 from gateway.app.metrics import PrometheusMetrics
+from gateway.app.server import create_app
 from gateway.domain.errors import BillerRejected, BillerUnavailable
 from gateway.domain.event import meter_identifier
 from gateway.domain.ports import MeterEvent

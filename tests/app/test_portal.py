@@ -17,7 +17,7 @@ from litestar.testing import TestClient
 
 from gateway.adapters.clock import FrozenClock
 from gateway.app.container import Container, build_container
-from gateway.app.http import create_app
+from gateway.app.server import create_app
 from gateway.app.settings import SettingsError, load_settings
 from tests.builders import settings
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe

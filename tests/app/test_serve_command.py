@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner
 
-from gateway.app.cli import _announce, main
+from gateway.app.cli import main
+from gateway.app.cli.serve import _announce
 from gateway.app.container import build_container
 from gateway.app.settings import Secret, load_settings
 from gateway.domain.signature import sign

@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient, TestClient
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryCustomers, MemoryLedger
 from gateway.app.container import Container, build_container
-from gateway.app.http import create_app
+from gateway.app.server import create_app
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import Claim, Parked, ParkReason, Recorded, State
 from gateway.domain.units import Rounding

@@ -32,7 +32,7 @@ import msgspec
 import pytest
 
 from gateway.app.container import Container, build_container
-from gateway.app.http import close_container
+from gateway.app.lifecycle import running
 from gateway.domain.ledger import ParkReason, State
 from tests.builders import SECRET, event, settings
 from tests.e2e.process import GatewayProcess, deliver_like_ringside
@@ -187,10 +187,9 @@ def plan() -> Iterator[Scenario]:
 
 @pytest.fixture
 async def prepared(store: Store, plan: Scenario) -> AsyncIterator[Store]:
-    container = await store.open()
-    for ringside, stripe_id in plan.mapped.items():
-        await container.customers().set(ringside, stripe_id)
-    await close_container(container)
+    async with running(await store.open()) as container:
+        for ringside, stripe_id in plan.mapped.items():
+            await container.customers().set(ringside, stripe_id)
     yield store
 
 
@@ -305,8 +304,7 @@ def _kill_and_restart(gateway: GatewayProcess) -> None:
 
 async def _settled(store: Store, timeout_s: float) -> tuple[dict[str, Any], dict[str, ParkReason], int]:
     """Wait until nothing is pending, then read every entry and parked record through the store's adapter."""
-    container = await store.open()
-    try:
+    async with running(await store.open()) as container:
         ledger = container.ledger()
         deadline = time.monotonic() + timeout_s
         while (stats := await ledger.stats()).pending:
@@ -319,5 +317,3 @@ async def _settled(store: Store, timeout_s: float) -> tuple[dict[str, Any], dict
                 entries[entry.event_id] = entry
         parked = {p.key: p.reason for p in await ledger.list_parked(limit=CHAOS_EVENTS + 1)}
         return entries, parked, stats.pending
-    finally:
-        await close_container(container)

@@ -25,7 +25,7 @@ from litestar.testing import AsyncTestClient
 
 from gateway.adapters.sqlite import SqliteLedger
 from gateway.app.container import build_container
-from gateway.app.http import create_app
+from gateway.app.server import create_app
 from gateway.domain.ledger import Claim, Recorded
 from gateway.domain.signature import sign
 from gateway.domain.units import Rounding
