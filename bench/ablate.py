@@ -29,9 +29,9 @@ def apply(without: list[str]) -> None:
     if unknown:
         raise SystemExit(f"unknown switch(es) {sorted(unknown)}; known: {', '.join(SWITCHES)}")
     if "group-commit" in without:
-        import gateway.adapters.sqlite
+        import gateway.adapters.sqlite.group_commit
 
-        gateway.adapters.sqlite.MAX_GROUP_COMMIT = 1
+        gateway.adapters.sqlite.group_commit.MAX_GROUP_COMMIT = 1
     if "batch-biller" in without:
         # The dispatcher's own name for the port, looked up at each isinstance check.
         vars(importlib.import_module("gateway.service.dispatcher"))["BatchBillingSink"] = _NoBatches

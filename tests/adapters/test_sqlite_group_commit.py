@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from gateway.adapters.sqlite import SqliteDatabase, SqliteLedger
+from gateway.adapters.sqlite import SqliteDatabase, SqliteLedger, durability
+from gateway.adapters.sqlite import database as handle
+from gateway.adapters.sqlite.durability import Syncer
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import Parked, ParkReason
 from gateway.domain.units import Rounding
@@ -299,10 +301,8 @@ class _GatedFsync:
 
 @pytest.fixture
 def fsync(monkeypatch: pytest.MonkeyPatch) -> _GatedFsync:
-    import gateway.adapters.sqlite as adapter
-
     gated = _GatedFsync(os.fsync)
-    monkeypatch.setattr(adapter.os, "fsync", gated)
+    monkeypatch.setattr(durability.os, "fsync", gated)
     return gated
 
 
@@ -363,13 +363,11 @@ async def test_a_failed_fsync_fails_the_writes_it_covered_and_a_retry_finds_the_
 
 
 def test_the_syncer_keeps_a_removed_wal_and_follows_a_new_one(tmp_path: Path, fsync: _GatedFsync) -> None:
-    from gateway.adapters.sqlite import _Syncer
-
     wal = tmp_path / "x.db-wal"
     wal.write_bytes(b"first")
     synced: list[int] = []
     fsync.real = lambda fd: synced.append(os.fstat(fd).st_ino)
-    syncer = _Syncer(wal)
+    syncer = Syncer(wal)
     try:
         syncer.sync()
         first = wal.stat().st_ino
@@ -385,10 +383,8 @@ def test_the_syncer_keeps_a_removed_wal_and_follows_a_new_one(tmp_path: Path, fs
 async def test_the_wal_starts_over_while_writes_keep_coming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under steady writes PASSIVE checkpoints alone never let the WAL start over, and it grew without bound (145 MB
     in 12 s at bench load); the writer's own checkpoint between groups lets it start over."""
-    import gateway.adapters.sqlite as adapter
-
-    monkeypatch.setattr(adapter, "RESTART_AFTER_FRAMES", 64, raising=False)
-    monkeypatch.setattr(adapter, "WAL_SIZE_LIMIT_BYTES", 512 * 1024, raising=False)
+    monkeypatch.setattr(durability, "RESTART_AFTER_FRAMES", 64)
+    monkeypatch.setattr(handle, "WAL_SIZE_LIMIT_BYTES", 512 * 1024)
     database = SqliteDatabase(tmp_path / "busy.db", checkpoint_every_s=0.02)
     wal = tmp_path / "busy.db-wal"
     try:
@@ -413,9 +409,7 @@ async def test_a_long_reader_holds_the_writes_only_briefly_when_the_wal_would_st
 ) -> None:
     """The WAL cannot start over while a reader still needs it (another process's long read); the checkpoints that
     try (PASSIVE ones, never a RESTART) must not hold the writes meanwhile."""
-    import gateway.adapters.sqlite as adapter
-
-    monkeypatch.setattr(adapter, "RESTART_AFTER_FRAMES", 16)
+    monkeypatch.setattr(durability, "RESTART_AFTER_FRAMES", 16)
     database = SqliteDatabase(tmp_path / "read.db", checkpoint_every_s=0.01)
     reader = sqlite3.connect(tmp_path / "read.db", isolation_level=None)
     try:
