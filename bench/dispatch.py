@@ -136,10 +136,12 @@ async def run_scenario(
             {},
             store=store,
             webhook_secrets=[Secret("whsec_bench_only_not_a_real_secret")],
-            stripe_api_key=Secret(FAKE_API_KEY),
-            stripe_api_base=fake.url,
-            stripe_api=scenario.api,
-            stripe_max_rps=scenario.max_rps,
+            stripe={
+                "api_key": Secret(FAKE_API_KEY),
+                "api_base": fake.url,
+                "api": scenario.api,
+                "max_rps": scenario.max_rps,
+            },
             dispatch_concurrency=concurrency,
         )
         configure_logging("json", "info", stream=log)

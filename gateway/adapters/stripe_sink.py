@@ -22,8 +22,8 @@ from email.utils import parsedate_to_datetime
 import httpx
 import stripe
 
+from gateway.adapters.stripe_rules import meter_identifier
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable
-from gateway.domain.event import meter_identifier
 from gateway.domain.ports import BillingSink, Delivery, MeterEvent
 
 DEFAULT_EVENT_NAME = "ringside_spend"

@@ -29,10 +29,10 @@ import stripe
 from stripe.params.v2.billing import MeterEventStreamCreateParams, MeterEventStreamCreateParamsEvent
 
 from gateway.adapters.clock import SystemClock
+from gateway.adapters.stripe_rules import meter_identifier
 from gateway.adapters.stripe_sink import DEFAULT_EVENT_NAME, MAX_VALUE_DIGITS
 from gateway.adapters.stripe_sink import _translate as translate_v1_error
 from gateway.domain.errors import BillerRejected, BillerUnavailable
-from gateway.domain.event import meter_identifier
 from gateway.domain.ports import BatchBillingSink, Clock, Delivery, MeterEvent
 
 # "Supports up to 100 events per request" (v2 meter_event_stream, OpenAPI excerpt and SDK docstring).

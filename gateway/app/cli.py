@@ -107,11 +107,11 @@ def _announce(container: Container, settings: Settings, workers: int = 1) -> Non
         port=settings.port,
         store=settings.store.split("?")[0] if settings.store.startswith("sqlite") else settings.store.split("@")[-1],
         biller=biller,
-        meter_event_name=settings.meter_event_name,
+        meter_event_name=settings.stripe.meter_event_name,
         units_per_usd=settings.units_per_usd,
         rounding=settings.rounding.value,
     )
-    if settings.selected_biller() == "ledger":
+    if not settings.biller_profile().remote:
         log.warning(
             "gateway.local_biller",
             message="no biller is selected (STRIPE_API_KEY unset, or GATEWAY_BILLER=ledger): meter events are "
@@ -207,15 +207,16 @@ def stripe_setup(markup: str, currency: str, dry_run: bool, replace_price: bool,
     from gateway.app.setup import SetupError, StripeSetup, plan_price, stripe_client
 
     settings = _settings()
-    if settings.stripe_api_key is None:
+    if settings.stripe.api_key is None:
         raise click.ClickException(
             "STRIPE_API_KEY is not set: stripe-setup creates the meter and the price in your Stripe account "
             "(try a test-mode key, sk_test_..., first)"
         )
-    key = settings.stripe_api_key.reveal()
+    key = settings.stripe.api_key.reveal()
     try:
-        plan = plan_price(settings.meter_event_name, currency, settings.units_per_usd, _decimal(markup, "--markup"))
-        client = stripe_client(key, settings.stripe_api_base, settings.stripe_timeout_s)
+        stripe = settings.stripe
+        plan = plan_price(stripe.meter_event_name, currency, settings.units_per_usd, _decimal(markup, "--markup"))
+        client = stripe_client(key, stripe.api_base, stripe.timeout_s)
         report = StripeSetup(client, live=key.startswith(("sk_live_", "rk_live_"))).run(
             plan, dry_run=dry_run, replace_price=replace_price
         )

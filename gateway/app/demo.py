@@ -24,6 +24,7 @@ from pathlib import Path
 import msgspec
 import uvicorn
 
+from gateway.app.billers import Biller
 from gateway.app.container import Container, build_container
 from gateway.app.http import create_app
 from gateway.app.output import usd
@@ -78,9 +79,8 @@ def demo_settings(environ: Mapping[str, str], database: Path, port: int) -> Sett
         environ,
         store=f"sqlite:///{database.resolve()}",
         webhook_secrets=[Secret("demo_" + secrets.token_urlsafe(24))],
-        stripe_api_key=None,
-        biller="ledger",
-        stripe_api_base=None,
+        stripe={"api_key": None, "api_base": None},
+        biller=Biller.LEDGER,
         host="127.0.0.1",
         port=port,
     )

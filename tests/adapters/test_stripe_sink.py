@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway.adapters.stripe_rules import meter_identifier
 from gateway.adapters.stripe_sink import StripeBillingSink
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable
-from gateway.domain.event import meter_identifier
 from gateway.domain.ports import BillingSink, Delivery, MeterEvent
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
 

@@ -17,9 +17,9 @@ import pytest
 
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryLedger
+from gateway.adapters.stripe_rules import meter_identifier
 from gateway.adapters.stripe_stream import StripeStreamBillingSink
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable
-from gateway.domain.event import meter_identifier
 from gateway.domain.ledger import Claim, State
 from gateway.domain.ports import BatchBillingSink, Delivery, MeterEvent
 from gateway.domain.units import Rounding, exact_units
