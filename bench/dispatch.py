@@ -32,7 +32,8 @@ from typing import IO, Any, TextIO
 from gateway.app.container import Container, build_container
 from gateway.app.lifecycle import running
 from gateway.app.logging import configure_logging
-from gateway.app.settings import Secret, load_settings
+from gateway.app.secret import Secret
+from gateway.app.settings import load_settings
 from gateway.domain.ledger import Claim
 from gateway.domain.units import exact_units
 from tests.fakes.stripe_server import FAKE_API_KEY
@@ -137,10 +138,12 @@ async def run_scenario(
             {},
             store=store,
             webhook_secrets=[Secret("whsec_bench_only_not_a_real_secret")],
-            stripe_api_key=Secret(FAKE_API_KEY),
-            stripe_api_base=fake.url,
-            stripe_api=scenario.api,
-            stripe_max_rps=scenario.max_rps,
+            stripe={
+                "api_key": Secret(FAKE_API_KEY),
+                "api_base": fake.url,
+                "api": scenario.api,
+                "max_rps": scenario.max_rps,
+            },
             dispatch_concurrency=concurrency,
         )
         configure_logging("json", "info", stream=log)

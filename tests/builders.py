@@ -7,7 +7,8 @@ from typing import Any
 
 import msgspec
 
-from gateway.app.settings import Secret, Settings, load_settings
+from gateway.app.secret import Secret
+from gateway.app.settings import Settings, load_settings
 from gateway.domain.ledger import Claim
 from gateway.domain.signature import sign
 

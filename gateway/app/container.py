@@ -2,7 +2,8 @@
 
 `GATEWAY_STORE` picks the stores (memory, SQLite, Redis) and `GATEWAY_BILLER` the biller and its portal (Stripe,
 Lago, or the local ledger biller that records meter events in the store instead of sending them; unset, Stripe when
-`STRIPE_API_KEY` is set). A new biller is one entry in each of the `billing_sink` and `billing_portal` selectors.
+`STRIPE_API_KEY` is set). The selectors pick by the biller's profile (gateway/app/billers.py): a new biller is a
+profile and its entries in the `billing_sink` and `billing_portal` selectors.
 Tests build a Container with settings of their own and override providers as they need
 (`container.ledger.override(...)`).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 
+import msgspec
 from dependency_injector import containers, providers
 
 from gateway.adapters.clock import SystemClock
@@ -27,10 +29,11 @@ from gateway.adapters.stripe.sink import StripeBillingSink
 from gateway.adapters.stripe.stream import StripeStreamBillingSink
 from gateway.app.logging import register_secrets
 from gateway.app.metrics import PrometheusMetrics
-from gateway.app.settings import Secret, Settings
+from gateway.app.secret import Secret
+from gateway.app.settings import Settings
 from gateway.domain.errors import PortalNotConfigured
 from gateway.domain.portal import ReturnUrlPolicy
-from gateway.domain.ports import BillingSink, CustomerStore
+from gateway.domain.ports import CustomerStore
 from gateway.domain.signature import SignatureVerifier
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from gateway.service.ingest import Ingest
@@ -41,12 +44,6 @@ from gateway.service.sweep import Sweep
 
 def store_kind(settings: Settings) -> str:
     return settings.store.split(":", 1)[0].replace("rediss", "redis")
-
-
-def biller_kind(settings: Settings) -> str:
-    """The `billing_sink` selector's key: the selected biller, the local ledger one per store."""
-    biller = settings.selected_biller()
-    return f"ledger_{store_kind(settings)}" if biller == "ledger" else biller
 
 
 def _open_sqlite(url: str) -> Iterator[SqliteDatabase]:
@@ -66,76 +63,74 @@ def _verifier(settings: Settings) -> SignatureVerifier:
     return SignatureVerifier(secrets_, settings.signature_tolerance_s)
 
 
-def _stripe_sink(settings: Settings) -> BillingSink:
-    assert settings.stripe_api_key is not None
-    if settings.stripe_api == "v2_stream":
-        return StripeStreamBillingSink(
-            api_key=settings.stripe_api_key.reveal(),
-            event_name=settings.meter_event_name,
-            api_base=settings.stripe_api_base,
-            timeout_s=settings.stripe_timeout_s,
-        )
+def _stripe_sink(settings: Settings) -> StripeBillingSink:
+    stripe = settings.stripe
+    assert stripe.api_key is not None  # checked by load_settings
     return StripeBillingSink(
-        api_key=settings.stripe_api_key.reveal(),
-        event_name=settings.meter_event_name,
-        api_base=settings.stripe_api_base,
-        timeout_s=settings.stripe_timeout_s,
+        api_key=stripe.api_key.reveal(),
+        event_name=stripe.meter_event_name,
+        api_base=stripe.api_base,
+        timeout_s=stripe.timeout_s,
     )
 
 
-def portal_kind(settings: Settings) -> str:
-    """The customer portal follows the biller: Stripe's or Lago's; none for the ledger biller (503, see the adapter)."""
-    biller = settings.selected_biller()
-    return biller if biller in ("stripe", "lago") else "none"
+def _stripe_stream_sink(settings: Settings) -> StripeStreamBillingSink:
+    stripe = settings.stripe
+    assert stripe.api_key is not None  # checked by load_settings
+    return StripeStreamBillingSink(
+        api_key=stripe.api_key.reveal(),
+        event_name=stripe.meter_event_name,
+        api_base=stripe.api_base,
+        timeout_s=stripe.timeout_s,
+    )
 
 
 def _lago_sink(settings: Settings) -> LagoBillingSink:
-    assert settings.lago_api_key is not None and settings.lago_metric_code is not None  # checked by load_settings
+    lago = settings.lago
+    assert lago.api_key is not None and lago.metric_code is not None  # checked by load_settings
     return LagoBillingSink(
-        api_key=settings.lago_api_key.reveal(),
-        metric_code=settings.lago_metric_code,
-        api_url=settings.lago_api_url,
-        units_property=settings.lago_units_property,
-        timeout_s=settings.lago_timeout_s,
+        api_key=lago.api_key.reveal(),
+        metric_code=lago.metric_code,
+        api_url=lago.api_url,
+        units_property=lago.units_property,
+        timeout_s=lago.timeout_s,
     )
 
 
 def _lago_portal(settings: Settings) -> LagoBillingPortal:
-    assert settings.lago_api_key is not None
-    return LagoBillingPortal(
-        api_key=settings.lago_api_key.reveal(), api_url=settings.lago_api_url, timeout_s=settings.lago_timeout_s
-    )
-
-
-def _biller_takes_stripe_ids(settings: Settings) -> bool:
-    """A `stripe_customer_id` (an event's metadata, Ringside's customer API) names a billing customer only for Stripe
-    and the ledger biller standing in for it. Lago bills subscriptions: only the customer store maps those."""
-    return settings.selected_biller() in ("stripe", "ledger")
-
-
-def _customer_source(settings: Settings) -> str:
-    """The `customer_resolver` selector's key: Ringside's customer API (cached in the store) or the store alone."""
-    return "ringside" if settings.ringside_api_key is not None and _biller_takes_stripe_ids(settings) else "store"
-
-
-def _max_rps(settings: Settings) -> float:
-    """The dispatcher's pace: each real biller's rate limit; the local ledger biller is a table insert."""
-    kind = biller_kind(settings)
-    if kind == "stripe":
-        return settings.stripe_rate()
-    if kind == "lago":
-        return settings.lago_max_rps
-    return 10_000.0
+    lago = settings.lago
+    assert lago.api_key is not None
+    return LagoBillingPortal(api_key=lago.api_key.reveal(), api_url=lago.api_url, timeout_s=lago.timeout_s)
 
 
 def _stripe_portal(settings: Settings) -> StripeBillingPortal:
-    assert settings.stripe_api_key is not None
+    stripe = settings.stripe
+    assert stripe.api_key is not None
     return StripeBillingPortal(
-        api_key=settings.stripe_api_key.reveal(),
-        api_base=settings.stripe_api_base,
-        timeout_s=settings.stripe_timeout_s,
-        configuration_id=settings.portal_configuration_id,
+        api_key=stripe.api_key.reveal(),
+        api_base=stripe.api_base,
+        timeout_s=stripe.timeout_s,
+        configuration_id=stripe.portal_configuration_id,
     )
+
+
+def sink_kind(settings: Settings) -> str:
+    """The `billing_sink` selector's key, from the biller's profile."""
+    return settings.biller_profile().sink(settings)
+
+
+def portal_kind(settings: Settings) -> str:
+    """The customer portal follows the biller: Stripe's or Lago's; none for the ledger biller (503, see the adapter)."""
+    return settings.biller_profile().portal
+
+
+def _customer_source(settings: Settings) -> str:
+    """The `customer_resolver` selector's key: Ringside's customer API (cached in the store) or the store alone.
+
+    Ringside's customer API names Stripe customers: only a biller whose profile takes those ids uses it.
+    """
+    takes_ids = settings.biller_profile().names_billing_ids
+    return "ringside" if settings.ringside_api_key is not None and takes_ids else "store"
 
 
 def _return_url_policy(settings: Settings) -> ReturnUrlPolicy:
@@ -151,7 +146,7 @@ def _dispatch_config(settings: Settings) -> DispatchConfig:
         concurrency=settings.dispatch_concurrency,
         lease_s=settings.dispatch_lease_s,
         poll_s=settings.dispatch_poll_s,
-        max_rps=_max_rps(settings),
+        max_rps=settings.biller_profile().max_rps(settings),
         retry_base_s=settings.retry_base_s,
         retry_max_s=settings.retry_max_s,
     )
@@ -175,14 +170,14 @@ class Container(containers.DeclarativeContainer):
 
     # One client (and connection pool) per process, shared by the Redis adapters; closed by close_store_clients.
     redis = providers.Singleton(connect, settings.provided.store)
-    _redis_prefix = settings.provided.redis_prefix
+    _redis_prefix = settings.provided.redis.prefix
 
     ledger = providers.Selector(
         _store_kind,
         memory=providers.Singleton(MemoryLedger),
         sqlite=providers.Singleton(SqliteLedger, sqlite),
         redis=providers.Singleton(
-            RedisLedger, redis, prefix=_redis_prefix, dedupe_ttl_s=settings.provided.dedupe_ttl_s
+            RedisLedger, redis, prefix=_redis_prefix, dedupe_ttl_s=settings.provided.redis.dedupe_ttl_s
         ),
     )
     customers = providers.Selector(
@@ -192,19 +187,24 @@ class Container(containers.DeclarativeContainer):
         redis=providers.Singleton(RedisCustomers, redis, prefix=_redis_prefix),
     )
     # Ingest, replay and the portal resolve customers through Ringside's customer API when RINGSIDE_API_KEY is
-    # set (CONTRACT 1) and the biller takes the Stripe ids it holds; operator commands read and write the store.
+    # set and the biller takes the Stripe ids it holds; operator commands read and write the store.
     customer_resolver = providers.Selector(
         providers.Callable(_customer_source, settings),
         ringside=providers.Singleton(_ringside_lookup, customers, settings),
         store=customers,
     )
     billing_sink = providers.Selector(
-        providers.Callable(biller_kind, settings),
-        stripe=providers.Singleton(_stripe_sink, settings),
+        providers.Callable(sink_kind, settings),
+        stripe_v1=providers.Singleton(_stripe_sink, settings),
+        stripe_stream=providers.Singleton(_stripe_stream_sink, settings),
         lago=providers.Singleton(_lago_sink, settings),
-        ledger_memory=providers.Singleton(MemoryBiller),
-        ledger_sqlite=providers.Singleton(SqliteBiller, sqlite),
-        ledger_redis=providers.Singleton(RedisBiller, redis, prefix=_redis_prefix),
+        # The local ledger biller lives in the selected store.
+        ledger=providers.Selector(
+            _store_kind,
+            memory=providers.Singleton(MemoryBiller),
+            sqlite=providers.Singleton(SqliteBiller, sqlite),
+            redis=providers.Singleton(RedisBiller, redis, prefix=_redis_prefix),
+        ),
     )
 
     billing_portal = providers.Selector(
@@ -227,6 +227,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         config=providers.Callable(_dispatch_config, settings),
         metrics=metrics,
+        identifier=providers.Callable(lambda s: s.biller_profile().meter_identifier, settings),
     )
     sweep = providers.Singleton(
         Sweep,
@@ -247,7 +248,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         policy=policy,
         on_recorded=dispatcher.provided.wake,
-        stripe_ids_on_events=providers.Callable(_biller_takes_stripe_ids, settings),
+        stripe_ids_on_events=providers.Callable(lambda s: s.biller_profile().names_billing_ids, settings),
         metrics=metrics,
     )
     replayer = providers.Factory(Replayer, ingest=ingest, ledger=ledger, customers=customer_resolver, clock=clock)
@@ -259,14 +260,16 @@ def build_container(settings: Settings) -> Container:
     return Container(settings=settings)
 
 
-def _secret_values(settings: Settings) -> list[str]:
-    """Every Secret in the settings, found by type so that a secret setting added later is covered too."""
+def _secret_values(settings: msgspec.Struct) -> list[str]:
+    """Every Secret in the settings and their groups, found by type so that a secret setting added later is covered."""
     values: list[str] = []
     for field in settings.__struct_fields__:
         value = getattr(settings, field)
         for item in value if isinstance(value, tuple) else (value,):
             if isinstance(item, Secret):
                 values.append(item.reveal())
+            elif isinstance(item, msgspec.Struct):
+                values.extend(_secret_values(item))
     return values
 
 

@@ -11,16 +11,13 @@ its line number, so a file is imported whole or not at all (the write itself is 
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterable, Iterator
 
 import msgspec
 
+from gateway.app.billers import MAX_ID_CHARS, Biller, profile
 from gateway.domain.errors import GatewayError
 
-MAX_ID_CHARS = 255
-# Stripe object ids are a prefix and an alphanumeric tail; `_` is allowed too (test fixtures, some migrations).
-_STRIPE_CUSTOMER = re.compile(r"^cus_[A-Za-z0-9_]+$")
 _HEADER_FIRST = {"ringside_id", "ringside_customer_id", "ringside_customer", "ringside"}
 _HEADER_SECOND = {"stripe_id", "stripe_customer_id", "stripe_customer", "stripe", "billing_id"}
 
@@ -44,26 +41,12 @@ def check_ringside_id(value: str) -> str:
     return value
 
 
-def check_stripe_id(value: str) -> str:
-    """A Stripe customer id (`cus_...`); ValueError saying what is wrong."""
-    value = value.strip()
-    if len(value) > MAX_ID_CHARS or not _STRIPE_CUSTOMER.match(value):
-        raise ValueError(f"Stripe customer id {value!r} must look like cus_ followed by letters and digits")
-    return value
+def check_billing_id(value: str, biller: Biller) -> str:
+    """The billing id a Ringside customer maps to, as `biller` names its customers (its profile's rule)."""
+    return profile(biller).check_billing_id(value)
 
 
-def check_billing_id(value: str, biller: str) -> str:
-    """The billing id a Ringside customer maps to: a Stripe customer for Stripe (and the local ledger biller, which
-    stands in for Stripe); for another biller (Lago: a subscription id), any id without spaces."""
-    if biller in ("stripe", "ledger"):
-        return check_stripe_id(value)
-    value = value.strip()
-    if not value or len(value) > MAX_ID_CHARS or not value.isprintable() or any(c.isspace() for c in value):
-        raise ValueError(f"billing id {value!r} must be 1 to {MAX_ID_CHARS} characters without spaces")
-    return value
-
-
-def read_rows(lines: Iterable[str], biller: str = "stripe") -> Iterator[CustomerRow]:
+def read_rows(lines: Iterable[str], biller: Biller = Biller.STRIPE) -> Iterator[CustomerRow]:
     """Validated rows, in file order. Raises CustomerFileError naming the line of the first bad row.
 
     A Ringside id mapped twice to different Stripe ids is an error (which one was meant?); the same pair twice is

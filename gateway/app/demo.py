@@ -23,10 +23,12 @@ from pathlib import Path
 
 import msgspec
 
+from gateway.app.billers import Biller
 from gateway.app.container import Container, build_container
 from gateway.app.output import usd
+from gateway.app.secret import Secret
 from gateway.app.server import ServerDidNotStart, create_app, server_config, serving
-from gateway.app.settings import Secret, Settings, load_settings
+from gateway.app.settings import Settings, load_settings
 from gateway.app.simulate import UNMAPPED_CUSTOMER, SimulationConfig, SimulationReport, Simulator
 from gateway.domain.ledger import ParkReason
 from gateway.domain.units import Rounding
@@ -77,9 +79,8 @@ def demo_settings(environ: Mapping[str, str], database: Path, port: int) -> Sett
         environ,
         store=f"sqlite:///{database.resolve()}",
         webhook_secrets=[Secret("demo_" + secrets.token_urlsafe(24))],
-        stripe_api_key=None,
-        biller="ledger",
-        stripe_api_base=None,
+        stripe={"api_key": None, "api_base": None},
+        biller=Biller.LEDGER,
         host="127.0.0.1",
         port=port,
     )

@@ -105,7 +105,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],
         state=State(
-            {"biller_name": container.billing_sink().name, "biller_configured": settings.selected_biller() != "ledger"}
+            {"biller_name": container.billing_sink().name, "biller_configured": settings.biller_profile().remote}
         ),
         openapi_config=openapi_config(),
         # Logging is configured once for the process (gateway.app.logging); Litestar must not install its own.

@@ -1,7 +1,8 @@
-"""Settings: one frozen tree, built once from the environment (12-factor; names from CONTRACT.md 5).
+"""Settings: one frozen tree, built once from the environment (12-factor; every variable is listed in README.md).
 
 Nothing else in the code base reads `os.environ`. Secrets are wrapped in `Secret`, whose repr is masked, so a
-settings object can be logged or printed without leaking one.
+settings object can be logged or printed without leaking one. Each biller and the Redis store have a group of their
+own (`settings.stripe`, `settings.lago`, `settings.redis`); the environment variables stay flat.
 """
 
 from __future__ import annotations
@@ -12,39 +13,27 @@ from typing import Any
 
 import msgspec
 
+from gateway.app.biller_settings import LagoSettings, StripeSettings
+from gateway.app.billers import Biller, BillerProfile, profile
+from gateway.app.secret import Secret
 from gateway.domain.policy import BillingPolicy
 from gateway.domain.portal import ReturnUrlPolicy
 from gateway.domain.units import Rounding
-
-
-class Secret:
-    """A string that never shows itself in repr, str or logs; `.reveal()` is the one way to read it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
 
 MIN_DEDUPE_TTL_S = 24 * 3600
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The Redis store (GATEWAY_STORE=redis://...)."""
+
+    prefix: str = "gw:"
+    """GATEWAY_REDIS_PREFIX: prefix of every key the gateway writes in Redis (several gateways can share one Redis)."""
+    dedupe_ttl_s: int = 30 * 24 * 3600
+    """GATEWAY_DEDUPE_TTL_S: how long Redis remembers a sent event id; longer than Ringside's retry horizon."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,42 +55,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_ROUNDING: carry | half_even | up | down."""
     store: str = "sqlite:///gateway.db"
     """GATEWAY_STORE: sqlite:///relative.db, sqlite:////absolute.db, redis://host:port/db or memory://."""
-    redis_prefix: str = "gw:"
-    """GATEWAY_REDIS_PREFIX: prefix of every key the gateway writes in Redis (several gateways can share one Redis)."""
-    dedupe_ttl_s: int = 30 * 24 * 3600
-    """GATEWAY_DEDUPE_TTL_S: how long Redis remembers a sent event id; longer than Ringside's retry horizon."""
-    meter_event_name: str = "ringside_spend"
-    """GATEWAY_METER_EVENT_NAME: the Stripe meter's event_name."""
     biller: str | None = None
     """GATEWAY_BILLER: stripe | lago | ledger. Unset: stripe when STRIPE_API_KEY is set, else ledger (the local
     ledger biller). See `selected_biller`."""
-    stripe_api_key: Secret | None = None
-    """STRIPE_API_KEY: the Stripe biller's key; without it (and GATEWAY_BILLER unset) meter events go to the local
-    ledger biller."""
-    stripe_api_base: str | None = None
-    """STRIPE_API_BASE: another Stripe base URL (a local test server, stripe-mock)."""
-    stripe_timeout_s: float = 10.0
-    """GATEWAY_STRIPE_TIMEOUT_S: per-call timeout towards Stripe."""
-    stripe_max_rps: float | None = None
-    """GATEWAY_STRIPE_MAX_RPS: calls per second to Stripe; default 1000 for live keys, 25 for test keys."""
-    stripe_api: str = "v1"
-    """GATEWAY_STRIPE_API: v1 (one meter event per call, one call in flight per customer) or v2_stream (Stripe's
-    high-throughput meter event stream: up to 100 events per call, with a 15-minute session token)."""
-    lago_api_key: Secret | None = None
-    """LAGO_API_KEY: the Lago organization's API key. Required with GATEWAY_BILLER=lago."""
-    lago_api_url: str = "https://api.getlago.com"
-    """LAGO_API_URL: Lago's API origin: https://api.getlago.com (US cloud), https://api.eu.getlago.com (EU cloud), or
-    a self-hosted Lago API (e.g. http://localhost:3000)."""
-    lago_metric_code: str | None = None
-    """LAGO_METRIC_CODE: the `code` of the Lago billable metric the events feed (a sum over LAGO_UNITS_PROPERTY).
-    Required with GATEWAY_BILLER=lago."""
-    lago_units_property: str = "units"
-    """LAGO_UNITS_PROPERTY: the event property carrying the units: the billable metric's `field_name`."""
-    lago_timeout_s: float = 10.0
-    """GATEWAY_LAGO_TIMEOUT_S: timeout of one event call to Lago, and of one portal request's calls together."""
-    lago_max_rps: float = 500.0
-    """GATEWAY_LAGO_MAX_RPS: calls per second to Lago; Lago's default limit on event ingestion is 500 requests/s per
-    organization (Lago docs, api-reference/rate-limits)."""
+    stripe: StripeSettings = msgspec.field(default_factory=StripeSettings)
+    """The Stripe biller's settings (STRIPE_*, GATEWAY_STRIPE_*, GATEWAY_METER_EVENT_NAME, PORTAL_CONFIGURATION_ID)."""
+    lago: LagoSettings = msgspec.field(default_factory=LagoSettings)
+    """The Lago biller's settings (LAGO_*, GATEWAY_LAGO_*)."""
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    """The Redis store's settings (GATEWAY_REDIS_PREFIX, GATEWAY_DEDUPE_TTL_S)."""
     dispatch_concurrency: int = 16
     """GATEWAY_DISPATCH_CONCURRENCY: customers served at once (one call in flight per customer)."""
     dispatch_batch: int = 200
@@ -137,8 +99,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """PORTAL_RETURN_URL: where the portal sends users back by default. Required with PORTAL_JWT_SECRET."""
     portal_allowed_return_urls: tuple[str, ...] = ()
     """PORTAL_ALLOWED_RETURN_URLS: comma-separated origin+path prefixes a request's return_url may fall under."""
-    portal_configuration_id: str | None = None
-    """PORTAL_CONFIGURATION_ID: a Stripe portal configuration (bpc_...); unset, Stripe's default one is used."""
     portal_jwt_leeway_s: float = 30.0
     """PORTAL_JWT_LEEWAY_S: clock skew allowed on a token's exp, iat and nbf (0 to 300)."""
     portal_link_token_max_ttl_s: int = 300
@@ -150,6 +110,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rounding=self.rounding,
             billable_types=self.billable_events,
             max_event_usd=self.max_event_usd,
+            max_age_s=self.biller_profile().max_event_age_s,
         )
 
     def return_url_policy(self) -> ReturnUrlPolicy:
@@ -158,21 +119,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("PORTAL_RETURN_URL is not set")
         return ReturnUrlPolicy.build(self.portal_return_url, self.portal_allowed_return_urls)
 
-    def selected_biller(self) -> str:
+    def selected_biller(self) -> Biller:
         """The biller meter events go to: GATEWAY_BILLER, else stripe with STRIPE_API_KEY, else the local ledger."""
         if self.biller is not None:
-            return self.biller
-        return "stripe" if self.stripe_api_key is not None else "ledger"
+            return Biller(self.biller)
+        return Biller.STRIPE if self.stripe.api_key is not None else Biller.LEDGER
 
-    def stripe_rate(self) -> float:
-        if self.stripe_max_rps is not None:
-            return self.stripe_max_rps
-        # Stripe: 1,000 meter event calls/s in live mode; test mode and sandboxes share the basic 25 req/s limit.
-        key = self.stripe_api_key.reveal() if self.stripe_api_key else ""
-        return 1000.0 if key.startswith(("sk_live_", "rk_live_")) else 25.0
+    def biller_profile(self) -> BillerProfile:
+        """What the selected biller needs and allows (gateway/app/billers.py)."""
+        return profile(self.selected_biller())
 
 
-# Environment variable -> settings field. Variables not set keep the field's default.
+# Environment variable -> settings field (`group.field` for a nested one). Variables not set keep the default.
 ENVIRONMENT: Mapping[str, str] = {
     "RINGSIDE_WEBHOOK_SECRETS": "webhook_secrets",
     "GATEWAY_SIGNATURE_TOLERANCE_S": "signature_tolerance_s",
@@ -182,21 +140,21 @@ ENVIRONMENT: Mapping[str, str] = {
     "GATEWAY_UNITS_PER_USD": "units_per_usd",
     "GATEWAY_ROUNDING": "rounding",
     "GATEWAY_STORE": "store",
-    "GATEWAY_REDIS_PREFIX": "redis_prefix",
-    "GATEWAY_DEDUPE_TTL_S": "dedupe_ttl_s",
-    "GATEWAY_METER_EVENT_NAME": "meter_event_name",
+    "GATEWAY_REDIS_PREFIX": "redis.prefix",
+    "GATEWAY_DEDUPE_TTL_S": "redis.dedupe_ttl_s",
+    "GATEWAY_METER_EVENT_NAME": "stripe.meter_event_name",
     "GATEWAY_BILLER": "biller",
-    "STRIPE_API_KEY": "stripe_api_key",
-    "STRIPE_API_BASE": "stripe_api_base",
-    "GATEWAY_STRIPE_TIMEOUT_S": "stripe_timeout_s",
-    "GATEWAY_STRIPE_MAX_RPS": "stripe_max_rps",
-    "GATEWAY_STRIPE_API": "stripe_api",
-    "LAGO_API_KEY": "lago_api_key",
-    "LAGO_API_URL": "lago_api_url",
-    "LAGO_METRIC_CODE": "lago_metric_code",
-    "LAGO_UNITS_PROPERTY": "lago_units_property",
-    "GATEWAY_LAGO_TIMEOUT_S": "lago_timeout_s",
-    "GATEWAY_LAGO_MAX_RPS": "lago_max_rps",
+    "STRIPE_API_KEY": "stripe.api_key",
+    "STRIPE_API_BASE": "stripe.api_base",
+    "GATEWAY_STRIPE_TIMEOUT_S": "stripe.timeout_s",
+    "GATEWAY_STRIPE_MAX_RPS": "stripe.max_rps",
+    "GATEWAY_STRIPE_API": "stripe.api",
+    "LAGO_API_KEY": "lago.api_key",
+    "LAGO_API_URL": "lago.api_url",
+    "LAGO_METRIC_CODE": "lago.metric_code",
+    "LAGO_UNITS_PROPERTY": "lago.units_property",
+    "GATEWAY_LAGO_TIMEOUT_S": "lago.timeout_s",
+    "GATEWAY_LAGO_MAX_RPS": "lago.max_rps",
     "GATEWAY_DISPATCH_CONCURRENCY": "dispatch_concurrency",
     "GATEWAY_DISPATCH_BATCH": "dispatch_batch",
     "GATEWAY_DISPATCH_LEASE_S": "dispatch_lease_s",
@@ -214,66 +172,60 @@ ENVIRONMENT: Mapping[str, str] = {
     "PORTAL_JWT_SECRET": "portal_jwt_secret",
     "PORTAL_RETURN_URL": "portal_return_url",
     "PORTAL_ALLOWED_RETURN_URLS": "portal_allowed_return_urls",
-    "PORTAL_CONFIGURATION_ID": "portal_configuration_id",
+    "PORTAL_CONFIGURATION_ID": "stripe.portal_configuration_id",
     "PORTAL_JWT_LEEWAY_S": "portal_jwt_leeway_s",
     "PORTAL_LINK_TOKEN_MAX_TTL_S": "portal_link_token_max_ttl_s",
 }
 _LISTS = {"webhook_secrets", "billable_events", "portal_allowed_return_urls"}
-_SECRETS = {"webhook_secrets", "stripe_api_key", "portal_jwt_secret", "ringside_api_key", "lago_api_key"}
-# Billers GATEWAY_BILLER may name (each has its providers in gateway/app/container.py).
-BILLERS = ("stripe", "lago", "ledger")
+# Billers GATEWAY_BILLER may name (each has its profile in gateway/app/billers.py).
+BILLERS = tuple(biller.value for biller in Biller)
 
 
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _as_secret(kind: type, value: Any) -> Any:
+    """msgspec's hook for `Secret` fields: a plain string is wrapped, a Secret kept."""
+    if kind is Secret and isinstance(value, (str, Secret)):
+        return value if isinstance(value, Secret) else Secret(value)
+    raise NotImplementedError
+
+
 def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
-    """Build Settings from an environment mapping; raise SettingsError naming the variable that is wrong."""
+    """Build Settings from an environment mapping; raise SettingsError naming the variable that is wrong.
+
+    `overrides` replace fields by name; a nested group takes a mapping of its fields (`stripe={"api_key": ...}`),
+    merged over what the environment set.
+    """
     raw: dict[str, Any] = {}
-    for variable, field in ENVIRONMENT.items():
+    for variable, path in ENVIRONMENT.items():
         value = environ.get(variable)
         if value is None or value.strip() == "":
             continue
-        raw[field] = _split(value) if field in _LISTS else value.strip()
-    raw.update(overrides)
-    secrets = {field: raw.pop(field) for field in _SECRETS if field in raw}
+        group, _, field = path.rpartition(".")
+        target = raw.setdefault(group, {}) if group else raw
+        target[field] = _split(value) if field in _LISTS else value.strip()
+    for name, value in overrides.items():
+        raw[name] = {**raw.get(name, {}), **value} if isinstance(value, Mapping) else value
     try:
-        settings = msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_as_secret)
     except msgspec.ValidationError as exc:
         raise SettingsError(_explain(str(exc))) from None
-    wrapped: dict[str, Any] = {}
-    if "webhook_secrets" in secrets:
-        wrapped["webhook_secrets"] = tuple(
-            item if isinstance(item, Secret) else Secret(item) for item in secrets["webhook_secrets"]
-        )
-    if secrets.get("stripe_api_key") is not None:
-        key = secrets["stripe_api_key"]
-        wrapped["stripe_api_key"] = key if isinstance(key, Secret) else Secret(key)
-    if secrets.get("portal_jwt_secret") is not None:
-        key = secrets["portal_jwt_secret"]
-        wrapped["portal_jwt_secret"] = key if isinstance(key, Secret) else Secret(key)
-    if secrets.get("ringside_api_key") is not None:
-        key = secrets["ringside_api_key"]
-        wrapped["ringside_api_key"] = key if isinstance(key, Secret) else Secret(key)
-    if secrets.get("lago_api_key") is not None:
-        key = secrets["lago_api_key"]
-        wrapped["lago_api_key"] = key if isinstance(key, Secret) else Secret(key)
-    settings = msgspec.structs.replace(settings, **wrapped)
     _check(settings)
     return settings
 
 
 def _explain(message: str) -> str:
     """Turn msgspec's `at $.units_per_usd` into the environment variable's name."""
-    for variable, field in ENVIRONMENT.items():
-        if f"$.{field}" in message:
+    for variable, path in ENVIRONMENT.items():
+        if f"$.{path}" in message:
             return f"{variable}: {message.split(' - at ')[0]}"
     return message
 
 
 def _check(settings: Settings) -> None:
-    if settings.stripe_api not in {"v1", "v2_stream"}:
+    if settings.stripe.api not in {"v1", "v2_stream"}:
         raise SettingsError("GATEWAY_STRIPE_API must be v1 or v2_stream")
     if settings.units_per_usd <= 0:
         raise SettingsError("GATEWAY_UNITS_PER_USD must be a positive integer")
@@ -290,7 +242,7 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_LOG_FORMAT must be json, console or auto")
     if not settings.store.startswith(("sqlite:///", "redis://", "rediss://", "memory://")):
         raise SettingsError("GATEWAY_STORE must be sqlite:///path.db, redis://host:port/db or memory://")
-    if settings.dedupe_ttl_s < MIN_DEDUPE_TTL_S:
+    if settings.redis.dedupe_ttl_s < MIN_DEDUPE_TTL_S:
         # A redelivery after the claim expired would be billed again: the retention must outlast Ringside's retries.
         raise SettingsError("GATEWAY_DEDUPE_TTL_S must be at least 86400 (one day); the default is 30 days")
     _check_portal(settings)
@@ -316,21 +268,21 @@ def _check_portal(settings: Settings) -> None:
 
 
 def _check_biller(settings: Settings) -> None:
+    if settings.biller is not None and settings.biller not in BILLERS:
+        raise SettingsError(f"GATEWAY_BILLER must be one of {', '.join(BILLERS)} (got {settings.biller!r})")
     biller = settings.selected_biller()
-    if biller not in BILLERS:
-        raise SettingsError(f"GATEWAY_BILLER must be one of {', '.join(BILLERS)} (got {biller!r})")
-    if biller == "stripe" and settings.stripe_api_key is None:
+    if biller is Biller.STRIPE and settings.stripe.api_key is None:
         raise SettingsError("STRIPE_API_KEY is required with GATEWAY_BILLER=stripe")
-    if biller != "lago":
+    if biller is not Biller.LAGO:
         return
-    if settings.lago_api_key is None:
+    if settings.lago.api_key is None:
         raise SettingsError("LAGO_API_KEY is required with GATEWAY_BILLER=lago")
-    if not settings.lago_metric_code:
+    if not settings.lago.metric_code:
         # Lago accepts events for an unknown metric code and never bills them: no default could be safe.
         raise SettingsError("LAGO_METRIC_CODE (the billable metric's code) is required with GATEWAY_BILLER=lago")
-    if not settings.lago_api_url.startswith(("https://", "http://")):
+    if not settings.lago.api_url.startswith(("https://", "http://")):
         raise SettingsError("LAGO_API_URL must be an http(s) URL, e.g. https://api.getlago.com")
-    if not settings.lago_units_property:
+    if not settings.lago.units_property:
         raise SettingsError("LAGO_UNITS_PROPERTY must not be empty")
-    if settings.lago_timeout_s <= 0 or settings.lago_max_rps <= 0:
+    if settings.lago.timeout_s <= 0 or settings.lago.max_rps <= 0:
         raise SettingsError("GATEWAY_LAGO_TIMEOUT_S and GATEWAY_LAGO_MAX_RPS must be positive")

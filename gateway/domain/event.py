@@ -14,8 +14,6 @@ from typing import Any
 import msgspec
 
 MAX_EVENT_ID_CHARS = 255
-# Stripe's meter event `identifier` allows 100 characters; a longer event id maps to a stable digest of itself.
-MAX_METER_IDENTIFIER_CHARS = 100
 
 
 class _Customer(msgspec.Struct):
@@ -70,13 +68,6 @@ class InvalidEvent(Exception):
 def body_key(body: bytes) -> str:
     """A dedupe key for a body that carries no usable id: redeliveries of the same bytes share it."""
     return "sha256:" + hashlib.sha256(body).hexdigest()
-
-
-def meter_identifier(event_id: str) -> str:
-    """Stripe's `identifier` for an event: the id itself, or a stable digest when it is too long for Stripe."""
-    if len(event_id) <= MAX_METER_IDENTIFIER_CHARS:
-        return event_id
-    return "rs_" + hashlib.sha256(event_id.encode()).hexdigest()
 
 
 def _valid_id(value: object) -> str | None:

@@ -10,16 +10,17 @@ from gateway.domain.event import Event
 from gateway.domain.ledger import ParkReason
 from gateway.domain.units import MAX_COST_PLACES, Rounding, decimal_places, exact_units
 
-# Stripe accepts meter events up to 35 days old (recording-usage-api); older ones can never be billed there.
-STRIPE_MAX_EVENT_AGE_S = 35 * 24 * 3600
+DAY_S = 24 * 3600
 
 
 class BillingPolicy(msgspec.Struct, frozen=True):
+    """The billing rules of one gateway. `max_age_s` is the selected biller's window (None: it takes any age)."""
+
     units_per_usd: int = 100_000
     rounding: Rounding = Rounding.CARRY
     billable_types: frozenset[str] = frozenset({"chat.completion.finished"})
     max_event_usd: Decimal = Decimal(1000)
-    max_age_s: int = STRIPE_MAX_EVENT_AGE_S
+    max_age_s: int | None = None
 
 
 class Ignore(msgspec.Struct, frozen=True):
@@ -52,9 +53,9 @@ def assess(event: Event, signed_at: int, now: float, policy: BillingPolicy) -> I
         return Park(ParkReason.INVALID_PAYLOAD, f"cost is above the per-event limit of {policy.max_event_usd} USD")
     if decimal_places(cost) > MAX_COST_PLACES:
         return Park(ParkReason.INVALID_PAYLOAD, f"cost has more than {MAX_COST_PLACES} decimal places")
-    # Stripe refuses timestamps more than 5 minutes ahead; the signature already bounds the clock, so a creation
-    # time in the future is clamped to now rather than refused.
+    # A biller may refuse timestamps ahead of its clock (Stripe: 5 minutes); the signature already bounds the clock,
+    # so a creation time in the future is clamped to now rather than refused.
     timestamp = min(event.created if event.created is not None else signed_at, int(now))
-    if now - timestamp > policy.max_age_s:
-        return Park(ParkReason.TOO_OLD, "event is older than the biller's 35-day window")
+    if policy.max_age_s is not None and now - timestamp > policy.max_age_s:
+        return Park(ParkReason.TOO_OLD, f"event is older than the biller's {policy.max_age_s / DAY_S:g}-day window")
     return Bill(cost_usd=cost, exact_units=exact_units(cost, policy.units_per_usd), timestamp=timestamp)

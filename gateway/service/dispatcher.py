@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable, StoreUnavailable
-from gateway.domain.event import meter_identifier
 from gateway.domain.ledger import Entry, ParkReason, retry_delay
 from gateway.domain.ports import (
     BatchBillingSink,
@@ -70,7 +69,10 @@ class Dispatcher:
         *,
         jitter: Callable[[], float] = random.random,
         metrics: Metrics | None = None,
+        identifier: Callable[[str], str] = str,
     ) -> None:
+        """`identifier` maps an entry's event id to the biller's identifier for it (the biller's profile gives it)."""
+        self._identifier = identifier
         self._ledger = ledger
         self._metrics = metrics or NoMetrics()
         self._sink = sink
@@ -179,7 +181,7 @@ class Dispatcher:
         await self._pace()
         started = time.perf_counter()
         event = MeterEvent(
-            identifier=meter_identifier(entry.event_id),
+            identifier=self._identifier(entry.event_id),
             customer=entry.billing_customer,
             value=entry.units,
             timestamp=entry.timestamp,
@@ -263,7 +265,7 @@ class Dispatcher:
         started = time.perf_counter()
         events = [
             MeterEvent(
-                identifier=meter_identifier(entry.event_id),
+                identifier=self._identifier(entry.event_id),
                 customer=entry.billing_customer,
                 value=entry.units,
                 timestamp=entry.timestamp,
@@ -311,8 +313,8 @@ class Dispatcher:
             return len(chunk)
         self._metrics.biller_call(time.perf_counter() - started)
         await self._mark_sent_all(chunk)
-        # Counted once per call, and a line per entry only at DEBUG: at stream rates, per-entry work here cost more
-        # than the call (bench: ~5 us an entry for a metric and a debug line that was then filtered out).
+        # Counted once per call, and a line per entry only at DEBUG: at stream rates, per-entry work here costs more
+        # than the call (docs/notes/profile.md).
         units = sum(entry.units for entry in chunk)
         sent = sum(delivery is Delivery.SENT for delivery in deliveries)
         sent_units = sum(entry.units for entry, d in zip(chunk, deliveries, strict=True) if d is Delivery.SENT)
@@ -349,9 +351,8 @@ class Dispatcher:
 
         A caller that wakes a little late keeps its slot, so the average rate stays max_rps; one that is more than
         half an interval behind restarts the schedule from now, so lost time is never made up in a burst: no second
-        holds more than max_rps + 2 calls. (Reserving slots ahead for every caller, as a token bucket does, let the
-        callers whose slots had passed while the event loop was busy out all at once: bench/dispatch.py saw 54 calls
-        in one second at max_rps=50.)
+        holds more than max_rps + 2 calls. A token bucket would let out at once every caller whose slot passed while
+        the event loop was busy (docs/notes/profile.md).
         """
         interval = 1.0 / self._config.max_rps
         async with self._pacing:

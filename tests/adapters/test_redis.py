@@ -438,7 +438,7 @@ async def test_record_writes_nothing_when_redis_refuses_writes_for_lack_of_memor
 
 async def test_webhook_gets_503_while_redis_is_down_and_is_accepted_once_it_is_back(tmp_path: Path) -> None:
     with RedisServer(tmp_path / "redis", appendonly=True) as server:
-        container = build_container(settings(store=server.url, redis_prefix="gw:"))
+        container = build_container(settings(store=server.url, redis={"prefix": "gw:"}))
         app = create_app(container, run_dispatcher=False)
 
         async def deliver(
@@ -485,8 +485,9 @@ def test_settings_read_redis_prefix_and_dedupe_ttl_from_the_environment() -> Non
         {"GATEWAY_STORE": "redis://cache:6379/2", "GATEWAY_REDIS_PREFIX": "billing:", "GATEWAY_DEDUPE_TTL_S": "604800"}
     )
 
-    assert (loaded.store, loaded.redis_prefix, loaded.dedupe_ttl_s) == ("redis://cache:6379/2", "billing:", 604800)
-    assert (load_settings({}).redis_prefix, load_settings({}).dedupe_ttl_s) == ("gw:", DEFAULT_DEDUPE_TTL_S)
+    assert loaded.store == "redis://cache:6379/2"
+    assert (loaded.redis.prefix, loaded.redis.dedupe_ttl_s) == ("billing:", 604800)
+    assert (load_settings({}).redis.prefix, load_settings({}).redis.dedupe_ttl_s) == ("gw:", DEFAULT_DEDUPE_TTL_S)
 
 
 def test_settings_refuse_a_dedupe_ttl_shorter_than_a_day() -> None:
@@ -497,7 +498,7 @@ def test_settings_refuse_a_dedupe_ttl_shorter_than_a_day() -> None:
 async def test_container_wires_every_redis_adapter_to_one_client_when_store_is_a_redis_url(
     redis_client: Redis, redis_prefix: str
 ) -> None:
-    container = build_container(settings(store=REDIS_URL, redis_prefix=redis_prefix))
+    container = build_container(settings(store=REDIS_URL, redis={"prefix": redis_prefix}))
     try:
         ledger, customers, biller = container.ledger(), container.customers(), container.billing_sink()
         assert (type(ledger), type(customers), type(biller)) == (RedisLedger, RedisCustomers, RedisBiller)

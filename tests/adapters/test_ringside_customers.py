@@ -13,8 +13,8 @@ from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryCustomers
 from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.app.container import build_container
+from gateway.app.secret import Secret
 from gateway.app.server import create_app
-from gateway.app.settings import Secret
 from gateway.domain.errors import StoreUnavailable
 from tests.builders import encode, event, settings, signed_headers
 from tests.fakes.ringside_server import FAKE_RINGSIDE_KEY, FakeRingside

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway.adapters.stripe.rules import meter_identifier
 from gateway.adapters.stripe.sink import StripeBillingSink
 from gateway.domain.errors import BillerRejected, BillerUnavailable
-from gateway.domain.event import meter_identifier
 from gateway.domain.ports import BillingSink, Delivery, MeterEvent
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
 

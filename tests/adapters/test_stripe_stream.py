@@ -16,9 +16,9 @@ import pytest
 
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryLedger
+from gateway.adapters.stripe.rules import meter_identifier
 from gateway.adapters.stripe.stream import StripeStreamBillingSink
 from gateway.domain.errors import BillerRejected, BillerUnavailable
-from gateway.domain.event import meter_identifier
 from gateway.domain.ledger import Claim, State
 from gateway.domain.ports import BatchBillingSink, Delivery, MeterEvent
 from gateway.domain.units import Rounding, exact_units

@@ -23,7 +23,8 @@ from gateway.app.settings import SettingsError, load_settings
 from gateway.service.ingest import Status
 from tests.builders import encode, event, settings
 
-LAGO = {"lago_api_key": "lago_key_for_tests", "lago_metric_code": "ringside_units"}
+LAGO = {"lago": {"api_key": "lago_key_for_tests", "metric_code": "ringside_units"}}
+STRIPE_KEY = {"api_key": "sk_test_x"}
 
 
 def sink_and_portal(**overrides: Any) -> tuple[object, object]:
@@ -32,7 +33,7 @@ def sink_and_portal(**overrides: Any) -> tuple[object, object]:
 
 
 def test_without_a_biller_setting_stripe_key_selects_stripe_as_before() -> None:
-    sink, portal = sink_and_portal(stripe_api_key="sk_test_x")
+    sink, portal = sink_and_portal(stripe=STRIPE_KEY)
 
     assert isinstance(sink, StripeBillingSink)
     assert isinstance(portal, StripeBillingPortal)
@@ -46,14 +47,14 @@ def test_without_a_biller_setting_or_stripe_key_the_local_ledger_bills_as_before
 
 
 def test_gateway_biller_lago_selects_lagos_sink_and_portal_even_with_a_stripe_key() -> None:
-    sink, portal = sink_and_portal(biller="lago", stripe_api_key="sk_test_x", **LAGO)
+    sink, portal = sink_and_portal(biller="lago", stripe=STRIPE_KEY, **LAGO)
 
     assert isinstance(sink, LagoBillingSink)
     assert isinstance(portal, LagoBillingPortal)
 
 
 def test_gateway_biller_ledger_keeps_events_local_even_with_a_stripe_key() -> None:
-    sink, portal = sink_and_portal(biller="ledger", stripe_api_key="sk_test_x")
+    sink, portal = sink_and_portal(biller="ledger", stripe=STRIPE_KEY)
 
     assert isinstance(sink, MemoryBiller)
     assert isinstance(portal, DisabledBillingPortal)
@@ -72,9 +73,9 @@ def test_lago_settings_come_from_the_environment_with_the_key_masked() -> None:
     )
 
     assert loaded.selected_biller() == "lago"
-    assert loaded.lago_api_key is not None and loaded.lago_api_key.reveal() == "lago_secret_value"
+    assert loaded.lago.api_key is not None and loaded.lago.api_key.reveal() == "lago_secret_value"
     assert "lago_secret_value" not in repr(loaded)
-    assert (loaded.lago_api_url, loaded.lago_metric_code, loaded.lago_units_property) == (
+    assert (loaded.lago.api_url, loaded.lago.metric_code, loaded.lago.units_property) == (
         "https://api.eu.getlago.com",
         "ringside_units",
         "micro_cents",
@@ -118,7 +119,7 @@ async def test_with_lago_an_event_only_its_stripe_id_maps_is_parked_unknown_cust
 
 
 async def test_with_stripe_the_events_stripe_id_still_wins(clock: FrozenClock) -> None:
-    container = build_container(settings(stripe_api_key="sk_test_x"))
+    container = build_container(settings(stripe=STRIPE_KEY))
     await container.customers().set("cust_ringside_1", "cus_FROM_STORE")
     body = encode(event("evt_STRIPE", customer="cust_ringside_1", stripe_customer="cus_ON_EVENT"))
 
@@ -128,7 +129,7 @@ async def test_with_stripe_the_events_stripe_id_still_wins(clock: FrozenClock) -
 
 
 def test_ringsides_customer_api_maps_customers_only_for_a_biller_that_takes_stripe_ids() -> None:
-    with_stripe = build_container(settings(stripe_api_key="sk_test_x", ringside_api_key="rs_key"))
+    with_stripe = build_container(settings(stripe=STRIPE_KEY, ringside_api_key="rs_key"))
     with_lago = build_container(settings(biller="lago", ringside_api_key="rs_key", **LAGO))
 
     assert isinstance(with_stripe.customer_resolver(), RingsideCustomerLookup)

@@ -48,8 +48,7 @@ class Api:
         # Stripe is never reached, since schemathesis cannot mint a token.
         container = build_container(
             gateway_settings(
-                stripe_api_key="sk_test_fuzz",
-                stripe_api_base="http://127.0.0.1:9",
+                stripe={"api_key": "sk_test_fuzz", "api_base": "http://127.0.0.1:9"},
                 portal_jwt_secret="fuzz-portal-secret-" + "0" * 32,
                 portal_return_url="https://app.example.com/account",
             )

@@ -12,11 +12,11 @@ from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.adapters.clock import FrozenClock
+from gateway.adapters.stripe.rules import meter_identifier
 from gateway.app.container import Container, build_container
 from gateway.app.metrics import PrometheusMetrics
 from gateway.app.server import create_app
 from gateway.domain.errors import BillerRejected, BillerUnavailable
-from gateway.domain.event import meter_identifier
 from gateway.domain.ports import MeterEvent
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from tests.builders import encode, event, settings, signed_headers
@@ -180,7 +180,7 @@ async def test_counts_each_entry_of_a_batch_call_once_with_its_units(clock: Froz
 
 
 def test_readiness_reports_whether_a_real_biller_is_configured(clock: FrozenClock) -> None:
-    with TestClient(create_app(_container(clock, stripe_api_key="sk_test_x"), run_dispatcher=False)) as client:
+    with TestClient(create_app(_container(clock, stripe={"api_key": "sk_test_x"}), run_dispatcher=False)) as client:
         ready = client.get("/readyz")
 
     assert ready.status_code == 200

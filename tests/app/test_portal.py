@@ -88,11 +88,11 @@ class Portal:
         return [session["customer"] for session in self.stripe.portal_sessions]
 
 
-def _container(clock: FrozenClock, stripe: FakeStripe | None, **overrides: Any) -> Container:
-    if stripe is not None:
-        overrides.setdefault("stripe_api_key", FAKE_API_KEY)
-        overrides.setdefault("stripe_api_base", stripe.url)
-    overrides.setdefault("stripe_timeout_s", 2.0)
+def _container(clock: FrozenClock, server: FakeStripe | None, **overrides: Any) -> Container:
+    stripe: dict[str, Any] = {"timeout_s": 2.0}
+    if server is not None:
+        stripe |= {"api_key": FAKE_API_KEY, "api_base": server.url}
+    overrides["stripe"] = stripe | overrides.get("stripe", {})
     overrides.setdefault("portal_jwt_secret", PORTAL_SECRET)
     overrides.setdefault("portal_return_url", RETURN_URL)
     overrides.setdefault("portal_allowed_return_urls", [u.strip() for u in ALLOWED.split(",")])
@@ -195,7 +195,7 @@ def test_cancel_flow_targets_the_customers_only_live_subscription(portal: Portal
 
 
 def test_passes_the_configured_portal_configuration(clock: FrozenClock, fake_stripe: FakeStripe) -> None:
-    container = _container(clock, fake_stripe, portal_configuration_id="bpc_CONFIGURED")
+    container = _container(clock, fake_stripe, stripe={"portal_configuration_id": "bpc_CONFIGURED"})
     with TestClient(create_app(container, run_dispatcher=False)) as client:
         response = client.post(URL, headers=bearer(mint(ALICE)))
 
@@ -385,7 +385,7 @@ def test_answers_503_with_retry_after_when_stripe_rate_limits(portal: Portal) ->
 
 def test_answers_503_promptly_when_stripe_hangs(clock: FrozenClock, fake_stripe: FakeStripe) -> None:
     fake_stripe.hang_next(1, seconds=10, path=SESSIONS)
-    container = _container(clock, fake_stripe, stripe_timeout_s=0.3)
+    container = _container(clock, fake_stripe, stripe={"timeout_s": 0.3})
     with TestClient(create_app(container, run_dispatcher=False)) as client:
         started = time.monotonic()
         response = client.post(URL, headers=bearer(mint(ALICE)))
@@ -396,7 +396,7 @@ def test_answers_503_promptly_when_stripe_hangs(clock: FrozenClock, fake_stripe:
 
 
 def test_answers_503_when_stripe_is_unreachable(clock: FrozenClock) -> None:
-    container = _container(clock, None, stripe_api_key=FAKE_API_KEY, stripe_api_base="http://127.0.0.1:9")
+    container = _container(clock, None, stripe={"api_key": FAKE_API_KEY, "api_base": "http://127.0.0.1:9"})
     with TestClient(create_app(container, run_dispatcher=False)) as client:
         response = client.post(URL, headers=bearer(mint(ALICE)))
 
@@ -440,7 +440,7 @@ def test_reads_portal_settings_from_the_environment() -> None:
     assert loaded.portal_jwt_secret is not None and loaded.portal_jwt_secret.reveal() == PORTAL_SECRET
     assert PORTAL_SECRET not in repr(loaded)
     assert loaded.portal_allowed_return_urls == ("https://app.example.com/billing", "https://app.example.com:8443/")
-    assert (loaded.portal_configuration_id, loaded.portal_jwt_leeway_s, loaded.portal_link_token_max_ttl_s) == (
+    assert (loaded.stripe.portal_configuration_id, loaded.portal_jwt_leeway_s, loaded.portal_link_token_max_ttl_s) == (
         "bpc_1",
         5.0,
         60,
@@ -474,7 +474,7 @@ def test_answers_502_when_stripe_refuses_for_another_reason(portal: Portal) -> N
 
 
 def test_answers_503_when_the_stripe_key_is_refused(clock: FrozenClock, fake_stripe: FakeStripe) -> None:
-    container = _container(clock, fake_stripe, stripe_api_key="sk_test_revoked")
+    container = _container(clock, fake_stripe, stripe={"api_key": "sk_test_revoked"})
     with TestClient(create_app(container, run_dispatcher=False)) as client:
         response = client.post(URL, headers=bearer(mint(ALICE)))
 

@@ -1,7 +1,8 @@
 """Specification of `assess`: what a signed, parsed event becomes (CONTRACT 1, "Event" and "Responses").
 
-Not a billable type: ignored. Billable but not billable as it is: parked, `invalid_payload` or `too_old` (Stripe
-refuses meter events older than 35 days). Otherwise: billed, with its exact (unrounded) units and its timestamp.
+Not a billable type: ignored. Billable but not billable as it is: parked, `invalid_payload` or `too_old` (older than
+the biller's window, given as `max_age_s`: Stripe's is 35 days). Otherwise: billed, with its exact (unrounded) units
+and its timestamp.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import pytest
 
 from gateway.domain.event import Event
 from gateway.domain.ledger import ParkReason
-from gateway.domain.policy import STRIPE_MAX_EVENT_AGE_S, Bill, BillingPolicy, Ignore, Park, assess
+from gateway.domain.policy import Bill, BillingPolicy, Ignore, Park, assess
 
 NOW = 1_700_000_000
 SIGNED_AT = NOW - 5
 DAY_S = 24 * 3600
-POLICY = BillingPolicy()
+WINDOW_S = 35 * DAY_S
+POLICY = BillingPolicy(max_age_s=WINDOW_S)
 BILLABLE = "chat.completion.finished"
 
 
@@ -140,7 +142,7 @@ def test_event_is_parked_as_too_old_when_created_more_than_35_days_ago() -> None
 
 def test_event_is_billed_when_created_exactly_35_days_ago() -> None:
     # Act
-    outcome = assess(event(created=NOW - STRIPE_MAX_EVENT_AGE_S), SIGNED_AT, NOW, POLICY)
+    outcome = assess(event(created=NOW - WINDOW_S), SIGNED_AT, NOW, POLICY)
 
     # Assert
     assert isinstance(outcome, Bill)
@@ -236,5 +238,23 @@ def test_default_policy_follows_the_contract_when_nothing_is_configured() -> Non
         "rounding": "carry",
         "billable_types": frozenset({BILLABLE}),
         "max_event_usd": Decimal(1000),
-        "max_age_s": 35 * DAY_S,
+        "max_age_s": None,
     }
+
+
+def test_event_of_any_age_is_billed_when_the_policy_has_no_window() -> None:
+    # Act
+    outcome = assess(event(created=NOW - 400 * DAY_S), SIGNED_AT, NOW, BillingPolicy())
+
+    # Assert
+    assert isinstance(outcome, Bill)
+    assert outcome.timestamp == NOW - 400 * DAY_S
+
+
+def test_too_old_message_names_the_window_it_was_given() -> None:
+    # Act
+    outcome = assess(event(created=NOW - 8 * DAY_S), SIGNED_AT, NOW, BillingPolicy(max_age_s=7 * DAY_S))
+
+    # Assert
+    assert isinstance(outcome, Park)
+    assert outcome.message == "event is older than the biller's 7-day window"

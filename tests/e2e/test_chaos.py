@@ -74,7 +74,7 @@ def redis_store(redis_prefix: str) -> Store:
     # redis_prefix: a real Redis (skipped without one, failed under CI=true), keys deleted afterwards.
     return Store(
         {"GATEWAY_STORE": REDIS_URL, "GATEWAY_REDIS_PREFIX": redis_prefix},
-        {"store": REDIS_URL, "redis_prefix": redis_prefix},
+        {"store": REDIS_URL, "redis": {"prefix": redis_prefix}},
     )
 
 

@@ -140,9 +140,7 @@ async def test_one_meter_event_when_the_response_to_a_committed_claim_is_lost(tm
         container = build_container(
             settings(
                 store=f"sqlite:///{tmp_path / 'gateway.db'}",
-                stripe_api_key=FAKE_API_KEY,
-                stripe_api_base=stripe.url,
-                stripe_max_rps=100,
+                stripe={"api_key": FAKE_API_KEY, "api_base": stripe.url, "max_rps": 100},
                 dispatch_poll_s=0.05,
             )
         )

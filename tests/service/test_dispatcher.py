@@ -7,7 +7,6 @@ import pytest
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryLedger
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable
-from gateway.domain.event import meter_identifier
 from gateway.domain.ledger import ParkReason, State
 from gateway.domain.ports import MeterEvent
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
@@ -132,7 +131,20 @@ async def test_releases_customers_later_entries_when_an_earlier_one_fails(
     assert biller.events == {}
 
 
-async def test_sends_digest_identifier_when_event_id_is_longer_than_stripe_allows(
+async def test_sends_the_identifier_the_biller_rule_maps_the_event_id_to(
+    ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
+) -> None:
+    dispatcher = Dispatcher(ledger, biller, clock, FAST, jitter=lambda: 0.0, identifier=lambda id_: f"id_{id_}")
+    await record(ledger, "evt_MAPPED", clock.now())
+
+    await dispatcher.run_once()
+
+    assert list(biller.events) == ["id_evt_MAPPED"]
+    entry = await ledger.get("evt_MAPPED")
+    assert entry is not None and entry.state is State.SENT
+
+
+async def test_sends_the_event_id_itself_when_given_no_identifier_rule(
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
 ) -> None:
     long_id = "evt_" + "x" * 200
@@ -140,8 +152,7 @@ async def test_sends_digest_identifier_when_event_id_is_longer_than_stripe_allow
 
     await dispatcher.run_once()
 
-    assert list(biller.events) == [meter_identifier(long_id)]
-    assert len(meter_identifier(long_id)) <= 100
+    assert list(biller.events) == [long_id]
 
 
 async def test_new_dispatcher_takes_over_entries_whose_lease_ran_out(

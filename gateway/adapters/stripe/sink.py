@@ -19,7 +19,7 @@ import stripe
 
 from gateway.adapters.stripe import errors
 from gateway.adapters.stripe.meter import CUSTOMER_KEY, DEFAULT_EVENT_NAME, VALUE_KEY, meter_value
-from gateway.domain.event import meter_identifier
+from gateway.adapters.stripe.rules import meter_identifier
 from gateway.domain.ports import BillingSink, Delivery, MeterEvent
 
 

@@ -31,7 +31,7 @@ from gateway.adapters.clock import SystemClock
 from gateway.adapters.stripe import errors
 from gateway.adapters.stripe.errors import raise_stream_error
 from gateway.adapters.stripe.meter import CUSTOMER_KEY, DEFAULT_EVENT_NAME, VALUE_KEY, meter_value
-from gateway.domain.event import meter_identifier
+from gateway.adapters.stripe.rules import meter_identifier
 from gateway.domain.ports import BatchBillingSink, Clock, Delivery, MeterEvent
 
 # "Supports up to 100 events per request" (v2 meter_event_stream, OpenAPI excerpt and SDK docstring).

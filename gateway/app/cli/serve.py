@@ -15,7 +15,8 @@ from gateway.app.cli.common import env_settings
 from gateway.app.container import Container, build_container, store_kind
 from gateway.app.lifecycle import running
 from gateway.app.logging import configure_logging
-from gateway.app.settings import Secret, Settings, load_settings
+from gateway.app.secret import Secret
+from gateway.app.settings import Settings, load_settings
 
 log = structlog.get_logger("gateway.cli")
 
@@ -80,11 +81,11 @@ def _announce(container: Container, settings: Settings, workers: int = 1) -> Non
         port=settings.port,
         store=settings.store.split("?")[0] if settings.store.startswith("sqlite") else settings.store.split("@")[-1],
         biller=biller,
-        meter_event_name=settings.meter_event_name,
+        meter_event_name=settings.stripe.meter_event_name,
         units_per_usd=settings.units_per_usd,
         rounding=settings.rounding.value,
     )
-    if settings.selected_biller() == "ledger":
+    if not settings.biller_profile().remote:
         log.warning(
             "gateway.local_biller",
             message="no biller is selected (STRIPE_API_KEY unset, or GATEWAY_BILLER=ledger): meter events are "

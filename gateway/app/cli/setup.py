@@ -26,15 +26,16 @@ def stripe_setup(markup: str, currency: str, dry_run: bool, replace_price: bool,
     from gateway.app.setup import SetupError
 
     settings = env_settings()
-    if settings.stripe_api_key is None:
+    if settings.stripe.api_key is None:
         raise click.ClickException(
             "STRIPE_API_KEY is not set: stripe-setup creates the meter and the price in your Stripe account "
             "(try a test-mode key, sk_test_..., first)"
         )
-    key = settings.stripe_api_key.reveal()
+    key = settings.stripe.api_key.reveal()
     try:
-        plan = plan_price(settings.meter_event_name, currency, settings.units_per_usd, _decimal(markup, "--markup"))
-        client = stripe_client(key, settings.stripe_api_base, settings.stripe_timeout_s)
+        stripe = settings.stripe
+        plan = plan_price(stripe.meter_event_name, currency, settings.units_per_usd, _decimal(markup, "--markup"))
+        client = stripe_client(key, stripe.api_base, stripe.timeout_s)
         report = StripeSetup(client, live=key.startswith(("sk_live_", "rk_live_"))).run(
             plan, dry_run=dry_run, replace_price=replace_price
         )
