@@ -18,7 +18,7 @@ from gateway.adapters.clock import SystemClock
 from gateway.adapters.disabled_portal import DisabledBillingPortal
 from gateway.adapters.lago import LagoBillingPortal, LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
-from gateway.adapters.redis_store import RedisBiller, RedisCustomers, RedisLedger, connect, warn_if_volatile
+from gateway.adapters.redis import RedisBiller, RedisCustomers, RedisLedger, connect, warn_if_volatile
 from gateway.adapters.ringside_customers import RingsideCustomerLookup
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
 from gateway.adapters.stripe_portal import StripeBillingPortal

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from gateway.adapters.lago import LagoBillingPortal, LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
-from gateway.adapters.redis_store import RedisBiller, RedisCustomers, RedisLedger
+from gateway.adapters.redis import RedisBiller, RedisCustomers, RedisLedger
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
 from gateway.adapters.stripe_portal import StripeBillingPortal
 from gateway.domain.ports import BillingPortal, BillingSink, MeterEvent
