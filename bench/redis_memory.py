@@ -25,7 +25,7 @@ from decimal import Decimal
 
 from redis.asyncio import Redis
 
-from gateway.adapters.redis_store import RedisLedger, connect
+from gateway.adapters.redis import RedisLedger, connect
 from gateway.domain.ledger import Claim
 from gateway.domain.units import Rounding, exact_units
 

@@ -21,7 +21,7 @@ from gateway.adapters.disabled_portal import DisabledBillingPortal
 from gateway.adapters.lago.portal import LagoBillingPortal
 from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
-from gateway.adapters.redis_store import RedisBiller, RedisCustomers, RedisLedger, connect, warn_if_volatile
+from gateway.adapters.redis import RedisBiller, RedisCustomers, RedisLedger, connect, warn_if_volatile
 from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
 from gateway.adapters.stripe.portal import StripeBillingPortal

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pytest
@@ -23,8 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.exceptions import DataError
 
-from gateway.adapters.redis_store import (
-    ANCHOR,
+from gateway.adapters.redis import (
     DEFAULT_DEDUPE_TTL_S,
     MAX_CONNECTIONS,
     RedisBiller,
@@ -33,6 +32,7 @@ from gateway.adapters.redis_store import (
     connect,
     durability_warnings,
 )
+from gateway.adapters.redis.scripts import ANCHOR, ScriptName, source
 from gateway.app.container import build_container, close_store_clients
 from gateway.app.server import create_app
 from gateway.app.settings import SettingsError, load_settings
@@ -170,10 +170,20 @@ async def test_mark_sent_many_decides_afresh_when_another_replica_changes_an_ent
 # -- queue encoding ---------------------------------------------------------------------------------------------
 
 
+def test_every_script_loads_from_the_package_and_the_queue_scripts_anchor_with_the_same_member() -> None:
+    """The scripts ship as lua/*.lua package resources; the prelude's ANCHOR is the Python one, NUL written as \\0."""
+    names = get_args(ScriptName)
+    anchoring = {name for name in names if "local function anchor(key)" in source(name)}
+    assert all(source(name).strip() for name in names)
+    assert anchoring == {"record_many", "lease", "release", "mark_retry", "requeue"}
+    lua_anchor = "'" + ANCHOR.replace("\x00", "\\0") + "'"
+    assert all(f"local ANCHOR = {lua_anchor}" in source(name) for name in anchoring)
+
+
 async def test_queues_stay_skiplists_and_their_anchor_is_never_leased_counted_or_oldest(
     redis_client: Redis, redis_prefix: str
 ) -> None:
-    """A small sorted set is a listpack, where ZADD walks the whole list (3.9 us against 0.3 in the bench): the
+    """A small sorted set is a listpack, where ZADD walks the whole list (docs/notes/redis.md has the figures): the
     anchor keeps every queue a skiplist through records, leases, releases, retries and an emptied queue."""
     ledger = RedisLedger(redis_client, prefix=redis_prefix)
     queues = [f"{redis_prefix}q:due", f"{redis_prefix}q:leased", f"{redis_prefix}q:age"]

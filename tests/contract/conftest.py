@@ -19,7 +19,7 @@ from gateway.adapters.clock import FrozenClock
 from gateway.adapters.lago.portal import LagoBillingPortal
 from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
-from gateway.adapters.redis_store import RedisBiller, RedisCustomers, RedisLedger
+from gateway.adapters.redis import RedisBiller, RedisCustomers, RedisLedger
 from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
 from gateway.adapters.stripe.portal import StripeBillingPortal

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from gateway.adapters.redis_store import RedisLedger
+from gateway.adapters.redis import RedisLedger
 from gateway.domain.ledger import State
 from tests.builders import SECRET, event
 from tests.e2e.process import GatewayProcess, deliver_like_ringside
