@@ -6,6 +6,7 @@ settings object can be logged or printed without leaking one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -113,7 +114,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_base_s: float = 1.0
     """GATEWAY_RETRY_BASE_S: first retry delay; doubles per attempt, with jitter."""
     retry_max_s: float = 600.0
-    """GATEWAY_RETRY_MAX_S: the longest delay between two attempts."""
+    """GATEWAY_RETRY_MAX_S: the longest delay between two attempts, and the longest pause; a biller's Retry-After
+    beyond it is cut to it."""
     pending_alert_s: float = 300.0
     """GATEWAY_PENDING_ALERT_S: the sweep warns (log and metric) while the oldest pending entry is older than this."""
     sweep_interval_s: float = 15.0
@@ -284,6 +286,11 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_MAX_EVENT_USD x GATEWAY_UNITS_PER_USD must stay below 10^15 (Stripe's limit)")
     if settings.signature_tolerance_s <= 0:
         raise SettingsError("GATEWAY_SIGNATURE_TOLERANCE_S must be positive")
+    # Every wait is capped at the maximum; an infinite one would stall delivery for good.
+    if not (math.isfinite(settings.retry_base_s) and settings.retry_base_s > 0):
+        raise SettingsError("GATEWAY_RETRY_BASE_S must be a positive, finite number of seconds")
+    if not (math.isfinite(settings.retry_max_s) and settings.retry_max_s > 0):
+        raise SettingsError("GATEWAY_RETRY_MAX_S must be a positive, finite number of seconds")
     if settings.pending_alert_s <= 0 or settings.sweep_interval_s <= 0:
         raise SettingsError("GATEWAY_PENDING_ALERT_S and GATEWAY_SWEEP_INTERVAL_S must be positive")
     if settings.log_format not in {"auto", "json", "console"}:

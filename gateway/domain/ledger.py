@@ -6,6 +6,7 @@ billable as it is). Every later delivery of that id is a duplicate. An entry lea
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from enum import StrEnum
 
@@ -127,10 +128,19 @@ def rejected_record(entry: Entry, message: str, now: float) -> Parked:
 
 
 def retry_delay(attempts: int, *, base_s: float, cap_s: float, jitter: float, retry_after_s: float | None) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog), never sooner than the biller asked.
+    """Exponential backoff with full jitter (AWS architecture blog), never sooner than the biller asked, and never
+    longer than `cap_s` (GATEWAY_RETRY_MAX_S), whatever the biller asked.
 
-    `jitter` is a number in [0, 1) supplied by the caller, so the rule stays pure and testable.
+    `jitter` is a number in [0, 1) supplied by the caller, so the rule stays pure and testable. A `retry_after_s`
+    that is not a finite, non-negative number is ignored. The result is finite: it becomes a stored next attempt.
     """
     ceiling: float = min(cap_s, base_s * float(2 ** min(attempts, 32)))
     delay = ceiling / 2 + jitter * ceiling / 2
-    return max(delay, retry_after_s or 0.0)
+    delay = min(cap_s, max(delay, usable_wait(retry_after_s)))
+    assert math.isfinite(delay), f"retry delay must be finite (cap_s={cap_s!r}, base_s={base_s!r})"
+    return delay
+
+
+def usable_wait(seconds: float | None) -> float:
+    """A biller's requested wait when it is a finite, non-negative number of seconds; 0 otherwise."""
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds > 0 else 0.0

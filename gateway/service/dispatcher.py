@@ -6,7 +6,8 @@ Rules it keeps (docs/design.md, "Ledger first"; Stripe's rules in docs/billers.m
 - At most one call in flight per customer (Stripe: one concurrent call per customer per meter), and the whole
   dispatcher paced to a calls-per-second budget (Stripe: 1,000/s live, 25/s in test mode).
 - Transient failures (5xx, 429, timeouts) are retried with exponential backoff and full jitter, never sooner than
-  the biller's Retry-After; a 429 also pauses the whole dispatcher for that long.
+  the biller's Retry-After; a 429 also pauses the whole dispatcher for that long. Every wait, the biller's
+  included, is capped at `retry_max_s`.
 - A permanent rejection parks the entry with the biller's message.
 - Entries are leased, so several dispatchers (replicas, `gateway worker`) never send one entry at once, and a
   crashed dispatcher's entries come back when its lease runs out.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import defaultdict
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable, StoreUnavailable
 from gateway.domain.event import meter_identifier
-from gateway.domain.ledger import Entry, ParkReason, retry_delay
+from gateway.domain.ledger import Entry, ParkReason, retry_delay, usable_wait
 from gateway.domain.ports import (
     BatchBillingSink,
     BatchDeliveryQueue,
@@ -221,7 +223,10 @@ class Dispatcher:
     def _retry_delay(self, entry: Entry, exc: BillerUnavailable, now: float) -> float:
         """The entry's next backoff; a 429 also pauses the whole dispatcher (it speaks for the whole account)."""
         if isinstance(exc, BillerRateLimited):
-            self._paused_until = max(self._paused_until, now + (exc.retry_after_s or self._config.retry_base_s))
+            pause = min(usable_wait(exc.retry_after_s) or self._config.retry_base_s, self._config.retry_max_s)
+            self._paused_until = max(self._paused_until, now + pause)
+            # A stored pause is never infinite: it would stop every delivery for good.
+            assert math.isfinite(self._paused_until), f"dispatcher pause must be finite ({pause!r})"
         return retry_delay(
             entry.attempts,
             base_s=self._config.retry_base_s,
