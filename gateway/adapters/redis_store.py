@@ -79,9 +79,10 @@ from gateway.domain.units import ZERO, Rounding, settle
 log = structlog.get_logger("gateway.redis")
 
 DEFAULT_PREFIX: Final = "gw:"
-# Longer than Ringside's retry horizon, so that a late redelivery of a sent event is still a duplicate. Stripe's
-# own identifier de-duplication only lasts "at least 24 hours" (CONTRACT 2), so ours must outlive Ringside's.
-DEFAULT_DEDUPE_TTL_S: Final = 30 * 24 * 3600
+# Longer than the oldest event ingest accepts (35 days) plus the signature tolerance, so that a late redelivery of a
+# sent event is still a duplicate. Stripe's own identifier de-duplication only lasts "at least 24 hours"
+# (docs/billers.md), so ours must outlive every redelivery the gateway would still accept.
+DEFAULT_DEDUPE_TTL_S: Final = 40 * 24 * 3600
 
 # A webhook must get its answer (or a 503) well within Ringside's delivery timeout: a dead Redis fails fast, a
 # slow one is abandoned after SOCKET_TIMEOUT_S per try.

@@ -69,8 +69,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_STORE: sqlite:///relative.db, sqlite:////absolute.db, redis://host:port/db or memory://."""
     redis_prefix: str = "gw:"
     """GATEWAY_REDIS_PREFIX: prefix of every key the gateway writes in Redis (several gateways can share one Redis)."""
-    dedupe_ttl_s: int = 30 * 24 * 3600
-    """GATEWAY_DEDUPE_TTL_S: how long Redis remembers a sent event id; longer than Ringside's retry horizon."""
+    dedupe_ttl_s: int = 40 * 24 * 3600
+    """GATEWAY_DEDUPE_TTL_S: how long Redis remembers a sent event id; at least the oldest event ingest accepts (35
+    days) plus the signature tolerance, so that a redelivery the gateway would still accept is a duplicate."""
     meter_event_name: str = "ringside_spend"
     """GATEWAY_METER_EVENT_NAME: the Stripe meter's event_name."""
     biller: str | None = None
@@ -299,7 +300,14 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_STORE must be sqlite:///path.db, redis://host:port/db or memory://")
     if settings.dedupe_ttl_s < MIN_DEDUPE_TTL_S:
         # A redelivery after the claim expired would be billed again: the retention must outlast Ringside's retries.
-        raise SettingsError("GATEWAY_DEDUPE_TTL_S must be at least 86400 (one day); the default is 30 days")
+        raise SettingsError("GATEWAY_DEDUPE_TTL_S must be at least 86400 (one day); the default is 40 days")
+    accepted_s = settings.policy().max_age_s + settings.signature_tolerance_s
+    if settings.dedupe_ttl_s < accepted_s:
+        # Ingest still accepts an event this old: a redelivery after its sent id expired would be billed again.
+        raise SettingsError(
+            f"GATEWAY_DEDUPE_TTL_S must be at least {accepted_s} (the oldest event ingest accepts, 35 days, plus"
+            " GATEWAY_SIGNATURE_TOLERANCE_S); the default is 40 days"
+        )
     _check_portal(settings)
     _check_biller(settings)
 
