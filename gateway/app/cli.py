@@ -484,7 +484,7 @@ def _reason(value: str | None) -> Any:
     return None if value is None else ParkReason(value)
 
 
-_REASONS = click.Choice(["unknown_customer", "invalid_payload", "too_old", "biller_rejected"])
+_REASONS = click.Choice(["unknown_customer", "invalid_payload", "too_old", "biller_rejected", "unknown_type"])
 
 
 @parked.command("list")

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.domain.policy import BillingPolicy
+from gateway.domain.policy import BillingPolicy, UnknownTypes
 from gateway.domain.portal import ReturnUrlPolicy
 from gateway.domain.units import Rounding
 
@@ -59,6 +59,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_MAX_BODY_BYTES: larger bodies get 413 before they are read whole."""
     billable_events: frozenset[str] = frozenset({"chat.completion.finished"})
     """GATEWAY_BILLABLE_EVENTS: comma-separated event types that are billed; others are acknowledged."""
+    unknown_types: UnknownTypes = UnknownTypes.PARK
+    """GATEWAY_UNKNOWN_TYPES: park | ignore. An event of another type that carries a cost is parked unknown_type
+    (replayable once its type is listed) or, with ignore, acknowledged as ignored; one without a cost is ignored."""
     max_event_usd: Decimal = Decimal(1000)
     """GATEWAY_MAX_EVENT_USD: a single event costing more is parked as invalid_payload."""
     units_per_usd: int = 100_000
@@ -153,6 +156,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rounding=self.rounding,
             billable_types=self.billable_events,
             max_event_usd=self.max_event_usd,
+            unknown_types=self.unknown_types,
         )
 
     def return_url_policy(self) -> ReturnUrlPolicy:
@@ -181,6 +185,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "GATEWAY_SIGNATURE_TOLERANCE_S": "signature_tolerance_s",
     "GATEWAY_MAX_BODY_BYTES": "max_body_bytes",
     "GATEWAY_BILLABLE_EVENTS": "billable_events",
+    "GATEWAY_UNKNOWN_TYPES": "unknown_types",
     "GATEWAY_MAX_EVENT_USD": "max_event_usd",
     "GATEWAY_UNITS_PER_USD": "units_per_usd",
     "GATEWAY_ROUNDING": "rounding",

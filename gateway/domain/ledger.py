@@ -24,6 +24,7 @@ class ParkReason(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"
     TOO_OLD = "too_old"
     BILLER_REJECTED = "biller_rejected"
+    UNKNOWN_TYPE = "unknown_type"
 
 
 class Claim(msgspec.Struct, frozen=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from enum import StrEnum
 
 import msgspec
 
@@ -14,12 +15,22 @@ from gateway.domain.units import MAX_COST_PLACES, Rounding, decimal_places, exac
 STRIPE_MAX_EVENT_AGE_S = 35 * 24 * 3600
 
 
+class UnknownTypes(StrEnum):
+    """What becomes of a signed event of a type not in `billable_types` that carries a cost."""
+
+    PARK = "park"
+    """Parked `unknown_type`, replayable once the type is listed: new billable spend is never dropped unseen."""
+    IGNORE = "ignore"
+    """Acknowledged as ignored, and forgotten."""
+
+
 class BillingPolicy(msgspec.Struct, frozen=True):
     units_per_usd: int = 100_000
     rounding: Rounding = Rounding.CARRY
     billable_types: frozenset[str] = frozenset({"chat.completion.finished"})
     max_event_usd: Decimal = Decimal(1000)
     max_age_s: int = STRIPE_MAX_EVENT_AGE_S
+    unknown_types: UnknownTypes = UnknownTypes.PARK
 
 
 class Ignore(msgspec.Struct, frozen=True):
@@ -40,6 +51,13 @@ class Bill(msgspec.Struct, frozen=True):
 def assess(event: Event, signed_at: int, now: float, policy: BillingPolicy) -> Ignore | Park | Bill:
     """Decide an event's fate from its content alone (the customer is resolved afterwards)."""
     if event.type not in policy.billable_types:
+        # A cost of zero has nothing to lose; is_zero() never signals, even on a signalling NaN.
+        if policy.unknown_types is UnknownTypes.PARK and event.cost_usd is not None and not event.cost_usd.is_zero():
+            return Park(
+                ParkReason.UNKNOWN_TYPE,
+                f"event type {event.type!r} carries a cost but is not billable (GATEWAY_BILLABLE_EVENTS);"
+                " replay it once the type is listed",
+            )
         return Ignore()
     cost = event.cost_usd
     if cost is None:

@@ -1,11 +1,12 @@
 """Replay: an operator sends a parked delivery through the pipeline again (`gateway parked replay`).
 
 Two kinds of parked records, two ways back (docs/design.md, "Ledger first"):
-- parked at ingest (`unknown_customer`, `invalid_payload`, `too_old`): the body is run through `Ingest.process`
-  exactly as a delivery would be, with `replaces=key`, so the new ledger entry and the removal of the parked record
-  happen in one atomic step. A mapping added since (`gateway customers set`) is therefore picked up, and the event
-  is billed once: the id is then claimed by its entry, so a second replay finds nothing parked, and a live
-  redelivery racing the replay is a duplicate of whichever claimed the id first.
+- parked at ingest (`unknown_customer`, `invalid_payload`, `too_old`, `unknown_type`): the body is run through
+  `Ingest.process` exactly as a delivery would be, with `replaces=key`, so the new ledger entry and the removal of
+  the parked record happen in one atomic step. A mapping added since (`gateway customers set`), or a type added to
+  GATEWAY_BILLABLE_EVENTS, is therefore picked up, and the event is billed once: the id is then claimed by its
+  entry, so a second replay finds nothing parked, and a live redelivery racing the replay is a duplicate of
+  whichever claimed the id first.
 - rejected by the biller (`biller_rejected`): the entry is already in the ledger, in state parked.
   `ParkedRecords.requeue` puts it back to pending and removes the record in one step, billed to the customer store's
   current mapping for its Ringside customer when that changed (the usual fix for "No such customer").

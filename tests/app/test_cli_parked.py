@@ -179,6 +179,27 @@ def test_replay_all_bills_what_it_can_and_leaves_the_rest_parked(env: dict[str, 
     assert "Replayed 3: 1 still parked (invalid_payload), 2 still parked (unknown_customer)" in human.stdout
 
 
+def test_unknown_type_is_listed_and_billed_by_replay_once_its_type_is_listed(
+    env: dict[str, str | None], database: Path
+) -> None:
+    body = encode(event("evt_IMAGE", event_type="image.generated", cost="0.04", stripe_customer="cus_IMG"))
+    assert deliver(database, body).status is Status.PARKED
+
+    listed = json_out(gateway("parked", "list", "--reason", "unknown_type", "--json", env=env))
+    not_yet = gateway("parked", "replay", "evt_IMAGE", env=env)
+    listing = {**env, "GATEWAY_BILLABLE_EVENTS": "chat.completion.finished,image.generated"}
+    replayed = json_out(gateway("parked", "replay", "evt_IMAGE", "--json", env=listing))
+    events = dispatch(database)
+
+    assert [(p["key"], p["reason"], p["event_type"]) for p in listed] == [
+        ("evt_IMAGE", "unknown_type", "image.generated")
+    ]
+    assert not_yet.exit_code == 1
+    assert "evt_IMAGE: still parked: unknown_type" in not_yet.stderr
+    assert replayed == {"key": "evt_IMAGE", "status": "billed", "units": 4000, "customer": "cus_IMG"}
+    assert [(e.identifier, e.customer, e.value) for e in events] == [("evt_IMAGE", "cus_IMG", 4000)]
+
+
 def test_replay_fails_when_nothing_is_parked_under_the_key(env: dict[str, str | None]) -> None:
     result = gateway("parked", "replay", "evt_UNKNOWN", env=env)
 

@@ -10,7 +10,7 @@ import pytest
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryCustomers, MemoryLedger
 from gateway.domain.ledger import ParkReason, State
-from gateway.domain.policy import BillingPolicy
+from gateway.domain.policy import BillingPolicy, UnknownTypes
 from gateway.domain.signature import SignatureVerifier
 from gateway.service.ingest import Ingest, Status
 from gateway.service.replay import Replayer, ReplayResult, ReplayStatus
@@ -83,13 +83,47 @@ async def test_replay_is_ignored_and_kept_when_the_type_is_no_longer_billable(
 ) -> None:
     await park_unmapped(ledger, customers, clock, "evt_LATE")
     await customers.set("cust_LATE", "cus_LATE")
-    policy = BillingPolicy(billable_types=frozenset({"run.completed"}))
+    policy = BillingPolicy(billable_types=frozenset({"run.completed"}), unknown_types=UnknownTypes.IGNORE)
     replayer = Replayer(ingest_with(ledger, customers, clock, policy), ledger, customers, clock)
 
     result = await replayer.replay("evt_LATE")
 
     assert result.status is ReplayStatus.IGNORED
     assert "evt_LATE" in ledger.parked
+
+
+async def test_replay_is_still_parked_and_kept_when_the_type_is_no_longer_billable_and_unknown_types_park(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock
+) -> None:
+    await park_unmapped(ledger, customers, clock, "evt_LATE")
+    await customers.set("cust_LATE", "cus_LATE")
+    before = ledger.parked["evt_LATE"]
+    policy = BillingPolicy(billable_types=frozenset({"run.completed"}))
+    replayer = Replayer(ingest_with(ledger, customers, clock, policy), ledger, customers, clock)
+
+    result = await replayer.replay("evt_LATE")
+
+    assert (result.status, result.reason) == (ReplayStatus.STILL_PARKED, ParkReason.UNKNOWN_TYPE)
+    assert ledger.parked == {"evt_LATE": before}
+
+
+async def test_event_of_an_unlisted_type_is_billed_by_replay_once_its_type_is_listed(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock
+) -> None:
+    # Arrange: parked unknown_type under today's settings.
+    body = encode(event("evt_NEW_TYPE", event_type="image.generated", cost="0.04", stripe_customer="cus_IMG"))
+    parked = await ingest_with(ledger, customers, clock).process(body, int(clock.now()), clock.now())
+    assert (parked.status, parked.reason) == (Status.PARKED, ParkReason.UNKNOWN_TYPE)
+    listed = BillingPolicy(billable_types=frozenset({"chat.completion.finished", "image.generated"}))
+    replayer = Replayer(ingest_with(ledger, customers, clock, listed), ledger, customers, clock)
+
+    # Act: GATEWAY_BILLABLE_EVENTS now lists the type.
+    result = await replayer.replay("evt_NEW_TYPE")
+
+    # Assert
+    assert (result.status, result.units, result.customer) == (ReplayStatus.BILLED, 4000, "cus_IMG")
+    assert ledger.parked == {}
+    assert ledger.entries["evt_NEW_TYPE"].event_type == "image.generated"
 
 
 async def test_replay_of_a_rejected_entry_keeps_its_customer_when_no_mapping_exists(
