@@ -62,6 +62,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
 from gateway.domain.ledger import (
+    REQUEUEABLE,
     Claim,
     CustomerUsage,
     Entry,
@@ -70,8 +71,8 @@ from gateway.domain.ledger import (
     ParkReason,
     Recorded,
     State,
+    entry_record,
     pending_entry,
-    rejected_record,
 )
 from gateway.domain.ports import BatchBillingSink, BatchLedger, CustomerStore, Delivery, MeterEvent
 from gateway.domain.units import ZERO, Rounding, settle
@@ -477,7 +478,7 @@ return 1
 
 _MARK_REJECTED = """
 -- KEYS: 1 entry, 2 q:due, 3 q:leased, 4 q:held, 5 q:age, 6 stats, 7 parked record, 8 ix:parked,
---       9 ix:parked:biller_rejected, 10.. ix:parked:<reason> for every reason
+--       9 ix:parked:<the reason it is parked for>, 10.. ix:parked:<reason> for every reason
 -- ARGV: 1 entry blob read, 2 new blob, 3 event id, 4 minus the units, 5 parked blob, 6 parked_at
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
@@ -774,6 +775,12 @@ class RedisLedger(BatchLedger):
         await self._transition(event_id, commit)
 
     async def mark_rejected(self, event_id: str, message: str, now: float) -> None:
+        await self._park_entry(event_id, ParkReason.BILLER_REJECTED, message, now)
+
+    async def mark_too_old(self, event_id: str, message: str, now: float) -> None:
+        await self._park_entry(event_id, ParkReason.TOO_OLD, message, now)
+
+    async def _park_entry(self, event_id: str, reason: ParkReason, message: str, now: float) -> None:
         keys = self._keys
 
         async def commit(blob: bytes, entry: Entry) -> Any:
@@ -788,7 +795,7 @@ class RedisLedger(BatchLedger):
                     keys.stats,
                     keys.parked(event_id),
                     keys.parked_index(),
-                    keys.parked_index(ParkReason.BILLER_REJECTED),
+                    keys.parked_index(reason),
                     *keys.every_reason_index(),
                 ],
                 args=[
@@ -796,14 +803,16 @@ class RedisLedger(BatchLedger):
                     _encode(rejected),
                     event_id,
                     -entry.units,
-                    _encode(rejected_record(rejected, message, now)),
+                    _encode(entry_record(rejected, reason, message, now)),
                     now,
                 ],
             )
 
         await self._transition(event_id, commit)
 
-    async def requeue(self, event_id: str, now: float, *, billing_customer: str | None = None) -> Entry | None:
+    async def requeue(
+        self, event_id: str, now: float, *, billing_customer: str | None = None, timestamp: int | None = None
+    ) -> Entry | None:
         keys = self._keys
         with _store_errors():
             for _ in range(_MAX_CONFLICTS):
@@ -811,9 +820,7 @@ class RedisLedger(BatchLedger):
                 if entry_blob is None or parked_blob is None:
                     return None
                 entry = _decode_entry(_raw(entry_blob))
-                if entry.state is not State.PARKED or _decode_parked(_raw(parked_blob)).reason is not (
-                    ParkReason.BILLER_REJECTED
-                ):
+                if entry.state is not State.PARKED or _decode_parked(_raw(parked_blob)).reason not in REQUEUEABLE:
                     return None
                 requeued = msgspec.structs.replace(
                     entry,
@@ -821,6 +828,7 @@ class RedisLedger(BatchLedger):
                     billing_customer=billing_customer or entry.billing_customer,
                     attempts=0,
                     next_attempt_at=now,
+                    timestamp=entry.timestamp if timestamp is None else timestamp,
                 )
                 if await self._requeue(
                     keys=[

@@ -577,8 +577,13 @@ def _short(text: str, width: int = 70) -> str:
 @click.argument("key", required=False)
 @click.option("--all", "replay_every", is_flag=True, help="Replay every parked record (oldest first).")
 @click.option("--reason", type=_REASONS, default=None, help="With --all: only records parked for this reason.")
+@click.option(
+    "--restamp",
+    is_flag=True,
+    help="Send too_old records with the current time: the usage lands in the current billing period.",
+)
 @json_option
-def parked_replay(key: str | None, replay_every: bool, reason: str | None, as_json: bool) -> None:
+def parked_replay(key: str | None, replay_every: bool, reason: str | None, restamp: bool, as_json: bool) -> None:
     """Run parked deliveries through the pipeline again: billed once, or left parked as they were."""
     from gateway.service.replay import ReplayResult, ReplayStatus
 
@@ -589,7 +594,7 @@ def parked_replay(key: str | None, replay_every: bool, reason: str | None, as_js
 
     async def one(key: str) -> tuple[ReplayResult, bool]:
         async with _opened(_settings()) as container:
-            result: ReplayResult = await container.replayer().replay(key)
+            result: ReplayResult = await container.replayer().replay(key, restamp=restamp)
             in_ledger = await container.ledger().get(key) is not None
             return result, in_ledger
 
@@ -607,7 +612,10 @@ def parked_replay(key: str | None, replay_every: bool, reason: str | None, as_js
                 click.echo(f"{key}: not parked (already replayed); nothing to do")
         else:
             detail = f"{result.reason.value}: " if result.reason else ""
-            raise click.ClickException(f"{key}: {result.status.value.replace('_', ' ')}: {detail}{result.message}")
+            hint = " (give --restamp)" if result.reason and result.reason.value == "too_old" else ""
+            raise click.ClickException(
+                f"{key}: {result.status.value.replace('_', ' ')}: {detail}{result.message}{hint}"
+            )
         return
 
     async def every() -> list[ReplayResult]:
@@ -615,7 +623,7 @@ def parked_replay(key: str | None, replay_every: bool, reason: str | None, as_js
             replayer = container.replayer()
             keys = await replayer.parked_keys(_reason(reason))
             with progress(len(keys), "Replaying", hidden=as_json or not keys) as bar:
-                return await replayer.replay_all(keys, on_each=lambda _: bar.update(1))
+                return await replayer.replay_all(keys, on_each=lambda _: bar.update(1), restamp=restamp)
 
     results = _run(every())
     counts: dict[str, int] = {}

@@ -27,6 +27,10 @@ class ParkReason(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
 
 
+# Parked records whose entry is still in the ledger (parked by the dispatcher), which `requeue` puts back to pending.
+REQUEUEABLE = frozenset({ParkReason.BILLER_REJECTED, ParkReason.TOO_OLD})
+
+
 class Claim(msgspec.Struct, frozen=True):
     """A billable event, ready to be recorded. Units are settled by the store, under the customer's carry."""
 
@@ -116,9 +120,14 @@ class CustomerUsage(msgspec.Struct, frozen=True):
 
 def rejected_record(entry: Entry, message: str, now: float) -> Parked:
     """The parked record of an entry the biller refused: the entry itself is the body an operator sees."""
+    return entry_record(entry, ParkReason.BILLER_REJECTED, message, now)
+
+
+def entry_record(entry: Entry, reason: ParkReason, message: str, now: float) -> Parked:
+    """The parked record of an entry parked from the ledger (biller_rejected, too_old): the entry is its body."""
     return Parked(
         key=entry.event_id,
-        reason=ParkReason.BILLER_REJECTED,
+        reason=reason,
         message=message,
         body=msgspec.json.encode(entry),
         signed_at=entry.timestamp,

@@ -73,6 +73,12 @@ def assess(event: Event, signed_at: int, now: float, policy: BillingPolicy) -> I
     # Stripe refuses timestamps more than 5 minutes ahead; the signature already bounds the clock, so a creation
     # time in the future is clamped to now rather than refused.
     timestamp = min(event.created if event.created is not None else signed_at, int(now))
-    if now - timestamp > policy.max_age_s:
+    if past_window(timestamp, now, policy.max_age_s):
         return Park(ParkReason.TOO_OLD, "event is older than the biller's 35-day window")
     return Bill(cost_usd=cost, exact_units=exact_units(cost, policy.units_per_usd), timestamp=timestamp)
+
+
+def past_window(timestamp: int, now: float, max_age_s: int) -> bool:
+    """Whether an event stamped `timestamp` is older than its biller accepts: checked at ingest, and again before
+    each send, since an entry held pending (an outage, a revoked key) can outlive the window."""
+    return now - timestamp > max_age_s

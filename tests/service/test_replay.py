@@ -154,3 +154,77 @@ async def test_replay_all_lists_every_key_beyond_one_page(
 
     assert keys == [f"evt_{number:04d}" for number in range(1_100)]
     assert await replayer.parked_keys(ParkReason.TOO_OLD) == []
+
+
+DAY_S = 24 * 3600
+
+
+async def too_old_entry(ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, event_id: str) -> None:
+    """An entry recorded at the clock's time, then held pending past the biller's window and parked by the
+    dispatcher."""
+    body = encode(event(event_id, cost="0.5", customer="cust_OLD", stripe_customer="cus_OLD", created=int(clock.now())))
+    assert (await ingest_with(ledger, customers, clock).process(body, int(clock.now()), clock.now())).status is (
+        Status.ACCEPTED
+    )
+    clock.advance(36 * DAY_S)
+    await ledger.mark_too_old(event_id, "event is older than the biller's 35-day window", clock.now())
+
+
+async def test_replay_of_an_entry_parked_too_old_keeps_it_parked_and_says_to_restamp(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, replayer: Replayer
+) -> None:
+    await too_old_entry(ledger, customers, clock, "evt_STALE")
+    before = (ledger.entries["evt_STALE"], ledger.parked["evt_STALE"])
+
+    result = await replayer.replay("evt_STALE")
+
+    assert (result.status, result.reason) == (ReplayStatus.STILL_PARKED, ParkReason.TOO_OLD)
+    assert result.message is not None and "restamp" in result.message
+    assert (ledger.entries["evt_STALE"], ledger.parked["evt_STALE"]) == before
+
+
+async def test_replay_with_restamp_requeues_an_entry_parked_too_old_stamped_now(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, replayer: Replayer
+) -> None:
+    await too_old_entry(ledger, customers, clock, "evt_STALE")
+
+    result = await replayer.replay("evt_STALE", restamp=True)
+    again = await replayer.replay("evt_STALE", restamp=True)
+
+    assert (result.status, result.units, result.customer) == (ReplayStatus.BILLED, 50_000, "cus_OLD")
+    assert again.status is ReplayStatus.NOT_PARKED
+    entry = ledger.entries["evt_STALE"]
+    assert (entry.state, entry.units, entry.timestamp) == (State.PENDING, 50_000, int(clock.now()))
+    assert ledger.parked == {}
+
+
+async def test_replay_with_restamp_bills_an_event_parked_too_old_at_ingest_stamped_now(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, replayer: Replayer
+) -> None:
+    created = int(clock.now()) - 40 * DAY_S
+    body = encode(event("evt_ANCIENT", cost="0.5", stripe_customer="cus_OLD", created=created))
+    parked = await ingest_with(ledger, customers, clock).process(body, int(clock.now()), clock.now())
+    assert parked.reason is ParkReason.TOO_OLD
+
+    plain = await replayer.replay("evt_ANCIENT")
+    restamped = await replayer.replay("evt_ANCIENT", restamp=True)
+
+    assert (plain.status, plain.reason) == (ReplayStatus.STILL_PARKED, ParkReason.TOO_OLD)
+    assert plain.message is not None and "restamp" in plain.message
+    assert (restamped.status, restamped.units) == (ReplayStatus.BILLED, 50_000)
+    assert ledger.entries["evt_ANCIENT"].timestamp == int(clock.now())
+    assert ledger.parked == {}
+
+
+async def test_restamp_leaves_the_timestamp_of_a_record_parked_for_another_reason(
+    ledger: MemoryLedger, customers: MemoryCustomers, clock: FrozenClock, replayer: Replayer
+) -> None:
+    created = int(clock.now()) - 3600
+    body = encode(event("evt_UNMAPPED", cost="0.5", customer="cust_LATE", stripe_customer=None, created=created))
+    await ingest_with(ledger, customers, clock).process(body, int(clock.now()), clock.now())
+    await customers.set("cust_LATE", "cus_LATE")
+
+    result = await replayer.replay("evt_UNMAPPED", restamp=True)
+
+    assert result.status is ReplayStatus.BILLED
+    assert ledger.entries["evt_UNMAPPED"].timestamp == created
