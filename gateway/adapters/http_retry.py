@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import time
 from email.utils import parsedate_to_datetime
 
 
 def delta_seconds(value: str | None) -> float | None:
-    """A non-negative number of seconds, or None when absent or not a number (negatives count as 0)."""
+    """A finite, non-negative number of seconds, or None when absent or anything else.
+
+    `inf`, `nan`, `1e400` (a float overflows to inf) and negative values are ignored rather than trusted: one of
+    them stored as a pause or a next attempt would stall delivery for good.
+    """
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def retry_after_seconds(value: str | None) -> float | None:

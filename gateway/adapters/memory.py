@@ -12,6 +12,7 @@ from decimal import Decimal
 import msgspec
 
 from gateway.domain.ledger import (
+    REQUEUEABLE,
     Claim,
     CustomerUsage,
     Entry,
@@ -20,8 +21,8 @@ from gateway.domain.ledger import (
     ParkReason,
     Recorded,
     State,
+    entry_record,
     pending_entry,
-    rejected_record,
 )
 from gateway.domain.ports import BatchLedger, BillingSink, CustomerStore, Delivery, MeterEvent
 from gateway.domain.units import ZERO, Rounding, settle
@@ -92,16 +93,24 @@ class MemoryLedger(BatchLedger):
             self._update(event_id, attempts=entry.attempts + 1, next_attempt_at=next_attempt_at, last_error=error)
 
     async def mark_rejected(self, event_id: str, message: str, now: float) -> None:
+        self._park_entry(event_id, ParkReason.BILLER_REJECTED, message, now)
+
+    async def mark_too_old(self, event_id: str, message: str, now: float) -> None:
+        self._park_entry(event_id, ParkReason.TOO_OLD, message, now)
+
+    def _park_entry(self, event_id: str, reason: ParkReason, message: str, now: float) -> None:
         entry = self._update(event_id, state=State.PARKED, last_error=message)
         if entry is not None:
-            self.parked[event_id] = rejected_record(entry, message, now)
+            self.parked[event_id] = entry_record(entry, reason, message, now)
 
-    async def requeue(self, event_id: str, now: float, *, billing_customer: str | None = None) -> Entry | None:
+    async def requeue(
+        self, event_id: str, now: float, *, billing_customer: str | None = None, timestamp: int | None = None
+    ) -> Entry | None:
         entry = self.entries.get(event_id)
         record = self.parked.get(event_id)
         if entry is None or entry.state is not State.PARKED or record is None:
             return None
-        if record.reason is not ParkReason.BILLER_REJECTED:
+        if record.reason not in REQUEUEABLE:
             return None
         requeued = msgspec.structs.replace(
             entry,
@@ -109,6 +118,7 @@ class MemoryLedger(BatchLedger):
             billing_customer=billing_customer or entry.billing_customer,
             attempts=0,
             next_attempt_at=now,
+            timestamp=entry.timestamp if timestamp is None else timestamp,
         )
         del self.parked[event_id]
         self._leases.pop(event_id, None)

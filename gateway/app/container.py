@@ -149,6 +149,7 @@ def _dispatch_config(settings: Settings) -> DispatchConfig:
         max_rps=settings.biller_profile().max_rps(settings),
         retry_base_s=settings.retry_base_s,
         retry_max_s=settings.retry_max_s,
+        max_event_age_s=settings.biller_profile().max_event_age_s,
     )
 
 

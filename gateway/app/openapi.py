@@ -96,7 +96,7 @@ class Readiness(msgspec.Struct, frozen=True):
 # The webhook's answers (CONTRACT 1, "Responses"): the Struct each body mirrors, and when it is sent.
 _WEBHOOK_BODIES: dict[int, tuple[type[msgspec.Struct], str]] = {
     200: (Acknowledged, "Accepted (durably recorded; the meter event follows), duplicate, or ignored."),
-    202: (ParkedAck, "Parked: unknown_customer, invalid_payload or too_old. Ringside stops retrying."),
+    202: (ParkedAck, "Parked: unknown_customer, invalid_payload, too_old or unknown_type. Ringside stops retrying."),
     400: (ErrorBody, "The request is malformed at the HTTP level."),
     401: (ErrorBody, "missing_signature, malformed_signature, timestamp_out_of_tolerance or invalid_signature."),
     405: (ErrorBody, "method_not_allowed: only POST is served here."),

@@ -7,6 +7,7 @@ own (`settings.stripe`, `settings.lago`, `settings.redis`); the environment vari
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -16,7 +17,7 @@ import msgspec
 from gateway.app.biller_settings import LagoSettings, StripeSettings
 from gateway.app.billers import Biller, BillerProfile, profile
 from gateway.app.secret import Secret
-from gateway.domain.policy import BillingPolicy
+from gateway.domain.policy import BillingPolicy, UnknownTypes
 from gateway.domain.portal import ReturnUrlPolicy
 from gateway.domain.units import Rounding
 
@@ -32,8 +33,9 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     prefix: str = "gw:"
     """GATEWAY_REDIS_PREFIX: prefix of every key the gateway writes in Redis (several gateways can share one Redis)."""
-    dedupe_ttl_s: int = 30 * 24 * 3600
-    """GATEWAY_DEDUPE_TTL_S: how long Redis remembers a sent event id; longer than Ringside's retry horizon."""
+    dedupe_ttl_s: int = 40 * 24 * 3600
+    """GATEWAY_DEDUPE_TTL_S: how long Redis remembers a sent event id; at least the oldest event ingest accepts (35
+    days) plus the signature tolerance, so that a redelivery the gateway would still accept is a duplicate."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +49,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_MAX_BODY_BYTES: larger bodies get 413 before they are read whole."""
     billable_events: frozenset[str] = frozenset({"chat.completion.finished"})
     """GATEWAY_BILLABLE_EVENTS: comma-separated event types that are billed; others are acknowledged."""
+    unknown_types: UnknownTypes = UnknownTypes.PARK
+    """GATEWAY_UNKNOWN_TYPES: park | ignore. An event of another type that carries a cost is parked unknown_type
+    (replayable once its type is listed) or, with ignore, acknowledged as ignored; one without a cost is ignored."""
     max_event_usd: Decimal = Decimal(1000)
     """GATEWAY_MAX_EVENT_USD: a single event costing more is parked as invalid_payload."""
     units_per_usd: int = 100_000
@@ -75,7 +80,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_base_s: float = 1.0
     """GATEWAY_RETRY_BASE_S: first retry delay; doubles per attempt, with jitter."""
     retry_max_s: float = 600.0
-    """GATEWAY_RETRY_MAX_S: the longest delay between two attempts."""
+    """GATEWAY_RETRY_MAX_S: the longest delay between two attempts, and the longest pause; a biller's Retry-After
+    beyond it is cut to it."""
     pending_alert_s: float = 300.0
     """GATEWAY_PENDING_ALERT_S: the sweep warns (log and metric) while the oldest pending entry is older than this."""
     sweep_interval_s: float = 15.0
@@ -111,6 +117,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             billable_types=self.billable_events,
             max_event_usd=self.max_event_usd,
             max_age_s=self.biller_profile().max_event_age_s,
+            unknown_types=self.unknown_types,
         )
 
     def return_url_policy(self) -> ReturnUrlPolicy:
@@ -136,6 +143,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "GATEWAY_SIGNATURE_TOLERANCE_S": "signature_tolerance_s",
     "GATEWAY_MAX_BODY_BYTES": "max_body_bytes",
     "GATEWAY_BILLABLE_EVENTS": "billable_events",
+    "GATEWAY_UNKNOWN_TYPES": "unknown_types",
     "GATEWAY_MAX_EVENT_USD": "max_event_usd",
     "GATEWAY_UNITS_PER_USD": "units_per_usd",
     "GATEWAY_ROUNDING": "rounding",
@@ -236,6 +244,11 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_MAX_EVENT_USD x GATEWAY_UNITS_PER_USD must stay below 10^15 (Stripe's limit)")
     if settings.signature_tolerance_s <= 0:
         raise SettingsError("GATEWAY_SIGNATURE_TOLERANCE_S must be positive")
+    # Every wait is capped at the maximum; an infinite one would stall delivery for good.
+    if not (math.isfinite(settings.retry_base_s) and settings.retry_base_s > 0):
+        raise SettingsError("GATEWAY_RETRY_BASE_S must be a positive, finite number of seconds")
+    if not (math.isfinite(settings.retry_max_s) and settings.retry_max_s > 0):
+        raise SettingsError("GATEWAY_RETRY_MAX_S must be a positive, finite number of seconds")
     if settings.pending_alert_s <= 0 or settings.sweep_interval_s <= 0:
         raise SettingsError("GATEWAY_PENDING_ALERT_S and GATEWAY_SWEEP_INTERVAL_S must be positive")
     if settings.log_format not in {"auto", "json", "console"}:
@@ -244,9 +257,17 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_STORE must be sqlite:///path.db, redis://host:port/db or memory://")
     if settings.redis.dedupe_ttl_s < MIN_DEDUPE_TTL_S:
         # A redelivery after the claim expired would be billed again: the retention must outlast Ringside's retries.
-        raise SettingsError("GATEWAY_DEDUPE_TTL_S must be at least 86400 (one day); the default is 30 days")
+        raise SettingsError("GATEWAY_DEDUPE_TTL_S must be at least 86400 (one day); the default is 40 days")
     _check_portal(settings)
     _check_biller(settings)
+    max_age_s = settings.policy().max_age_s
+    accepted_s = (max_age_s or 0) + settings.signature_tolerance_s
+    if max_age_s is not None and settings.redis.dedupe_ttl_s < accepted_s:
+        # Ingest still accepts an event this old: a redelivery after its sent id expired would be billed again.
+        raise SettingsError(
+            f"GATEWAY_DEDUPE_TTL_S must be at least {accepted_s} (the oldest event ingest accepts,"
+            f" {max_age_s // 86400} days, plus GATEWAY_SIGNATURE_TOLERANCE_S); the default is 40 days"
+        )
 
 
 def _check_portal(settings: Settings) -> None:

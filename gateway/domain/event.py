@@ -1,13 +1,14 @@
 """Ringside's event envelope, parsed tolerantly (docs/design.md, "Event").
 
 Ringside documents `{"id", "type", "data"}` and no example payload, so every field we do not need is ignored and
-the few we need are looked up in each place the docs allow. Money is decoded straight from the JSON text into
-`Decimal` (msgspec keeps every digit), never through a float.
+the few we need are looked up in each place the docs allow. Money is read straight from the JSON text into
+`Decimal` (every digit kept), never through a float.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -21,9 +22,21 @@ class _Customer(msgspec.Struct):
     metadata: dict[str, Any] | None = None
 
 
+# A cost is a JSON number or a string of plain ASCII decimal digits (optional sign and exponent). Decimal() alone
+# would also read "1_000", " 1 " and non-ASCII digits as numbers. NaN and Infinity get through to the policy, which
+# parks them with a clearer message.
+_DECIMAL_TEXT = re.compile(
+    r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:nan|snan|inf|infinity)",
+    re.ASCII | re.IGNORECASE,
+)
+
+
+_ABSENT = msgspec.Raw()  # a Raw field cannot be optional (`Raw | None`); empty stands for absent
+
+
 class _Data(msgspec.Struct):
-    cost_usd: Decimal | None = None
-    billable_amount_usd: Decimal | None = None
+    cost_usd: msgspec.Raw = _ABSENT
+    billable_amount_usd: msgspec.Raw = _ABSENT
     customer_id: str | None = None
     customer: str | _Customer | None = None
 
@@ -42,6 +55,7 @@ class _IdOnly(msgspec.Struct):
 
 _decode_envelope = msgspec.json.Decoder(_Envelope).decode
 _decode_id_only = msgspec.json.Decoder(_IdOnly).decode
+_decode_text = msgspec.json.Decoder(str).decode
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -92,7 +106,12 @@ def parse_event(body: bytes) -> Event:
             body_key(body), f"event id must be 1 to {MAX_EVENT_ID_CHARS} printable characters", envelope.type
         )
     data = envelope.data or _Data()
-    cost = data.cost_usd if data.cost_usd is not None else data.billable_amount_usd
+    try:
+        cost = _cost(data.cost_usd, "cost_usd")
+        if cost is None:
+            cost = _cost(data.billable_amount_usd, "billable_amount_usd")
+    except ValueError as exc:
+        raise InvalidEvent(event_id, f"invalid event: {exc}", envelope.type) from None
     ringside_customer = data.customer_id
     stripe_customer = None
     if isinstance(data.customer, str):
@@ -109,6 +128,18 @@ def parse_event(body: bytes) -> Event:
         ringside_customer=ringside_customer or None,
         stripe_customer=stripe_customer,
     )
+
+
+def _cost(raw: msgspec.Raw, field: str) -> Decimal | None:
+    """The exact Decimal a cost field holds; None when absent or null; ValueError when it is not a decimal."""
+    text = bytes(raw)
+    if not text or text == b"null":
+        return None
+    # A JSON string is decoded (escapes included) before it is judged; any other JSON value is judged as written.
+    value = _decode_text(text) if text.startswith(b'"') else text.decode()
+    if not _DECIMAL_TEXT.fullmatch(value):
+        raise ValueError(f"cost must be a decimal in ASCII digits (optional sign and exponent) - at `$.data.{field}`")
+    return Decimal(value)
 
 
 def _invalid(body: bytes, message: str) -> InvalidEvent:

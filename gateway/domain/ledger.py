@@ -6,6 +6,7 @@ billable as it is). Every later delivery of that id is a duplicate. An entry lea
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from enum import StrEnum
 
@@ -23,6 +24,11 @@ class ParkReason(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"
     TOO_OLD = "too_old"
     BILLER_REJECTED = "biller_rejected"
+    UNKNOWN_TYPE = "unknown_type"
+
+
+# Parked records whose entry is still in the ledger (parked by the dispatcher), which `requeue` puts back to pending.
+REQUEUEABLE = frozenset({ParkReason.BILLER_REJECTED, ParkReason.TOO_OLD})
 
 
 class Claim(msgspec.Struct, frozen=True):
@@ -114,9 +120,14 @@ class CustomerUsage(msgspec.Struct, frozen=True):
 
 def rejected_record(entry: Entry, message: str, now: float) -> Parked:
     """The parked record of an entry the biller refused: the entry itself is the body an operator sees."""
+    return entry_record(entry, ParkReason.BILLER_REJECTED, message, now)
+
+
+def entry_record(entry: Entry, reason: ParkReason, message: str, now: float) -> Parked:
+    """The parked record of an entry parked from the ledger (biller_rejected, too_old): the entry is its body."""
     return Parked(
         key=entry.event_id,
-        reason=ParkReason.BILLER_REJECTED,
+        reason=reason,
         message=message,
         body=msgspec.json.encode(entry),
         signed_at=entry.timestamp,
@@ -127,10 +138,19 @@ def rejected_record(entry: Entry, message: str, now: float) -> Parked:
 
 
 def retry_delay(attempts: int, *, base_s: float, cap_s: float, jitter: float, retry_after_s: float | None) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog), never sooner than the biller asked.
+    """Exponential backoff with full jitter (AWS architecture blog), never sooner than the biller asked, and never
+    longer than `cap_s` (GATEWAY_RETRY_MAX_S), whatever the biller asked.
 
-    `jitter` is a number in [0, 1) supplied by the caller, so the rule stays pure and testable.
+    `jitter` is a number in [0, 1) supplied by the caller, so the rule stays pure and testable. A `retry_after_s`
+    that is not a finite, non-negative number is ignored. The result is finite: it becomes a stored next attempt.
     """
     ceiling: float = min(cap_s, base_s * float(2 ** min(attempts, 32)))
     delay = ceiling / 2 + jitter * ceiling / 2
-    return max(delay, retry_after_s or 0.0)
+    delay = min(cap_s, max(delay, usable_wait(retry_after_s)))
+    assert math.isfinite(delay), f"retry delay must be finite (cap_s={cap_s!r}, base_s={base_s!r})"
+    return delay
+
+
+def usable_wait(seconds: float | None) -> float:
+    """A biller's requested wait when it is a finite, non-negative number of seconds; 0 otherwise."""
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds > 0 else 0.0

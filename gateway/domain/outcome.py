@@ -37,7 +37,7 @@ class ReplayStatus(StrEnum):
     BILLED = "billed"
     """Recorded as pending (or requeued): the dispatcher sends it to the biller."""
     STILL_PARKED = "still_parked"
-    """Still not billable (no mapping yet, still invalid, too old); the parked record is kept."""
+    """Still not billable (no mapping yet, still invalid, too old, type still not listed); the record is kept."""
     DUPLICATE = "duplicate"
     """Its event id is already in the ledger (another record of it was billed); the parked record is kept."""
     IGNORED = "ignored"

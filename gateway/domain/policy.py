@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from enum import StrEnum
 
 import msgspec
 
@@ -13,6 +14,15 @@ from gateway.domain.units import MAX_COST_PLACES, Rounding, decimal_places, exac
 DAY_S = 24 * 3600
 
 
+class UnknownTypes(StrEnum):
+    """What becomes of a signed event of a type not in `billable_types` that carries a cost."""
+
+    PARK = "park"
+    """Parked `unknown_type`, replayable once the type is listed: new billable spend is never dropped unseen."""
+    IGNORE = "ignore"
+    """Acknowledged as ignored, and forgotten."""
+
+
 class BillingPolicy(msgspec.Struct, frozen=True):
     """The billing rules of one gateway. `max_age_s` is the selected biller's window (None: it takes any age)."""
 
@@ -21,6 +31,7 @@ class BillingPolicy(msgspec.Struct, frozen=True):
     billable_types: frozenset[str] = frozenset({"chat.completion.finished"})
     max_event_usd: Decimal = Decimal(1000)
     max_age_s: int | None = None
+    unknown_types: UnknownTypes = UnknownTypes.PARK
 
 
 class Ignore(msgspec.Struct, frozen=True):
@@ -41,6 +52,13 @@ class Bill(msgspec.Struct, frozen=True):
 def assess(event: Event, signed_at: int, now: float, policy: BillingPolicy) -> Ignore | Park | Bill:
     """Decide an event's fate from its content alone (the customer is resolved afterwards)."""
     if event.type not in policy.billable_types:
+        # A cost of zero has nothing to lose; is_zero() never signals, even on a signalling NaN.
+        if policy.unknown_types is UnknownTypes.PARK and event.cost_usd is not None and not event.cost_usd.is_zero():
+            return Park(
+                ParkReason.UNKNOWN_TYPE,
+                f"event type {event.type!r} carries a cost but is not billable (GATEWAY_BILLABLE_EVENTS);"
+                " replay it once the type is listed",
+            )
         return Ignore()
     cost = event.cost_usd
     if cost is None:
@@ -56,6 +74,17 @@ def assess(event: Event, signed_at: int, now: float, policy: BillingPolicy) -> I
     # A biller may refuse timestamps ahead of its clock (Stripe: 5 minutes); the signature already bounds the clock,
     # so a creation time in the future is clamped to now rather than refused.
     timestamp = min(event.created if event.created is not None else signed_at, int(now))
-    if policy.max_age_s is not None and now - timestamp > policy.max_age_s:
-        return Park(ParkReason.TOO_OLD, f"event is older than the biller's {policy.max_age_s / DAY_S:g}-day window")
+    if past_window(timestamp, now, policy.max_age_s):
+        return Park(ParkReason.TOO_OLD, f"event is older than the biller's {window_days(policy.max_age_s)}-day window")
     return Bill(cost_usd=cost, exact_units=exact_units(cost, policy.units_per_usd), timestamp=timestamp)
+
+
+def past_window(timestamp: int, now: float, max_age_s: int | None) -> bool:
+    """Whether an event stamped `timestamp` is older than its biller accepts (None: any age): checked at ingest, and
+    again before each send, since an entry held pending (an outage, a revoked key) can outlive the window."""
+    return max_age_s is not None and now - timestamp > max_age_s
+
+
+def window_days(max_age_s: int | None) -> str:
+    """A biller's window in days, as messages name it ("35")."""
+    return "unlimited" if max_age_s is None else f"{max_age_s / DAY_S:g}"

@@ -71,6 +71,11 @@ class DeliveryQueue(Protocol):
         """pending -> parked: the biller refused it for good. A parked record (biller_rejected) keeps the message."""
         ...
 
+    async def mark_too_old(self, event_id: str, message: str, now: float) -> None:
+        """pending -> parked: the entry is past the biller's window and can never be sent as it is. A parked record
+        (too_old) keeps the message; the entry keeps its units. A no-op on an entry that is not pending."""
+        ...
+
 
 @runtime_checkable
 class BatchDeliveryQueue(DeliveryQueue, Protocol):
@@ -95,13 +100,16 @@ class ParkedRecords(Protocol):
 
     async def list_parked(self, reason: ParkReason | None = None, limit: int = 100) -> list[Parked]: ...
 
-    async def requeue(self, event_id: str, now: float, *, billing_customer: str | None = None) -> Entry | None:
-        """Put a biller-rejected entry back to pending and remove its parked record, in one step (an operator's replay).
+    async def requeue(
+        self, event_id: str, now: float, *, billing_customer: str | None = None, timestamp: int | None = None
+    ) -> Entry | None:
+        """Put a parked entry back to pending and remove its parked record, in one step (an operator's replay).
 
-        Only an entry in state parked whose parked record has reason biller_rejected qualifies. It becomes pending,
-        due at `now`, with no attempts and no lease, billed to `billing_customer` when one is given; its units stay as
-        they were settled (the carry is not touched). Returns the requeued entry, or None, changing nothing, when
-        there is no such entry: so a second replay of the same id bills nothing twice.
+        Only an entry in state parked whose parked record has reason biller_rejected or too_old qualifies. It becomes
+        pending, due at `now`, with no attempts and no lease, billed to `billing_customer` and stamped `timestamp`
+        when they are given; its units stay as they were settled (the carry is not touched). Returns the requeued
+        entry, or None, changing nothing, when there is no such entry: so a second replay of the same id bills
+        nothing twice.
         """
         ...
 

@@ -36,7 +36,7 @@ def _digest(key: bytes, timestamp: int | str, body: bytes) -> str:
 
 
 def parse_header(header: str | None) -> tuple[str, list[bytes]]:
-    """Split a header into its timestamp text and candidate signatures; unknown fields are ignored."""
+    """Split a header into its one timestamp text and candidate signatures; unknown fields are ignored."""
     if header is None or not header.strip():
         raise MissingSignature()
     if len(header) > _MAX_HEADER_CHARS:
@@ -51,6 +51,9 @@ def parse_header(header: str | None) -> tuple[str, list[bytes]]:
             # Only plain ASCII digits: int() would also accept "+1", " 1", "1_0" and non-ASCII digits.
             if not (value.isascii() and value.isdigit()) or len(value) > 12:
                 raise MalformedSignature("signature timestamp t must be unix seconds")
+            if timestamp is not None:
+                # Which `t` was signed would be a guess.
+                raise MalformedSignature("X-FC-Signature has more than one t= field")
             timestamp = value
         elif name == SCHEME:
             # Any non-ASCII candidate is wrong anyway; backslashreplace keeps it comparable without raising.

@@ -6,8 +6,10 @@ Rules it keeps (docs/design.md, "Ledger first"; Stripe's rules in docs/billers.m
 - At most one call in flight per customer (Stripe: one concurrent call per customer per meter), and the whole
   dispatcher paced to a calls-per-second budget (Stripe: 1,000/s live, 25/s in test mode).
 - Transient failures (5xx, 429, timeouts) are retried with exponential backoff and full jitter, never sooner than
-  the biller's Retry-After; a 429 also pauses the whole dispatcher for that long.
-- A permanent rejection parks the entry with the biller's message.
+  the biller's Retry-After; a 429 also pauses the whole dispatcher for that long. Every wait, the biller's
+  included, is capped at `retry_max_s`.
+- A permanent rejection parks the entry with the biller's message. An entry that stayed pending past the biller's
+  window (35 days for Stripe) is parked `too_old` before it is sent, its units kept, since every attempt would fail.
 - Entries are leased, so several dispatchers (replicas, `gateway worker`) never send one entry at once, and a
   crashed dispatcher's entries come back when its lease runs out.
 - A stopping dispatcher (SIGTERM) finishes the calls in flight, marks them, and releases the leases of the entries
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import defaultdict
@@ -32,7 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable, StoreUnavailable
-from gateway.domain.ledger import Entry, ParkReason, retry_delay
+from gateway.domain.ledger import Entry, ParkReason, retry_delay, usable_wait
+from gateway.domain.policy import past_window, window_days
 from gateway.domain.ports import (
     BatchBillingSink,
     BatchDeliveryQueue,
@@ -57,6 +61,7 @@ class DispatchConfig:
     max_rps: float = 25.0
     retry_base_s: float = 1.0
     retry_max_s: float = 600.0
+    max_event_age_s: int | None = None
 
 
 class Dispatcher:
@@ -127,17 +132,45 @@ class Dispatcher:
         limit = self._config.batch
         if self._batch_sink is not None:
             limit = max(limit, self._batch_sink.max_batch * self._config.concurrency)
-        entries = await self._ledger.lease_due(now, limit, self._config.lease_s)
-        if not entries:
+        leased = await self._ledger.lease_due(now, limit, self._config.lease_s)
+        if not leased:
             return 0
+        entries = await self._park_too_old(leased, now)
         if self._batch_sink is not None:
             await self._dispatch_batches(self._batch_sink, entries)
-            return len(entries)
+            return len(leased)
         by_customer: dict[str, list[Entry]] = defaultdict(list)
         for entry in entries:
             by_customer[entry.billing_customer].append(entry)
         await asyncio.gather(*(self._serve(queue) for queue in by_customer.values()))
-        return len(entries)
+        return len(leased)
+
+    async def _park_too_old(self, entries: list[Entry], now: float) -> list[Entry]:
+        """Park (too_old, units kept) the entries past the biller's window, which it would refuse on every attempt;
+        return the others. Zero-unit entries are never sent, so they are left to be marked sent."""
+        max_age_s = self._config.max_event_age_s
+        stale = [e for e in entries if e.units != 0 and past_window(e.timestamp, now, max_age_s)]
+        if not stale:
+            return entries
+        message = f"event is older than the biller's {window_days(max_age_s)}-day window: it stayed pending too long"
+        try:
+            await asyncio.gather(*(self._ledger.mark_too_old(entry.event_id, message, now) for entry in stale))
+        except BaseException:
+            await self._release(entries)  # the others are not started: give them back rather than wait out the lease
+            raise
+        for entry in stale:
+            self._metrics.dispatched(Delivered.PARKED, 0)
+            self._metrics.parked(ParkReason.TOO_OLD.value)
+            log.warning(
+                "dispatch.too_old",
+                event_id=entry.event_id,
+                customer=entry.billing_customer,
+                units=entry.units,
+                outcome="parked",
+                age_s=round(now - entry.timestamp),
+            )
+        parked = {entry.event_id for entry in stale}
+        return [entry for entry in entries if entry.event_id not in parked]
 
     async def _serve(self, queue: list[Entry]) -> None:
         """One customer's entries, strictly one after another; stop at the first transient failure.
@@ -223,7 +256,10 @@ class Dispatcher:
     def _retry_delay(self, entry: Entry, exc: BillerUnavailable, now: float) -> float:
         """The entry's next backoff; a 429 also pauses the whole dispatcher (it speaks for the whole account)."""
         if isinstance(exc, BillerRateLimited):
-            self._paused_until = max(self._paused_until, now + (exc.retry_after_s or self._config.retry_base_s))
+            pause = min(usable_wait(exc.retry_after_s) or self._config.retry_base_s, self._config.retry_max_s)
+            self._paused_until = max(self._paused_until, now + pause)
+            # A stored pause is never infinite: it would stop every delivery for good.
+            assert math.isfinite(self._paused_until), f"dispatcher pause must be finite ({pause!r})"
         return retry_delay(
             entry.attempts,
             base_s=self._config.retry_base_s,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
+
 from gateway.domain.errors import GatewayError, StoreUnavailable
 from gateway.domain.event import Event, InvalidEvent, parse_event
 from gateway.domain.ledger import Claim, Parked, ParkReason
@@ -68,8 +70,11 @@ class Ingest:
         """Count a delivery refused before it could reach `deliver` (a body over the size limit)."""
         self._metrics.delivery("refused", error.code)
 
-    async def process(self, body: bytes, signed_at: int, now: float, *, replaces: str | None = None) -> Outcome:
-        """Run an authenticated body through the pipeline. `replaces` names a parked record being replayed."""
+    async def process(
+        self, body: bytes, signed_at: int, now: float, *, replaces: str | None = None, restamp: bool = False
+    ) -> Outcome:
+        """Run an authenticated body through the pipeline. `replaces` names a parked record being replayed;
+        `restamp` bills the event at `now` instead of its own time (an operator's replay of a too_old event)."""
         try:
             event = parse_event(body)
         except InvalidEvent as exc:
@@ -77,6 +82,8 @@ class Ingest:
                 Parked(exc.key, ParkReason.INVALID_PAYLOAD, exc.message, body, signed_at, now, exc.event_type),
                 replaying=replaces is not None,
             )
+        if restamp:
+            event = msgspec.structs.replace(event, created=int(now))
         decision = assess(event, signed_at, now, self._policy)
         if isinstance(decision, Ignore):
             return Outcome(Status.IGNORED, event.id, event_type=event.type)

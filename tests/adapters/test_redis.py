@@ -300,8 +300,8 @@ async def test_sent_entry_expires_after_dedupe_ttl_while_pending_and_parked_neve
         assert await redis_client.ttl(f"{redis_prefix}{key}") == -1, key
 
 
-def test_default_dedupe_ttl_outlasts_a_week() -> None:
-    assert DEFAULT_DEDUPE_TTL_S == 30 * 24 * 3600
+def test_default_dedupe_ttl_outlasts_the_35_day_window() -> None:
+    assert DEFAULT_DEDUPE_TTL_S == 40 * 24 * 3600
 
 
 async def test_redelivery_is_a_duplicate_until_the_claim_expires(redis_client: Redis, redis_prefix: str) -> None:
@@ -492,11 +492,11 @@ async def test_webhook_gets_503_while_redis_is_down_and_is_accepted_once_it_is_b
 
 def test_settings_read_redis_prefix_and_dedupe_ttl_from_the_environment() -> None:
     loaded = load_settings(
-        {"GATEWAY_STORE": "redis://cache:6379/2", "GATEWAY_REDIS_PREFIX": "billing:", "GATEWAY_DEDUPE_TTL_S": "604800"}
+        {"GATEWAY_STORE": "redis://cache:6379/2", "GATEWAY_REDIS_PREFIX": "billing:", "GATEWAY_DEDUPE_TTL_S": "4320000"}
     )
 
     assert loaded.store == "redis://cache:6379/2"
-    assert (loaded.redis.prefix, loaded.redis.dedupe_ttl_s) == ("billing:", 604800)
+    assert (loaded.redis.prefix, loaded.redis.dedupe_ttl_s) == ("billing:", 4320000)
     assert (load_settings({}).redis.prefix, load_settings({}).redis.dedupe_ttl_s) == ("gw:", DEFAULT_DEDUPE_TTL_S)
 
 

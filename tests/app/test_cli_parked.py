@@ -177,6 +177,55 @@ def test_replay_all_bills_what_it_can_and_leaves_the_rest_parked(env: dict[str, 
     assert "Replayed 3: 1 still parked (invalid_payload), 2 still parked (unknown_customer)" in human.stdout
 
 
+def test_unknown_type_is_listed_and_billed_by_replay_once_its_type_is_listed(
+    env: dict[str, str | None], database: Path
+) -> None:
+    body = encode(event("evt_IMAGE", event_type="image.generated", cost="0.04", stripe_customer="cus_IMG"))
+    assert deliver(database, body).status is Status.PARKED
+
+    listed = json_out(gateway("parked", "list", "--reason", "unknown_type", "--json", env=env))
+    not_yet = gateway("parked", "replay", "evt_IMAGE", env=env)
+    listing = {**env, "GATEWAY_BILLABLE_EVENTS": "chat.completion.finished,image.generated"}
+    replayed = json_out(gateway("parked", "replay", "evt_IMAGE", "--json", env=listing))
+    events = dispatch(database)
+
+    assert [(p["key"], p["reason"], p["event_type"]) for p in listed] == [
+        ("evt_IMAGE", "unknown_type", "image.generated")
+    ]
+    assert not_yet.exit_code == 1
+    assert "evt_IMAGE: still parked: unknown_type" in not_yet.stderr
+    assert replayed == {"key": "evt_IMAGE", "status": "billed", "units": 4000, "customer": "cus_IMG"}
+    assert [(e.identifier, e.customer, e.value) for e in events] == [("evt_IMAGE", "cus_IMG", 4000)]
+
+
+def test_replay_of_an_entry_parked_too_old_fails_unless_restamped_then_bills_it_at_the_current_time(
+    env: dict[str, str | None], database: Path
+) -> None:
+    body = encode(event("evt_STALE", cost="0.5", customer="cust_S", stripe_customer="cus_S"))
+    deliver(database, body)
+
+    async def outlive_the_window(container: Container) -> None:
+        ledger = container.ledger()
+        await ledger.lease_due(time.time(), 10, 30.0)
+        # What the dispatcher does with an entry that stayed pending past the biller's 35-day window.
+        await ledger.mark_too_old("evt_STALE", "event is older than the biller's 35-day window", time.time())
+
+    with_gateway(database, outlive_the_window)
+    listed = json_out(gateway("parked", "list", "--reason", "too_old", "--json", env=env))
+    plain = gateway("parked", "replay", "evt_STALE", env=env)
+    before = time.time()
+    restamped = json_out(gateway("parked", "replay", "evt_STALE", "--restamp", "--json", env=env))
+    events = dispatch(database)
+
+    assert [p["key"] for p in listed] == ["evt_STALE"]
+    assert plain.exit_code == 1
+    assert "evt_STALE: still parked: too_old" in plain.stderr
+    assert "--restamp" in plain.stderr
+    assert restamped == {"key": "evt_STALE", "status": "billed", "units": 50000, "customer": "cus_S"}
+    assert [(e.identifier, e.customer, e.value) for e in events] == [("evt_STALE", "cus_S", 50000)]
+    assert events[0].timestamp >= int(before)
+
+
 def test_replay_fails_when_nothing_is_parked_under_the_key(env: dict[str, str | None]) -> None:
     result = gateway("parked", "replay", "evt_UNKNOWN", env=env)
 

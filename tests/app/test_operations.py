@@ -72,7 +72,7 @@ def test_counts_deliveries_by_outcome_and_code(app: App) -> None:
     app.deliver(event("evt_A", cost="0.01"))
     app.deliver(event("evt_NOBODY", customer="cust_unmapped", stripe_customer=None))
     app.deliver(event("evt_NEG", cost="-1"))
-    app.deliver(event("evt_OTHER", event_type="chat.completion.started"))
+    app.deliver(event("evt_OTHER", event_type="chat.completion.started", cost=None))
     app.client.post(URL, content=encode(event("evt_FORGED")), headers={"X-FC-Signature": "t=1,v1=00"})
     app.deliver(event("evt_BIG", padding="x" * 5000))
 

@@ -85,10 +85,36 @@ def test_answers_duplicate_when_a_parked_event_is_redelivered(gateway: Gateway) 
 
 
 def test_ignores_without_recording_when_type_is_not_billable(gateway: Gateway) -> None:
-    response = gateway.deliver(event("evt_OTHER", event_type="chat.completion.started"))
+    response = gateway.deliver(event("evt_OTHER", event_type="chat.completion.started", cost=None))
 
     assert response.status_code == 200
     assert response.json() == {"status": "ignored", "event_id": "evt_OTHER"}
+    assert gateway.ledger.entries == {} and gateway.ledger.parked == {}
+
+
+def test_parks_unknown_type_when_an_unlisted_type_carries_a_cost(gateway: Gateway) -> None:
+    body = event("evt_NEW_TYPE", event_type="image.generated", cost="0.04")
+
+    response = gateway.deliver(body)
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "parked"
+    assert response.json()["reason"] == "unknown_type"
+    assert "GATEWAY_BILLABLE_EVENTS" in response.json()["message"]
+    parked = gateway.ledger.parked["evt_NEW_TYPE"]
+    assert (parked.reason, parked.body, parked.event_type) == (ParkReason.UNKNOWN_TYPE, encode(body), "image.generated")
+    assert gateway.ledger.entries == {}
+
+
+def test_ignores_an_unlisted_type_with_a_cost_when_unknown_types_are_ignored(clock: FrozenClock) -> None:
+    container = _container(clock, unknown_types="ignore")
+    with TestClient(create_app(container, run_dispatcher=False)) as client:
+        gateway = Gateway(container, client, clock)
+
+        response = gateway.deliver(event("evt_NEW_TYPE", event_type="image.generated", cost="0.04"))
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ignored", "event_id": "evt_NEW_TYPE"}
     assert gateway.ledger.entries == {} and gateway.ledger.parked == {}
 
 

@@ -54,7 +54,7 @@ class BillerPortal:
     known: str
     unknown: str
     issued: Callable[[], list[str]]
-    fail_next: Callable[[int, float | None], None]
+    fail_next: Callable[[int, float | str | None], None]
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class RemoteBiller:
     repeat: Delivery
     stored: Callable[[], list[str]]
     invalid_requests: Callable[[], list[object]]
-    fail_next: Callable[[int, float | None], None]
+    fail_next: Callable[[int, float | str | None], None]
     hang_next: Callable[[float], None]
     build: Callable[[str | None, str | None], BillingSink]
     url: str
@@ -221,7 +221,7 @@ async def stripe_stream_sink(fake_stripe: FakeStripe) -> AsyncIterator[RemoteBil
             key or FAKE_API_KEY, api_base=url or fake_stripe.url, timeout_s=REMOTE_TIMEOUT_S, clock=clock
         )
 
-    def fail_next(status: int, retry_after: float | None) -> None:
+    def fail_next(status: int, retry_after: float | str | None) -> None:
         fake_stripe.fail_next(1, status, retry_after=retry_after, path=METER_EVENT_STREAM)
 
     sink = build(None, None)
@@ -269,7 +269,7 @@ async def stripe_portal(fake_stripe: FakeStripe) -> AsyncIterator[BillerPortal]:
     fake_stripe.known_customers = {"cus_KNOWN"}
     portal = StripeBillingPortal(FAKE_API_KEY, api_base=fake_stripe.url, timeout_s=2.0)
 
-    def fail_next(status: int, retry_after: float | None) -> None:
+    def fail_next(status: int, retry_after: float | str | None) -> None:
         fake_stripe.fail_next(1, status, retry_after=retry_after, path="/v1/billing_portal/sessions")
 
     yield BillerPortal(
@@ -288,7 +288,7 @@ async def lago_portal(fake_lago: FakeLago) -> AsyncIterator[BillerPortal]:
     fake_lago.add_customer("cust_KNOWN", subscriptions=["sub_KNOWN"])
     portal = LagoBillingPortal(FAKE_LAGO_KEY, api_url=fake_lago.url, timeout_s=2.0)
 
-    def fail_next(status: int, retry_after: float | None) -> None:
+    def fail_next(status: int, retry_after: float | str | None) -> None:
         fake_lago.fail_next(1, status, retry_after=retry_after, route=SUBSCRIPTION)
 
     yield BillerPortal(

@@ -448,6 +448,62 @@ async def test_mark_rejected_parks_entry_with_biller_message_when_it_is_pending(
     assert await ledger.list_parked(ParkReason.BILLER_REJECTED) == [record_]
 
 
+async def test_mark_too_old_parks_entry_with_its_units_when_it_is_pending(ledger: Ledger) -> None:
+    await recorded_entry(ledger, "evt_STALE", exact="9")
+    await ledger.lease_due(NOW, 10, 30.0)
+    message = "the event is past the biller's 35-day window"
+
+    await ledger.mark_too_old("evt_STALE", message, NOW + 4)
+
+    entry = await ledger.get("evt_STALE")
+    assert entry is not None
+    assert (entry.state, entry.last_error, entry.units) == (State.PARKED, message, 9)
+    record_ = await ledger.get_parked("evt_STALE")
+    assert record_ is not None
+    assert (record_.key, record_.reason, record_.message, record_.parked_at) == (
+        "evt_STALE",
+        ParkReason.TOO_OLD,
+        message,
+        NOW + 4,
+    )
+    assert (record_.event_type, record_.ringside_customer, record_.signed_at) == (BILLABLE, "rs_A", entry.timestamp)
+    assert msgspec.json.decode(record_.body, type=Entry) == entry
+    assert await ledger.list_parked(ParkReason.TOO_OLD) == [record_]
+    assert await ledger.list_parked(ParkReason.BILLER_REJECTED) == []
+    assert await ledger.stats() == LedgerStats(0, 0, 1, None, 0, 0)
+    assert await leased_ids(ledger, NOW + 3600) == []
+    assert await ledger.usage() == []
+
+
+async def test_record_returns_the_too_old_entry_when_the_id_was_parked_past_the_window(ledger: Ledger) -> None:
+    await recorded_entry(ledger, "evt_STALE", exact="9")
+    await ledger.mark_too_old("evt_STALE", "past the window", NOW + 1)
+    parked_entry = await ledger.get("evt_STALE")
+
+    again = await record(ledger, "evt_STALE", exact="9")
+
+    assert again == Recorded(created=False, entry=parked_entry)
+
+
+@pytest.mark.parametrize("final", [State.SENT, State.PARKED])
+async def test_mark_too_old_changes_nothing_when_entry_is_not_pending(ledger: Ledger, final: State) -> None:
+    await recorded_entry(ledger, "evt_DONE")
+    if final is State.SENT:
+        await ledger.mark_sent("evt_DONE", NOW + 1)
+    else:
+        await ledger.mark_rejected("evt_DONE", "rejected", NOW + 1)
+    entry = await ledger.get("evt_DONE")
+    record_ = await ledger.get_parked("evt_DONE")
+
+    await ledger.mark_too_old("evt_DONE", "late", NOW + 2)
+    await ledger.mark_too_old("evt_UNKNOWN", "late", NOW + 2)
+
+    assert await ledger.get("evt_DONE") == entry
+    assert await ledger.get_parked("evt_DONE") == record_
+    assert await ledger.get("evt_UNKNOWN") is None
+    assert await ledger.get_parked("evt_UNKNOWN") is None
+
+
 @pytest.mark.parametrize("final", [State.SENT, State.PARKED])
 async def test_marks_change_nothing_when_entry_is_not_pending(ledger: Ledger, final: State) -> None:
     await recorded_entry(ledger, "evt_DONE")
@@ -664,6 +720,52 @@ async def test_requeue_requeues_once_when_replays_race(ledger: Ledger) -> None:
     results = await asyncio.gather(*(ledger.requeue("evt_RACE", NOW + 10) for _ in range(10)))
 
     assert sum(result is not None for result in results) == 1
+
+
+async def too_old_entry(ledger: Ledger, event_id: str, *, exact: str = "9") -> Entry:
+    await recorded_entry(ledger, event_id, exact=exact)
+    await ledger.lease_due(NOW, 10, 30.0)
+    await ledger.mark_too_old(event_id, "past the biller's window", NOW + 2)
+    entry = await ledger.get(event_id)
+    assert entry is not None and entry.state is State.PARKED
+    return entry
+
+
+async def test_requeue_restamps_a_too_old_entry_when_a_timestamp_is_given(ledger: Ledger) -> None:
+    stale = await too_old_entry(ledger, "evt_STALE")
+    restamped_at = int(NOW) + 10
+
+    requeued = await ledger.requeue("evt_STALE", NOW + 10, timestamp=restamped_at)
+
+    expected = msgspec.structs.replace(
+        stale, state=State.PENDING, attempts=0, next_attempt_at=NOW + 10, timestamp=restamped_at
+    )
+    assert requeued == expected
+    assert await ledger.get("evt_STALE") == expected
+    assert await ledger.get_parked("evt_STALE") is None
+    assert await leased_ids(ledger, NOW + 10) == ["evt_STALE"]
+    assert await ledger.usage(since=restamped_at) == [CustomerUsage("cus_A", events=1, units_sent=0, units_pending=9)]
+
+
+async def test_requeue_keeps_the_timestamp_of_a_rejected_entry_when_none_is_given(ledger: Ledger) -> None:
+    rejected = await rejected_entry(ledger, "evt_REJECTED")
+
+    requeued = await ledger.requeue("evt_REJECTED", NOW + 10)
+
+    assert requeued is not None
+    assert requeued.timestamp == rejected.timestamp
+
+
+async def test_requeue_requeues_a_too_old_entry_once_when_replays_race(ledger: Ledger) -> None:
+    await too_old_entry(ledger, "evt_RACE")
+
+    results = await asyncio.gather(
+        *(ledger.requeue("evt_RACE", NOW + 10, timestamp=int(NOW) + 10) for _ in range(10))
+    )
+
+    assert sum(result is not None for result in results) == 1
+    stats = await ledger.stats()
+    assert (stats.pending, stats.parked, stats.units_pending) == (1, 0, 9)
 
 
 async def test_requeued_entry_can_be_sent_and_then_counts_as_sent(ledger: Ledger) -> None:

@@ -137,6 +137,56 @@ def test_cost_is_passed_on_for_the_policy_to_judge_when_the_decimal_string_is_no
     assert str(event.cost_usd) == str(Decimal(text))
 
 
+NOT_ASCII_DECIMALS = {
+    "underscores": "1_000",
+    "Arabic-Indic digits": "\u0661\u0662",
+    "fullwidth digits": "\uff11",
+    "leading space": " 1",
+    "trailing space": "1 ",
+    "surrounding tabs and newlines": "\t1.5\n",
+    "empty": "",
+    "two points": "0.1.2",
+}
+
+
+@pytest.mark.parametrize("text", NOT_ASCII_DECIMALS.values(), ids=NOT_ASCII_DECIMALS.keys())
+@pytest.mark.parametrize("field", ["cost_usd", "billable_amount_usd"])
+def test_event_is_invalid_under_its_id_when_the_cost_string_is_not_an_ascii_decimal(field: str, text: str) -> None:
+    # Arrange: Decimal() itself would read most of these as numbers.
+    body = envelope("evt_COST_LENIENT", {field: text})
+
+    # Act
+    with pytest.raises(InvalidEvent) as raised:
+        parse_event(body)
+
+    # Assert: parked invalid_payload under the event's own id.
+    assert raised.value.key == "evt_COST_LENIENT"
+    assert raised.value.event_type == BILLABLE
+    assert "cost" in raised.value.message
+
+
+@pytest.mark.parametrize("value", [True, [1], {"usd": 1}], ids=["boolean", "array", "object"])
+def test_event_is_invalid_when_the_cost_is_neither_a_number_nor_a_string(value: Any) -> None:
+    # Arrange
+    body = envelope("evt_COST_ODD_TYPE", {"cost_usd": value})
+
+    # Act / Assert
+    with pytest.raises(InvalidEvent):
+        parse_event(body)
+
+
+@pytest.mark.parametrize("text", ["1", "+1.5", "-0.25", "1.", ".5", "1e3", "1.25E-5", "0"])
+def test_cost_is_parsed_when_the_string_is_an_ascii_decimal_with_optional_sign_and_exponent(text: str) -> None:
+    # Arrange
+    body = envelope("evt_COST_ASCII", {"cost_usd": text})
+
+    # Act
+    event = parse_event(body)
+
+    # Assert
+    assert event.cost_usd == Decimal(text)
+
+
 # -- customer --------------------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,8 @@ Transient failures are retried with exponential backoff and jitter, capped, and 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -40,10 +42,30 @@ def test_delay_is_within_the_cap_when_attempts_are_huge(attempts: int) -> None:
 
 def test_delay_honours_retry_after_when_the_biller_asks_for_longer() -> None:
     # Act
-    delay = retry_delay(1, base_s=1.0, cap_s=60.0, jitter=0.5, retry_after_s=120.0)
+    delay = retry_delay(1, base_s=1.0, cap_s=600.0, jitter=0.5, retry_after_s=120.0)
 
     # Assert
     assert delay == 120.0
+
+
+@pytest.mark.parametrize("retry_after_s", [120.0, 1e300], ids=["two minutes", "1e300"])
+def test_delay_is_capped_when_retry_after_asks_for_longer_than_the_cap(retry_after_s: float) -> None:
+    # Act
+    delay = retry_delay(1, base_s=1.0, cap_s=60.0, jitter=0.5, retry_after_s=retry_after_s)
+
+    # Assert: GATEWAY_RETRY_MAX_S bounds every wait, the biller's included.
+    assert delay == 60.0
+
+
+@pytest.mark.parametrize(
+    "retry_after_s", [math.inf, math.nan, -math.inf, -5.0], ids=["infinity", "nan", "-infinity", "negative"]
+)
+def test_delay_is_the_backoff_when_retry_after_is_unusable(retry_after_s: float) -> None:
+    # Act
+    delay = retry_delay(4, base_s=1.0, cap_s=60.0, jitter=0.0, retry_after_s=retry_after_s)
+
+    # Assert
+    assert delay == 8.0
 
 
 def test_delay_keeps_the_backoff_when_retry_after_is_shorter() -> None:
@@ -71,7 +93,7 @@ def test_delay_spans_half_to_all_of_the_ceiling_when_jitter_spans_zero_to_one() 
     jitter=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
     retry_after_s=st.none() | st.floats(min_value=0.0, max_value=86_400.0),
 )
-def test_delay_lies_between_half_the_ceiling_and_the_ceiling_and_after_retry_after_when_jittered(
+def test_delay_lies_between_half_the_ceiling_and_the_ceiling_and_after_retry_after_within_the_cap_when_jittered(
     attempts: int, base_s: float, cap_s: float, jitter: float, retry_after_s: float | None
 ) -> None:
     # Arrange
@@ -81,9 +103,10 @@ def test_delay_lies_between_half_the_ceiling_and_the_ceiling_and_after_retry_aft
     delay = retry_delay(attempts, base_s=base_s, cap_s=cap_s, jitter=jitter, retry_after_s=retry_after_s)
 
     # Assert
-    assert delay >= (retry_after_s or 0.0)
+    assert delay >= min(retry_after_s or 0.0, cap_s)
     assert delay >= ceiling / 2
-    assert delay <= max(ceiling, retry_after_s or 0.0)
+    assert delay <= max(ceiling, min(retry_after_s or 0.0, cap_s))
+    assert delay <= cap_s
 
 
 @given(

@@ -1,8 +1,8 @@
 """Specification of `assess`: what a signed, parsed event becomes (CONTRACT 1, "Event" and "Responses").
 
-Not a billable type: ignored. Billable but not billable as it is: parked, `invalid_payload` or `too_old` (older than
-the biller's window, given as `max_age_s`: Stripe's is 35 days). Otherwise: billed, with its exact (unrounded) units
-and its timestamp.
+Not a billable type: parked `unknown_type` when it carries a cost (unless unknown types are ignored), else ignored.
+Billable but not billable as it is: parked, `invalid_payload` or `too_old` (older than the biller's window, given
+as `max_age_s`: Stripe's is 35 days). Otherwise: billed, with its exact (unrounded) units and its timestamp.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from gateway.domain.event import Event
 from gateway.domain.ledger import ParkReason
-from gateway.domain.policy import Bill, BillingPolicy, Ignore, Park, assess
+from gateway.domain.policy import Bill, BillingPolicy, Ignore, Park, UnknownTypes, assess
 
 NOW = 1_700_000_000
 SIGNED_AT = NOW - 5
@@ -43,6 +43,9 @@ def event(
 # -- ignore ----------------------------------------------------------------------------------------------------
 
 
+IGNORE_UNKNOWN_TYPES = BillingPolicy(unknown_types=UnknownTypes.IGNORE)
+
+
 @pytest.mark.parametrize(
     "candidate",
     [
@@ -53,12 +56,46 @@ def event(
     ],
     ids=["other chat event", "no cost", "negative cost", "type differs in case"],
 )
-def test_event_is_ignored_when_its_type_is_not_billable(candidate: Event) -> None:
+def test_event_is_ignored_when_its_type_is_not_billable_and_unknown_types_are_ignored(candidate: Event) -> None:
     # Act
-    outcome = assess(candidate, SIGNED_AT, NOW, POLICY)
+    outcome = assess(candidate, SIGNED_AT, NOW, IGNORE_UNKNOWN_TYPES)
 
     # Assert: ignored before its content is judged.
     assert outcome == Ignore()
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [event(event_type="customer.updated", cost_usd=None), event(event_type="run.started", cost_usd=Decimal("0.000"))],
+    ids=["no cost", "zero cost"],
+)
+def test_event_is_ignored_when_its_type_is_not_billable_and_it_carries_no_cost(candidate: Event) -> None:
+    # Act
+    outcome = assess(candidate, SIGNED_AT, NOW, POLICY)
+
+    # Assert: nothing to bill is lost.
+    assert outcome == Ignore()
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        event(event_type="chat.completion.started"),
+        event(event_type="image.generated", cost_usd=Decimal("1E-8")),
+        event(event_type="invoice.created", cost_usd=Decimal("-5")),
+        event(event_type="run.finished", cost_usd=Decimal("NaN")),
+        event(event_type="CHAT.COMPLETION.FINISHED"),
+    ],
+    ids=["other chat event", "tiny cost", "negative cost", "cost not a number", "type differs in case"],
+)
+def test_event_is_parked_unknown_type_when_its_type_is_not_billable_and_it_carries_a_cost(candidate: Event) -> None:
+    # Act
+    outcome = assess(candidate, SIGNED_AT, NOW, POLICY)
+
+    # Assert: kept whole, to be replayed once the type is listed; its cost is judged then.
+    assert isinstance(outcome, Park)
+    assert outcome.reason is ParkReason.UNKNOWN_TYPE
+    assert repr(candidate.type) in outcome.message
 
 
 def test_configured_types_are_billed_when_the_policy_names_them() -> None:
@@ -67,10 +104,14 @@ def test_configured_types_are_billed_when_the_policy_names_them() -> None:
 
     # Act
     billed = assess(event(event_type="image.generated"), SIGNED_AT, NOW, policy)
-    ignored = assess(event(event_type=BILLABLE), SIGNED_AT, NOW, policy)
+    not_listed = assess(event(event_type=BILLABLE), SIGNED_AT, NOW, policy)
+    ignored = assess(
+        event(event_type=BILLABLE), SIGNED_AT, NOW, msgspec.structs.replace(policy, unknown_types=UnknownTypes.IGNORE)
+    )
 
     # Assert
     assert isinstance(billed, Bill)
+    assert isinstance(not_listed, Park) and not_listed.reason is ParkReason.UNKNOWN_TYPE
     assert ignored == Ignore()
 
 
@@ -178,9 +219,7 @@ def test_event_is_billed_with_exact_units_when_billable() -> None:
     outcome = assess(event(cost_usd=Decimal("0.0000123456789")), SIGNED_AT, NOW, POLICY)
 
     # Assert: units are not rounded here; the store settles them under the customer's carry.
-    assert outcome == Bill(
-        cost_usd=Decimal("0.0000123456789"), exact_units=Decimal("1.23456789"), timestamp=NOW - 60
-    )
+    assert outcome == Bill(cost_usd=Decimal("0.0000123456789"), exact_units=Decimal("1.23456789"), timestamp=NOW - 60)
 
 
 def test_event_is_billed_at_the_configured_scale_when_units_per_usd_is_set() -> None:
@@ -239,6 +278,7 @@ def test_default_policy_follows_the_contract_when_nothing_is_configured() -> Non
         "billable_types": frozenset({BILLABLE}),
         "max_event_usd": Decimal(1000),
         "max_age_s": None,
+        "unknown_types": "park",
     }
 
 

@@ -128,6 +128,10 @@ REFUSED: dict[str, tuple[Delivery, type[SignatureError]]] = {
     "t in fullwidth digits": (Delivery(f"t={FULLWIDTH_NOW},v1={GOOD}"), MalformedSignature),
     "t in superscript digits": (Delivery(f"t=\u00b9\u00b2,v1={GOOD}"), MalformedSignature),
     "header over 4096 characters": (Delivery(f"t={NOW},v1={GOOD}," + "x" * 5000), MalformedSignature),
+    # Which `t` was signed would be a guess: the one signed (first) and another one after it.
+    "two t fields, the signed one first": (Delivery(f"t={NOW},t={NOW + 1},v1={GOOD}"), MalformedSignature),
+    "two t fields, the signed one last": (Delivery(f"t={NOW + 1},v1={GOOD},t={NOW}"), MalformedSignature),
+    "two identical t fields": (Delivery(f"t={NOW},v1={GOOD},t={NOW}"), MalformedSignature),
     "right v1 buried in an overlong header": (
         Delivery(f"t={NOW}," + f"v1={DECOY}," * 70 + f"v1={GOOD}"),
         MalformedSignature,

@@ -167,7 +167,7 @@ def scenario(events: int, seed: int) -> Scenario:
             plan.add(event_id, event(event_id, cost=str(cost + Decimal("0.01")), stripe_customer=ghost))
             plan.parked[event_id] = ParkReason.BILLER_REJECTED
         else:
-            plan.add(event_id, event(event_id, event_type="chat.completion.started"))
+            plan.add(event_id, event(event_id, event_type="chat.completion.started", cost=None))
             plan.ignored.add(event_id)
     return plan
 

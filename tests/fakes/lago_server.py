@@ -88,7 +88,7 @@ class RecordedRequest:
 @dataclass(frozen=True)
 class _Fault:
     status: int | None  # None: hang
-    retry_after: float | None = None
+    retry_after: float | str | None = None  # a str is sent as written
     rate_limit_reset: int | None = None
     body: Any = None
     hang_s: float = 0.0
@@ -172,15 +172,15 @@ class FakeLago(ThreadedFake):
         n: int = 1,
         status: int = 500,
         *,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         rate_limit_reset: int | None = None,
         body: Any = None,
         route: str = EVENTS,
     ) -> None:
         """Answer the next `n` requests on `route` with `status`, whatever they ask; nothing is stored.
 
-        The body is Lago's error envelope for that status unless `body` is given; `retry_after` sets `Retry-After`,
-        `rate_limit_reset` sets `X-RateLimit-Reset` (seconds until Lago's rate-limit window resets).
+        The body is Lago's error envelope for that status unless `body` is given; `retry_after` sets `Retry-After`
+        (a str as written), `rate_limit_reset` sets `X-RateLimit-Reset` (seconds until Lago's rate-limit window resets).
         """
         with self._lock:
             fault = _Fault(status, retry_after=retry_after, rate_limit_reset=rate_limit_reset, body=body)
@@ -413,7 +413,9 @@ def _fault_reply(fault: _Fault) -> Reply:
     assert fault.status is not None
     headers: dict[str, str] = {}
     if fault.retry_after is not None:
-        headers["Retry-After"] = f"{fault.retry_after:g}"
+        headers["Retry-After"] = (
+            fault.retry_after if isinstance(fault.retry_after, str) else f"{fault.retry_after:g}"
+        )
     if fault.rate_limit_reset is not None:
         headers["X-RateLimit-Limit"] = "500"
         headers["X-RateLimit-Remaining"] = "0"

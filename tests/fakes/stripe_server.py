@@ -77,7 +77,7 @@ class RecordedRequest:
 @dataclass(frozen=True)
 class _Fault:
     status: int | None  # None: hang
-    retry_after: float | None = None
+    retry_after: float | str | None = None  # a str is sent as written
     should_retry: bool | None = None
     hang_s: float = 0.0
     then_process: bool = False
@@ -166,14 +166,15 @@ class FakeStripe(ThreadedFake):
         n: int = 1,
         status: int = 500,
         *,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         should_retry: bool | None = None,
         message: str | None = None,
         path: str = METER_EVENTS,
     ) -> None:
         """Answer the next `n` requests on `path` with `status` (a Stripe error body), whatever they ask.
 
-        `retry_after` sets a `Retry-After` header; `should_retry` sets `Stripe-Should-Retry`. Nothing is stored.
+        `retry_after` sets a `Retry-After` header (a str as written); `should_retry` sets `Stripe-Should-Retry`.
+        Nothing is stored.
         """
         with self._lock:
             fault = _Fault(status, retry_after=retry_after, should_retry=should_retry, message=message)
@@ -339,7 +340,9 @@ class FakeStripe(ThreadedFake):
             reply = _error(status, fault.message or f"Injected failure {status} (fake).")
         headers = dict(reply.headers)
         if fault.retry_after is not None:
-            headers["Retry-After"] = f"{fault.retry_after:g}"
+            headers["Retry-After"] = (
+            fault.retry_after if isinstance(fault.retry_after, str) else f"{fault.retry_after:g}"
+        )
         if fault.should_retry is not None:
             headers["Stripe-Should-Retry"] = "true" if fault.should_retry else "false"
         return Reply(reply.status, reply.body, headers)

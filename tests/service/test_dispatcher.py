@@ -12,7 +12,10 @@ from gateway.domain.ports import MeterEvent
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from tests.service.billers import ScriptedBiller, record
 
-FAST = DispatchConfig(batch=100, concurrency=8, lease_s=30, max_rps=1_000_000, retry_base_s=1, retry_max_s=60)
+# The biller's window is Stripe's 35 days, as its profile gives it.
+FAST = DispatchConfig(
+    batch=100, concurrency=8, lease_s=30, max_rps=1_000_000, retry_base_s=1, retry_max_s=60, max_event_age_s=35 * 86400
+)
 
 
 @pytest.fixture
@@ -180,3 +183,40 @@ async def test_counts_already_sent_as_sent_when_biller_holds_identifier(
 
     assert ledger.entries["evt_SEEN"].state is State.SENT
     assert len(biller.events) == 1
+
+
+DAY_S = 24 * 3600
+
+
+async def test_parks_entry_too_old_with_its_units_instead_of_sending_it_when_it_outlived_the_window(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
+) -> None:
+    # Arrange: recorded, then held pending (an outage) past the biller's 35-day window.
+    await record(ledger, "evt_STALE", clock.now(), cost="0.5")
+    await record(ledger, "evt_FRESH", clock.now() + 2 * DAY_S, cost="0.25", customer="cus_2")
+    clock.advance(35 * DAY_S + 1)
+
+    # Act
+    handled = await dispatcher.run_once()
+
+    # Assert: no call for it; parked too_old with its units; the other entry is sent.
+    assert handled == 2
+    assert list(biller.events) == ["evt_FRESH"]
+    stale = ledger.entries["evt_STALE"]
+    assert (stale.state, stale.units) == (State.PARKED, 50_000)
+    parked = ledger.parked["evt_STALE"]
+    assert parked.reason is ParkReason.TOO_OLD
+    assert "35-day" in parked.message
+    assert await dispatcher.run_once() == 0
+
+
+async def test_sends_entry_as_old_as_the_window_allows(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
+) -> None:
+    await record(ledger, "evt_EDGE", clock.now())
+    clock.advance(35 * DAY_S)
+
+    await dispatcher.run_once()
+
+    assert list(biller.events) == ["evt_EDGE"]
+    assert ledger.entries["evt_EDGE"].state is State.SENT

@@ -12,7 +12,10 @@ from gateway.domain.ports import MeterEvent
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from tests.service.billers import BatchBiller, record
 
-CONFIG = DispatchConfig(batch=2, concurrency=2, lease_s=30, max_rps=1_000_000, retry_base_s=1, retry_max_s=60)
+# The biller's window is Stripe's 35 days, as its profile gives it.
+CONFIG = DispatchConfig(
+    batch=2, concurrency=2, lease_s=30, max_rps=1_000_000, retry_base_s=1, retry_max_s=60, max_event_age_s=35 * 86400
+)
 
 
 @pytest.fixture
@@ -142,3 +145,18 @@ async def test_releases_unsent_batches_when_stopped_before_they_start(
 
     assert biller.calls == []
     assert len(again) == 4  # released, not left leased for 30 s
+
+
+async def test_parks_entry_too_old_instead_of_batching_it_when_it_outlived_the_window(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock
+) -> None:
+    await record(ledger, "evt_STALE", clock.now())
+    await record(ledger, "evt_FRESH", clock.now() + 3600)
+    clock.advance(35 * 24 * 3600 + 1)
+
+    await dispatcher.run_once()
+
+    assert [list(call) for call in biller.calls] == [["evt_FRESH"]]
+    assert ledger.entries["evt_STALE"].state is State.PARKED
+    assert ledger.parked["evt_STALE"].reason is ParkReason.TOO_OLD
+    assert ledger.entries["evt_FRESH"].state is State.SENT

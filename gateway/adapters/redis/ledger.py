@@ -16,6 +16,7 @@ from gateway.adapters.redis.keys import DEFAULT_PREFIX, Keys
 from gateway.adapters.redis.recording import RecordBatcher
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import (
+    REQUEUEABLE,
     Claim,
     CustomerUsage,
     Entry,
@@ -24,14 +25,15 @@ from gateway.domain.ledger import (
     ParkReason,
     Recorded,
     State,
-    rejected_record,
+    entry_record,
 )
 from gateway.domain.ports import BatchLedger
 from gateway.domain.units import Rounding
 
-# Longer than Ringside's retry horizon, so that a late redelivery of a sent event is still a duplicate. Stripe's
-# own identifier de-duplication only lasts "at least 24 hours", so ours must outlive Ringside's.
-DEFAULT_DEDUPE_TTL_S: Final = 30 * 24 * 3600
+# Longer than the oldest event ingest accepts (35 days) plus the signature tolerance, so that a late redelivery of a
+# sent event is still a duplicate. Stripe's own identifier de-duplication only lasts "at least 24 hours"
+# (docs/billers.md), so ours must outlive every redelivery the gateway would still accept.
+DEFAULT_DEDUPE_TTL_S: Final = 40 * 24 * 3600
 
 
 class RedisLedger(BatchLedger):
@@ -150,6 +152,12 @@ class RedisLedger(BatchLedger):
         await self._transition(event_id, commit)
 
     async def mark_rejected(self, event_id: str, message: str, now: float) -> None:
+        await self._park_entry(event_id, ParkReason.BILLER_REJECTED, message, now)
+
+    async def mark_too_old(self, event_id: str, message: str, now: float) -> None:
+        await self._park_entry(event_id, ParkReason.TOO_OLD, message, now)
+
+    async def _park_entry(self, event_id: str, reason: ParkReason, message: str, now: float) -> None:
         keys = self._keys
 
         async def commit(blob: bytes, entry: Entry) -> Any:
@@ -164,7 +172,7 @@ class RedisLedger(BatchLedger):
                     keys.stats,
                     keys.parked(event_id),
                     keys.parked_index(),
-                    keys.parked_index(ParkReason.BILLER_REJECTED),
+                    keys.parked_index(reason),
                     *keys.every_reason_index(),
                 ],
                 args=[
@@ -172,14 +180,16 @@ class RedisLedger(BatchLedger):
                     encode(rejected),
                     event_id,
                     -entry.units,
-                    encode(rejected_record(rejected, message, now)),
+                    encode(entry_record(rejected, reason, message, now)),
                     now,
                 ],
             )
 
         await self._transition(event_id, commit)
 
-    async def requeue(self, event_id: str, now: float, *, billing_customer: str | None = None) -> Entry | None:
+    async def requeue(
+        self, event_id: str, now: float, *, billing_customer: str | None = None, timestamp: int | None = None
+    ) -> Entry | None:
         keys = self._keys
         with store_errors():
             for _ in range(MAX_CONFLICTS):
@@ -187,9 +197,7 @@ class RedisLedger(BatchLedger):
                 if entry_blob is None or parked_blob is None:
                     return None
                 entry = decode_entry(raw(entry_blob))
-                if entry.state is not State.PARKED or decode_parked(raw(parked_blob)).reason is not (
-                    ParkReason.BILLER_REJECTED
-                ):
+                if entry.state is not State.PARKED or decode_parked(raw(parked_blob)).reason not in REQUEUEABLE:
                     return None
                 requeued = msgspec.structs.replace(
                     entry,
@@ -197,6 +205,7 @@ class RedisLedger(BatchLedger):
                     billing_customer=billing_customer or entry.billing_customer,
                     attempts=0,
                     next_attempt_at=now,
+                    timestamp=entry.timestamp if timestamp is None else timestamp,
                 )
                 if await self._requeue(
                     keys=[

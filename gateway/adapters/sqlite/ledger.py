@@ -20,6 +20,7 @@ from gateway.adapters.sqlite.ledger_rows import (
 from gateway.adapters.sqlite.sql import in_list, insert_rows
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import (
+    REQUEUEABLE,
     Claim,
     CustomerUsage,
     Entry,
@@ -27,8 +28,8 @@ from gateway.domain.ledger import (
     Parked,
     ParkReason,
     Recorded,
+    entry_record,
     pending_entry,
-    rejected_record,
 )
 from gateway.domain.ports import BatchLedger
 from gateway.domain.units import ZERO, Rounding, settle
@@ -211,6 +212,12 @@ class SqliteLedger(BatchLedger):
         )
 
     async def mark_rejected(self, event_id: str, message: str, now: float) -> None:
+        await self._park_entry(event_id, ParkReason.BILLER_REJECTED, message, now)
+
+    async def mark_too_old(self, event_id: str, message: str, now: float) -> None:
+        await self._park_entry(event_id, ParkReason.TOO_OLD, message, now)
+
+    async def _park_entry(self, event_id: str, reason: ParkReason, message: str, now: float) -> None:
         def work(connection: sqlite3.Connection) -> None:
             row = connection.execute(
                 "UPDATE entries SET state = 'parked', last_error = ?, leased_until = 0"
@@ -222,24 +229,24 @@ class SqliteLedger(BatchLedger):
             # REPLACE, as MemoryLedger overwrites: a rejection must always be recordable, never stuck on a conflict.
             connection.execute(
                 f"INSERT OR REPLACE INTO parked ({PARKED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                parked_row(rejected_record(entry_from(row), message, now)),
+                parked_row(entry_record(entry_from(row), reason, message, now)),
             )
 
         await self._db.write(work)
 
-    async def requeue(self, event_id: str, now: float, *, billing_customer: str | None = None) -> Entry | None:
+    async def requeue(
+        self, event_id: str, now: float, *, billing_customer: str | None = None, timestamp: int | None = None
+    ) -> Entry | None:
         def work(connection: sqlite3.Connection) -> Entry | None:
             # The parked record is checked inside the write lock, so two replays cannot both requeue the entry.
-            rejected = connection.execute(
-                "SELECT 1 FROM parked WHERE key = ? AND reason = ?", (event_id, ParkReason.BILLER_REJECTED.value)
-            ).fetchone()
-            if rejected is None:
+            record = connection.execute("SELECT reason FROM parked WHERE key = ?", (event_id,)).fetchone()
+            if record is None or ParkReason(record[0]) not in REQUEUEABLE:
                 return None
             row = connection.execute(
                 "UPDATE entries SET state = 'pending', billing_customer = COALESCE(?, billing_customer),"
-                " attempts = 0, next_attempt_at = ?, leased_until = 0"
+                " attempts = 0, next_attempt_at = ?, leased_until = 0, timestamp = COALESCE(?, timestamp)"
                 f" WHERE event_id = ? AND state = 'parked' RETURNING {ENTRY_COLUMNS}",
-                (billing_customer or None, now, event_id),
+                (billing_customer or None, now, timestamp, event_id),
             ).fetchone()
             if row is None:
                 return None

@@ -9,6 +9,7 @@ import msgspec
 
 from gateway.app.cli.common import env_settings, opened, run
 from gateway.app.output import emit_json, json_option, progress, table, timestamp
+from gateway.domain.ledger import ParkReason
 
 
 @click.group()
@@ -17,12 +18,10 @@ def parked() -> None:
 
 
 def _reason(value: str | None) -> Any:
-    from gateway.domain.ledger import ParkReason
-
     return None if value is None else ParkReason(value)
 
 
-_REASONS = click.Choice(["unknown_customer", "invalid_payload", "too_old", "biller_rejected"])
+_REASONS = click.Choice([reason.value for reason in ParkReason])
 
 
 @parked.command("list")
@@ -115,8 +114,13 @@ def _short(text: str, width: int = 70) -> str:
 @click.argument("key", required=False)
 @click.option("--all", "replay_every", is_flag=True, help="Replay every parked record (oldest first).")
 @click.option("--reason", type=_REASONS, default=None, help="With --all: only records parked for this reason.")
+@click.option(
+    "--restamp",
+    is_flag=True,
+    help="Send too_old records with the current time: the usage lands in the current billing period.",
+)
 @json_option
-def parked_replay(key: str | None, replay_every: bool, reason: str | None, as_json: bool) -> None:
+def parked_replay(key: str | None, replay_every: bool, reason: str | None, restamp: bool, as_json: bool) -> None:
     """Run parked deliveries through the pipeline again: billed once, or left parked as they were."""
     from gateway.service.replay import ReplayResult, ReplayStatus
 
@@ -127,7 +131,7 @@ def parked_replay(key: str | None, replay_every: bool, reason: str | None, as_js
 
     async def one(key: str) -> tuple[ReplayResult, bool]:
         async with opened(env_settings()) as container:
-            result: ReplayResult = await container.replayer().replay(key)
+            result: ReplayResult = await container.replayer().replay(key, restamp=restamp)
             in_ledger = await container.ledger().get(key) is not None
             return result, in_ledger
 
@@ -145,7 +149,10 @@ def parked_replay(key: str | None, replay_every: bool, reason: str | None, as_js
                 click.echo(f"{key}: not parked (already replayed); nothing to do")
         else:
             detail = f"{result.reason.value}: " if result.reason else ""
-            raise click.ClickException(f"{key}: {result.status.value.replace('_', ' ')}: {detail}{result.message}")
+            hint = " (give --restamp)" if result.reason is ParkReason.TOO_OLD else ""
+            raise click.ClickException(
+                f"{key}: {result.status.value.replace('_', ' ')}: {detail}{result.message}{hint}"
+            )
         return
 
     async def every() -> list[ReplayResult]:
@@ -153,7 +160,7 @@ def parked_replay(key: str | None, replay_every: bool, reason: str | None, as_js
             replayer = container.replayer()
             keys = await replayer.parked_keys(_reason(reason))
             with progress(len(keys), "Replaying", hidden=as_json or not keys) as bar:
-                return await replayer.replay_all(keys, on_each=lambda _: bar.update(1))
+                return await replayer.replay_all(keys, on_each=lambda _: bar.update(1), restamp=restamp)
 
     results = run(every())
     counts: dict[str, int] = {}

@@ -1,6 +1,6 @@
 -- mark_rejected(): compare-and-set on the entry's bytes; 0 (nothing written) when it changed since Python read it.
 -- KEYS: 1 entry, 2 q:due, 3 q:leased, 4 q:held, 5 q:age, 6 stats, 7 parked record, 8 ix:parked,
---       9 ix:parked:biller_rejected, 10.. ix:parked:<reason> for every reason
+--       9 ix:parked:<the reason it is parked for>, 10.. ix:parked:<reason> for every reason
 -- ARGV: 1 entry blob read, 2 new blob, 3 event id, 4 minus the units, 5 parked blob, 6 parked_at
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
