@@ -56,26 +56,36 @@ from bench.threads import cpu_seconds_by_thread, thread_ticks
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 WARMUP_SHARE = 0.2  # the file's tail the warm-up replays; the measured run must not reach it
 SEPARATOR = b"\0"  # between requests in the file: neither an HTTP head nor a JSON body holds a NUL
-TARGETS = ("bare", "sqlite", "redis", "bare-granian", "sqlite-granian", "redis-granian")
+SERVERS = ("uvicorn", "granian")
+VARIANTS = ("quiet", "nodispatch")
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One server: `kind` bare, sqlite or redis, on `server` uvicorn (as `gateway serve`) or granian (prototype)."""
+    """One server: `kind` bare, sqlite or redis, on `server` uvicorn (as `gateway serve`) or granian (a prototype:
+    the gateway's app factory under granian), with a `variant` that prices one part of the gateway: `quiet` runs it
+    at GATEWAY_LOG_LEVEL=warning (no per-delivery log line), `nodispatch` without its in-process dispatcher."""
 
     kind: str
     server: str = "uvicorn"
+    variant: str = ""
 
     @classmethod
     def parse(cls, name: str) -> Spec:
-        kind, _, server = name.partition("-")
-        if name not in TARGETS:
-            raise ValueError(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
-        return cls(kind, server or "uvicorn")
+        """`kind[-granian][-quiet|-nodispatch]`, e.g. `sqlite-granian-quiet`."""
+        kind, *options = name.split("-")
+        server = next((option for option in options if option in SERVERS), "uvicorn")
+        variant = next((option for option in options if option in VARIANTS), "")
+        unknown = set(options) - set(SERVERS) - set(VARIANTS)
+        if kind not in ("bare", "sqlite", "redis") or unknown or len(options) > 2 or (kind == "bare" and variant):
+            raise ValueError(f"unknown target {name!r}: kind[-granian][-quiet|-nodispatch], kind bare|sqlite|redis")
+        return cls(kind, server, variant)
 
     @property
     def name(self) -> str:
-        return self.kind if self.server == "uvicorn" else f"{self.kind}-{self.server}"
+        return "-".join(
+            part for part in (self.kind, "" if self.server == "uvicorn" else self.server, self.variant) if part
+        )
 
     @property
     def stateless(self) -> bool:
@@ -204,16 +214,19 @@ def started(spec: Spec, workdir: Path, redis_url: str, number: int) -> Iterator[
     elif spec.kind == "redis":
         env["GATEWAY_STORE"] = redis_url
         _flush_redis(redis_url)
+    if spec.variant == "quiet":
+        env["GATEWAY_LOG_LEVEL"] = "warning"
     # bench.ablate with no switch serves as the real thing does, its threads named for bench/threads.py.
     wrapper = [sys.executable, "-m", "bench.ablate", "--without", "", "--"]
     if spec.kind == "bare":
         argv = [*wrapper, "bare", "--port", str(port), "--server", spec.server]
         ready = "/healthz"
     elif spec.server == "granian":
-        argv = granian_argv("gateway.app.http:app_from_env", "127.0.0.1", port, 1)
+        factory = "ingest_app_from_env" if spec.variant == "nodispatch" else "app_from_env"
+        argv = granian_argv(f"gateway.app.http:{factory}", "127.0.0.1", port, 1)
         ready = "/readyz"
     else:
-        argv = [*wrapper, "serve"]
+        argv = [*wrapper, "serve", *(["--no-dispatcher"] if spec.variant == "nodispatch" else [])]
         ready = "/readyz"
     server = Server(argv, env, workdir / f"{number:02d}-{spec.name}.log", port)
     try:
@@ -305,16 +318,18 @@ def thread_table(rows: list[Measured]) -> str:
     """CPU per delivery by thread (us), each row's threads as the kernel counted them."""
     lines = ["| round | target | CPU us/delivery by thread |", "|---:|---|---|"]
     for row in rows:
-        per = ", ".join(
-            f"{name} {seconds / row.full.requests * 1e6:.0f}" for name, seconds in row.threads.items()
-        )
+        per = ", ".join(f"{name} {seconds / row.full.requests * 1e6:.0f}" for name, seconds in row.threads.items())
         lines.append(f"| {row.round} | {row.spec.name} | {per} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.wrk", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="bare,sqlite,redis", help=f"targets in order, from {', '.join(TARGETS)}")
+    parser.add_argument(
+        "--only",
+        default="bare,sqlite,redis",
+        help="targets in order: kind[-granian][-quiet|-nodispatch], kind bare|sqlite|redis [bare,sqlite,redis]",
+    )
     parser.add_argument("--duration", type=float, default=9.0, help="measured seconds per wrk run [9]")
     parser.add_argument("--warmup", type=float, default=2.0, help="wrk warm-up seconds [2]")
     parser.add_argument("--connections", type=int, default=64)

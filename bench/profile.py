@@ -1,0 +1,182 @@
+"""Where a server's CPU goes per delivery: py-spy samples under wrk load, sorted into the gateway's parts.
+
+    bench/setup                                  # once: wrk and py-spy
+    .venv/bin/python -m bench.profile [--target sqlite] [--duration 8] [--rate 200] [--raw out.txt]
+
+Starts the target as bench/wrk.py does (one worker, dispatcher in-process, local ledger biller), warms it up with
+wrk, then runs wrk again while `py-spy record --native --threads --format raw` samples the server. Each sample (one
+thread's stack at one instant; py-spy leaves idle threads out) goes to one part, by the thread it was taken on and
+then by its innermost frame that belongs to a known part (see `PARTS`). The table gives each part's share of the
+samples and, from that share of the server's measured CPU seconds, its CPU per delivery. The sampler pauses the
+server for each sample, so throughput under profile is lower than bench/wrk.py's; the shares are what counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.load import ProcessMemory, Target
+from bench.threads import cpu_seconds_by_thread, thread_ticks
+from bench.wrk import WARMUP_SHARE, Spec, run_wrk, started, write_requests
+
+# Threads other than the event loop's, by the name bench/threads.py gives them.
+THREADS = {
+    "sqlite_0": "SQLite writer thread",
+    "sqlite-sync": "fsync thread",
+    "sqlite-checkpoi": "checkpoint thread",
+}
+
+# On the event loop's thread: the first part, innermost frame first, whose pattern a frame's text holds. Order
+# matters only within one frame. The dispatcher and the sweep are whole parts: what they call (the store, logging)
+# counts to them, as work that ingest does not do.
+OWNERS = (
+    ("dispatcher", ("gateway/service/dispatcher.py",)),
+    ("sweep", ("gateway/service/sweep.py",)),
+)
+PARTS = (
+    ("logging", ("structlog/", "/logging/__init__.py", "gateway/app/logging.py")),
+    ("metrics", ("prometheus_client/", "gateway/app/metrics.py")),
+    ("signature", ("gateway/domain/signature.py",)),
+    ("parse", ("gateway/domain/event.py",)),
+    ("policy", ("gateway/domain/policy.py", "gateway/domain/units.py")),
+    ("store call", ("gateway/adapters/", "site-packages/redis/", "hiredis")),
+    ("webhook route and ingest", ("gateway/app/webhook.py", "gateway/service/ingest.py", "gateway/app/")),
+    ("HTTP server and framework", ("uvicorn/", "httptools", "litestar/", "granian")),
+)
+LOOP = "event loop, other"
+
+_LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
+_THREAD = re.compile(r"^thread \((?P<tid>\d+)\)$")
+
+
+def classify(frames: list[str], thread_name: str) -> str:
+    """The part one sample belongs to; `frames` outermost first, as py-spy's raw format lists them."""
+    if thread_name in THREADS:
+        return THREADS[thread_name]
+    if thread_name != "main":
+        return f"thread {thread_name}"
+    for part, patterns in OWNERS:
+        if any(pattern in frame for frame in frames for pattern in patterns):
+            return part
+    for frame in reversed(frames):
+        for part, patterns in PARTS:
+            if any(pattern in frame for pattern in patterns):
+                return part
+    return LOOP
+
+
+def breakdown(raw: str, thread_names: dict[str, str]) -> Counter[str]:
+    """Samples per part from py-spy's raw output (`--threads`: each stack starts with `thread (TID)`);
+    `thread_names` maps TIDs to the kernel's thread names, a TID it lacks counts as `main`."""
+    parts: Counter[str] = Counter()
+    for line in raw.splitlines():
+        match = _LINE.match(line.strip())
+        if match is None:
+            continue
+        frames = match.group("stack").split(";")
+        name = "main"
+        if frames and (thread := _THREAD.match(frames[0])):
+            name = thread_names.get(thread.group("tid"), "main")
+            frames = frames[1:]
+        parts[classify(frames, name)] += int(match.group("count"))
+    return parts
+
+
+def names_by_tid(pid: int) -> dict[str, str]:
+    """The kernel's name of each thread of `pid`, by TID."""
+    names = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names[task.name] = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+    return names
+
+
+def server_pid(root: int) -> int:
+    """The process that runs the app: the server itself, or granian's worker (its only Python child)."""
+    children = Path(f"/proc/{root}/task/{root}/children").read_text().split()
+    return int(children[0]) if children else root
+
+
+def report(parts: Counter[str], cpu_us_per_delivery: float) -> str:
+    total = sum(parts.values()) or 1
+    lines = ["| part | share of samples | CPU us/delivery |", "|---|---:|---:|"]
+    for part, samples in parts.most_common():
+        lines.append(f"| {part} | {samples / total:.1%} | {samples / total * cpu_us_per_delivery:.1f} |")
+    lines.append(f"| total | 100% ({total:,} samples) | {cpu_us_per_delivery:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", default="sqlite", help="as bench.wrk's --only: one target [sqlite]")
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--deliveries", type=int, default=150_000)
+    parser.add_argument("--customers", type=int, default=500)
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second [200]")
+    parser.add_argument("--raw", type=Path, default=None, help="keep py-spy's raw stacks here")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    args = parser.parse_args(argv)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit("py-spy is not installed: run bench/setup")
+    spec = Spec.parse(args.target)
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-profile-"))
+    try:
+        with started(spec, workdir, args.redis_url, 1) as server:
+            pid = server_pid(server.pid)
+            requests_file = workdir / "requests.bin"
+            write_requests(
+                requests_file,
+                args.deliveries,
+                Target("127.0.0.1", server.port, "/webhooks/ringside"),
+                customers=args.customers,
+            )
+            warm = int(args.deliveries * (1 - WARMUP_SHARE))
+            run_wrk(server.port, requests_file, duration_s=args.warmup, connections=args.connections, start=warm)
+            raw_path = args.raw or workdir / "profile.txt"
+            memory = ProcessMemory(server.pid)
+            cpu_before, threads_before = memory.cpu_s(), thread_ticks(server.pid)
+            record = ["record", "--native", "--threads", "-r", str(args.rate), "-d", f"{args.duration:g}"]
+            sampler = subprocess.Popen(
+                [spy, *record, "--format", "raw", "-o", str(raw_path), "--pid", str(pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(0.3)  # py-spy attaches
+            full = run_wrk(server.port, requests_file, duration_s=args.duration, connections=args.connections)
+            cpu_s = memory.cpu_s() - cpu_before
+            threads = cpu_seconds_by_thread(threads_before, thread_ticks(server.pid))
+            _, errors = sampler.communicate(timeout=60)
+            names = names_by_tid(pid)
+        parts = breakdown(raw_path.read_text(), names)
+        per_delivery = cpu_s / full.requests * 1e6 if full.requests else 0.0
+        print(
+            f"{spec.name}: {full.rps:,.0f} req/s under the profiler (wrk 1 thread x{args.connections}, "
+            f"{args.duration:g} s), server CPU {cpu_s:.2f} s = {per_delivery:.0f} us/delivery; py-spy at {args.rate}/s"
+        )
+        print(
+            "CPU by thread (us/delivery): "
+            + ", ".join(f"{name} {seconds / full.requests * 1e6:.0f}" for name, seconds in threads.items())
+        )
+        print(report(parts, per_delivery))
+        if errors and "Errors: 0" not in errors:
+            print(f"py-spy: {errors.strip().splitlines()[0]}", file=sys.stderr)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
