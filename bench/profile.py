@@ -37,11 +37,11 @@ THREADS = {
 # On the event loop's thread: the first part, innermost frame first, whose pattern a frame's text holds. Order
 # matters only within one frame. The dispatcher and the sweep are whole parts: what they call (the store, logging)
 # counts to them, as work that ingest does not do.
-OWNERS = (
+OWNERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dispatcher", ("gateway/service/dispatcher.py",)),
     ("sweep", ("gateway/service/sweep.py",)),
 )
-PARTS = (
+PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("logging", ("structlog/", "/logging/__init__.py", "gateway/app/logging.py")),
     ("metrics", ("prometheus_client/", "gateway/app/metrics.py")),
     ("signature", ("gateway/domain/signature.py",)),
