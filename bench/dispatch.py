@@ -208,18 +208,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--v2-limit-s", type=float, default=300.0, help="time limit of the v2 drain [300]")
     parser.add_argument("--pacing-rps", type=float, default=100.0, help="the pacing check's rate [100]")
     parser.add_argument("--store", default="sqlite", help="sqlite (a fresh file) or a redis:// URL it may fill")
+    parser.add_argument(
+        "--only", default="v2_stream,v1,pacing", help="rows, comma-separated [v2_stream,v1,pacing: all three]"
+    )
     args = parser.parse_args(argv)
+    rows = {name.strip() for name in args.only.split(",") if name.strip()}
     workdir = Path(tempfile.mkdtemp(prefix="gateway-dispatch-"))
-    scenarios = [
-        Scenario("v2_stream", args.latency_ms, args.max_rps, args.v2_limit_s, args.backlog),
-        Scenario("v1", args.latency_ms, args.max_rps, args.v1_limit_s, args.backlog),
+    scenarios = {
+        "v2_stream": Scenario("v2_stream", args.latency_ms, args.max_rps, args.v2_limit_s, args.backlog),
+        "v1": Scenario("v1", args.latency_ms, args.max_rps, args.v1_limit_s, args.backlog),
         # The token bucket binding: no latency, so only the pace limits v1.
-        Scenario("v1", 0.0, args.pacing_rps, 10.0, int(args.pacing_rps * 10)),
-    ]
+        "pacing": Scenario("v1", 0.0, args.pacing_rps, 10.0, int(args.pacing_rps * 10)),
+    }
+    if rows - set(scenarios):
+        raise SystemExit(f"--only: unknown row(s) {sorted(rows - set(scenarios))}; known: {', '.join(scenarios)}")
     drains = []
     try:
         with (workdir / "gateway.log").open("w") as log:
-            for number, scenario in enumerate(scenarios):
+            for number, scenario in enumerate(scenario for name, scenario in scenarios.items() if name in rows):
                 store = f"sqlite:///{workdir / f'ledger-{number}.db'}" if args.store == "sqlite" else args.store
                 print(f"-- {scenario}", file=sys.stderr)
                 drain = asyncio.run(

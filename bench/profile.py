@@ -6,8 +6,9 @@
 Starts the target as bench/wrk.py does (one worker, dispatcher in-process, local ledger biller), warms it up with
 wrk, then runs wrk again while `py-spy record --native --threads --format raw` samples the server. Each sample (one
 thread's stack at one instant; py-spy leaves idle threads out) goes to one part, by the thread it was taken on and
-then by its innermost frame that belongs to a known part (see `PARTS`). The table gives each part's share of the
-samples and, from that share of the server's measured CPU seconds, its CPU per delivery. The sampler pauses the
+then by its innermost frame that belongs to a known part (see `PARTS`); a sample caught waiting (`IDLE_CALLS`)
+counts for nothing. Each thread's CPU per delivery is measured from /proc (bench/threads.py) and shared among its
+parts in proportion to its busy samples. The sampler pauses the
 server for each sample, so throughput under profile is lower than bench/wrk.py's; the shares are what counts.
 """
 
@@ -24,15 +25,23 @@ from collections import Counter
 from pathlib import Path
 
 from bench.load import ProcessMemory, Target
-from bench.threads import cpu_seconds_by_thread, thread_ticks
+from bench.threads import cpu_seconds_by_thread, kernel_name, thread_ticks
 from bench.wrk import WARMUP_SHARE, Spec, run_wrk, started, write_requests
 
-# Threads other than the event loop's, by the name bench/threads.py gives them.
+# Threads other than the event loop's, by the name bench/threads.py gives them. The SQLite writer's samples are
+# split by the job it runs (WRITER_JOBS); the others are one part each.
 THREADS = {
-    "sqlite_0": "SQLite writer thread",
     "sqlite-sync": "fsync thread",
     "sqlite-checkpoi": "checkpoint thread",
 }
+WRITER = "sqlite_0"
+WRITER_JOBS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("writer: ingest record (_record_many)", ("_record_many", "SqliteLedger.record", "SqliteLedger.park")),
+    ("writer: local biller send_batch", ("SqliteBiller.",)),
+    ("writer: dispatcher lease/mark_sent", ("lease_due", "mark_sent", "release", "mark_retry")),
+    ("writer: checkpoint", ("_finish_checkpoint",)),
+    ("writer: BEGIN/COMMIT, fsync hand-off", ("_run_writes", "_begin_immediate", "_Syncer", "_drain")),
+)
 
 # On the event loop's thread: the first part, innermost frame first, whose pattern a frame's text holds. Order
 # matters only within one frame. The dispatcher and the sweep are whole parts: what they call (the store, logging)
@@ -47,20 +56,46 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("signature", ("gateway/domain/signature.py",)),
     ("parse", ("gateway/domain/event.py",)),
     ("policy", ("gateway/domain/policy.py", "gateway/domain/units.py")),
-    ("store call", ("gateway/adapters/", "site-packages/redis/", "hiredis")),
+    ("store call", ("gateway/adapters/", "site-packages/redis/", "redis/asyncio/", "hiredis")),
     ("webhook route and ingest", ("gateway/app/webhook.py", "gateway/service/ingest.py", "gateway/app/")),
     ("HTTP server and framework", ("uvicorn/", "httptools", "litestar/", "granian")),
 )
 LOOP = "event loop, other"
+IDLE = "idle"
+# A sample whose innermost frames wait (for I/O, a queue, a condition or the GIL) spent no CPU: py-spy's --native
+# stacks do not always leave those out. Matched against the last IDLE_DEPTH frames.
+IDLE_CALLS = (
+    "epoll_wait",
+    "epoll_pwait",
+    "pthread_cond_timedwait",
+    "pthread_cond_wait",
+    "sem_clockwait",
+    "sem_timedwait",
+    "sem_wait",
+    "futex",
+    "nanosleep",
+    "_queue_SimpleQueue_get",
+    "PyThread_acquire_lock_timed",
+    "select (",
+    "poll (",
+)
+IDLE_DEPTH = 3
 
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
-_THREAD = re.compile(r"^thread \((?P<tid>\d+)\)$")
+_THREAD = re.compile(r"^thread \((?P<tid>\d+)\)(?::\s*(?P<name>.*))?$")
 
 
 def classify(frames: list[str], thread_name: str) -> str:
     """The part one sample belongs to; `frames` outermost first, as py-spy's raw format lists them."""
+    if any(call in frame for frame in frames[-IDLE_DEPTH:] for call in IDLE_CALLS):
+        return IDLE
     if thread_name in THREADS:
         return THREADS[thread_name]
+    if thread_name == WRITER:
+        for part, patterns in WRITER_JOBS:
+            if any(pattern in frame for frame in frames for pattern in patterns):
+                return part
+        return "writer: other"
     if thread_name != "main":
         return f"thread {thread_name}"
     for part, patterns in OWNERS:
@@ -73,10 +108,11 @@ def classify(frames: list[str], thread_name: str) -> str:
     return LOOP
 
 
-def breakdown(raw: str, thread_names: dict[str, str]) -> Counter[str]:
-    """Samples per part from py-spy's raw output (`--threads`: each stack starts with `thread (TID)`);
-    `thread_names` maps TIDs to the kernel's thread names, a TID it lacks counts as `main`."""
-    parts: Counter[str] = Counter()
+def breakdown(raw: str, thread_names: dict[str, str] | None = None) -> dict[str, Counter[str]]:
+    """Samples per thread and part from py-spy's raw output (`--threads`: each stack starts with
+    `thread (TID): Name`). A thread is known by its kernel name (bench/threads.py): from py-spy's Python name, else
+    from `thread_names` (TID -> kernel name), else `main`."""
+    threads: dict[str, Counter[str]] = {}
     for line in raw.splitlines():
         match = _LINE.match(line.strip())
         if match is None:
@@ -84,9 +120,28 @@ def breakdown(raw: str, thread_names: dict[str, str]) -> Counter[str]:
         frames = match.group("stack").split(";")
         name = "main"
         if frames and (thread := _THREAD.match(frames[0])):
-            name = thread_names.get(thread.group("tid"), "main")
+            python_name = thread.group("name")
+            if python_name:
+                name = "main" if python_name == "MainThread" else kernel_name(python_name)
+            else:
+                name = (thread_names or {}).get(thread.group("tid"), "main")
             frames = frames[1:]
-        parts[classify(frames, name)] += int(match.group("count"))
+        threads.setdefault(name, Counter())[classify(frames, name)] += int(match.group("count"))
+    return threads
+
+
+def attribute(samples: dict[str, Counter[str]], thread_us: dict[str, float]) -> dict[str, float]:
+    """CPU us per delivery per part: each thread's measured CPU (from /proc, `thread_us`) shared among its parts in
+    proportion to its busy samples. A thread that used CPU but was never caught busy stays one part of its own."""
+    parts: dict[str, float] = {}
+    for thread, used in thread_us.items():
+        busy = {part: count for part, count in samples.get(thread, Counter()).items() if part != IDLE}
+        total = sum(busy.values())
+        if not total:
+            parts[f"thread {thread} (no busy sample)"] = used
+            continue
+        for part, count in busy.items():
+            parts[part] = parts.get(part, 0.0) + used * count / total
     return parts
 
 
@@ -107,12 +162,12 @@ def server_pid(root: int) -> int:
     return int(children[0]) if children else root
 
 
-def report(parts: Counter[str], cpu_us_per_delivery: float) -> str:
-    total = sum(parts.values()) or 1
-    lines = ["| part | share of samples | CPU us/delivery |", "|---|---:|---:|"]
-    for part, samples in parts.most_common():
-        lines.append(f"| {part} | {samples / total:.1%} | {samples / total * cpu_us_per_delivery:.1f} |")
-    lines.append(f"| total | 100% ({total:,} samples) | {cpu_us_per_delivery:.1f} |")
+def report(parts: dict[str, float]) -> str:
+    total = sum(parts.values()) or 1.0
+    lines = ["| part | CPU us/delivery | share |", "|---|---:|---:|"]
+    for part, micros in sorted(parts.items(), key=lambda item: -item[1]):
+        lines.append(f"| {part} | {micros:.1f} | {micros / total:.0%} |")
+    lines.append(f"| total | {total:.1f} | 100% |")
     return "\n".join(lines)
 
 
@@ -161,17 +216,15 @@ def main(argv: list[str] | None = None) -> None:
             threads = cpu_seconds_by_thread(threads_before, thread_ticks(server.pid))
             _, errors = sampler.communicate(timeout=60)
             names = names_by_tid(pid)
-        parts = breakdown(raw_path.read_text(), names)
+        samples = breakdown(raw_path.read_text(), names)
+        thread_us = {name: seconds / full.requests * 1e6 for name, seconds in threads.items()} if full.requests else {}
         per_delivery = cpu_s / full.requests * 1e6 if full.requests else 0.0
         print(
             f"{spec.name}: {full.rps:,.0f} req/s under the profiler (wrk 1 thread x{args.connections}, "
             f"{args.duration:g} s), server CPU {cpu_s:.2f} s = {per_delivery:.0f} us/delivery; py-spy at {args.rate}/s"
         )
-        print(
-            "CPU by thread (us/delivery): "
-            + ", ".join(f"{name} {seconds / full.requests * 1e6:.0f}" for name, seconds in threads.items())
-        )
-        print(report(parts, per_delivery))
+        print("CPU by thread (us/delivery): " + ", ".join(f"{name} {us:.0f}" for name, us in thread_us.items()))
+        print(report(attribute(samples, thread_us)))
         if errors and "Errors: 0" not in errors:
             print(f"py-spy: {errors.strip().splitlines()[0]}", file=sys.stderr)
     finally:
