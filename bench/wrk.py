@@ -116,6 +116,7 @@ class Measured:
     half: LoadResult | None
     round: int
     notes: list[str] = field(default_factory=list)
+    redis_cpu_s: float | None = None  # the Redis server's CPU meanwhile (shared with anything else that uses it)
 
     @property
     def cpu_us_per_delivery(self) -> float:
@@ -248,9 +249,12 @@ def measure(
     warm_start = int(args.deliveries * (1 - WARMUP_SHARE))
     run_wrk(server.port, requests_file, duration_s=args.warmup, connections=args.connections, start=warm_start)
     memory = ProcessMemory(server.pid)
+    redis = ProcessMemory(redis_pid(args.redis_url)) if spec.kind == "redis" else None
+    redis_before = redis.cpu_s() if redis is not None else 0.0
     cpu_before, threads_before = memory.cpu_s(), thread_ticks(server.pid)
     full = run_wrk(server.port, requests_file, duration_s=args.duration, connections=args.connections)
     cpu_s = memory.cpu_s() - cpu_before
+    redis_cpu_s = redis.cpu_s() - redis_before if redis is not None else None
     threads = cpu_seconds_by_thread(threads_before, thread_ticks(server.pid))
     notes = []
     if not spec.stateless and full.requests + args.connections > warm_start:
@@ -275,7 +279,18 @@ def measure(
             notes.append(f"{half.errors} wrong answers at half load")
     if requests_file != bare_file:
         requests_file.unlink(missing_ok=True)
-    return Measured(spec, full, cpu_s, threads, half, round_, notes)
+    return Measured(spec, full, cpu_s, threads, half, round_, notes, redis_cpu_s)
+
+
+def redis_pid(url: str) -> int:
+    """The Redis server's process id (it runs on this machine: its CPU competes with the gateway's)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
 
 
 def measure_target(
@@ -301,17 +316,22 @@ def ratio(row: Measured, rows: list[Measured], server: str) -> str:
 def table(rows: list[Measured]) -> str:
     lines = [
         "| round | target | req/s | vs bare (uvicorn) | vs bare (same HTTP server) | p50 ms | p99 ms "
-        "| server CPU s | CPU us/delivery | p99 ms at half load | notes |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server CPU s | CPU us/delivery | redis-server us/delivery | p99 ms at half load | notes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         half = f"{row.half.p99_ms:.1f} ({row.half.throughput_rps:,.0f}/s)" if row.half else "-"
         lines.append(
             f"| {row.round} | {row.spec.name} | {row.full.rps:,.0f} | {ratio(row, rows, 'uvicorn')} "
             f"| {ratio(row, rows, row.spec.server)} | {row.full.p50_ms:.1f} | {row.full.p99_ms:.1f} "
-            f"| {row.cpu_s:.2f} | {row.cpu_us_per_delivery:.0f} | {half} | {'; '.join(row.notes)} |"
+            f"| {row.cpu_s:.2f} | {row.cpu_us_per_delivery:.0f} | {_per_delivery(row.redis_cpu_s, row)} | {half} "
+            f"| {'; '.join(row.notes)} |"
         )
     return "\n".join(lines)
+
+
+def _per_delivery(seconds: float | None, row: Measured) -> str:
+    return f"{seconds / row.full.requests * 1e6:.0f}" if seconds is not None and row.full.requests else "-"
 
 
 def thread_table(rows: list[Measured]) -> str:
