@@ -29,6 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from bench.load import install_fast_loop
 from gateway.app.container import Container, build_container
 from gateway.app.logging import configure_logging
 from gateway.app.settings import Secret, load_settings
@@ -209,10 +210,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pacing-rps", type=float, default=100.0, help="the pacing check's rate [100]")
     parser.add_argument("--store", default="sqlite", help="sqlite (a fresh file) or a redis:// URL it may fill")
     parser.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the event loop [uvloop, as gateway serve]"
+    )
+    parser.add_argument(
         "--only", default="v2_stream,v1,pacing", help="rows, comma-separated [v2_stream,v1,pacing: all three]"
     )
     args = parser.parse_args(argv)
     rows = {name.strip() for name in args.only.split(",") if name.strip()}
+    if args.loop == "uvloop":
+        install_fast_loop()  # as `gateway serve` runs the dispatcher: on uvicorn's uvloop
     workdir = Path(tempfile.mkdtemp(prefix="gateway-dispatch-"))
     scenarios = {
         "v2_stream": Scenario("v2_stream", args.latency_ms, args.max_rps, args.v2_limit_s, args.backlog),
