@@ -307,24 +307,38 @@ def measure_target(
 # -- the report -----------------------------------------------------------------------------------------------------
 
 
+def _bare_of_round(row: Measured, rows: list[Measured], server: str) -> Measured | None:
+    return next((r for r in rows if r.round == row.round and r.spec == Spec("bare", server)), None)
+
+
 def ratio(row: Measured, rows: list[Measured], server: str) -> str:
     """`row`'s req/s over the bare endpoint's on `server` in the same round, or "-"."""
-    bare = next((r for r in rows if r.round == row.round and r.spec == Spec("bare", server)), None)
+    bare = _bare_of_round(row, rows, server)
     return f"{row.full.rps / bare.full.rps:.2f}" if bare and bare.full.rps else "-"
+
+
+def cpu_ratio(row: Measured, rows: list[Measured]) -> str:
+    """The bare endpoint's (uvicorn, same round) CPU per delivery over `row`'s: what the req/s ratio would be if
+    each server had one core's worth of CPU to itself. On a shared machine it holds far steadier than req/s, which
+    the scheduler's shares move (a server with more busy threads gets more of a contended core)."""
+    bare = _bare_of_round(row, rows, "uvicorn")
+    return f"{bare.cpu_us_per_delivery / row.cpu_us_per_delivery:.2f}" if bare and row.cpu_us_per_delivery else "-"
 
 
 def table(rows: list[Measured]) -> str:
     lines = [
         "| round | target | req/s | vs bare (uvicorn) | vs bare (same HTTP server) | p50 ms | p99 ms "
-        "| server CPU s | CPU us/delivery | redis-server us/delivery | p99 ms at half load | notes |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server CPU s | CPU us/delivery | CPU ratio (bare/this) | redis-server us/delivery | p99 ms at half load "
+        "| notes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         half = f"{row.half.p99_ms:.1f} ({row.half.throughput_rps:,.0f}/s)" if row.half else "-"
         lines.append(
             f"| {row.round} | {row.spec.name} | {row.full.rps:,.0f} | {ratio(row, rows, 'uvicorn')} "
             f"| {ratio(row, rows, row.spec.server)} | {row.full.p50_ms:.1f} | {row.full.p99_ms:.1f} "
-            f"| {row.cpu_s:.2f} | {row.cpu_us_per_delivery:.0f} | {_per_delivery(row.redis_cpu_s, row)} | {half} "
+            f"| {row.cpu_s:.2f} | {row.cpu_us_per_delivery:.0f} | {cpu_ratio(row, rows)} "
+            f"| {_per_delivery(row.redis_cpu_s, row)} | {half} "
             f"| {'; '.join(row.notes)} |"
         )
     return "\n".join(lines)

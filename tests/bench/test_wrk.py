@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.load import BENCH_SECRET, Target
-from bench.wrk import Spec, parse_wrk, read_requests, write_requests
+from bench.wrk import Measured, Spec, WrkResult, cpu_ratio, parse_wrk, ratio, read_requests, write_requests
 from gateway.domain.event import parse_event
 from gateway.domain.signature import SignatureVerifier
 
@@ -73,3 +73,28 @@ def test_a_target_name_names_kind_server_and_variant_and_round_trips(name: str, 
 def test_an_unknown_target_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="unknown target"):
         Spec.parse(name)
+
+
+def measured(name: str, round_: int, requests: int, cpu_s: float) -> Measured:
+    result = WrkResult(requests=requests, duration_s=10.0, p50_ms=1, p90_ms=2, p99_ms=3, max_ms=4, errors=0)
+    return Measured(Spec.parse(name), result, cpu_s, {}, None, round_)
+
+
+def test_ratios_are_to_the_bare_endpoint_of_the_same_round() -> None:
+    rows = [
+        measured("bare", 1, 100_000, 8.0),  # 80 us per delivery
+        measured("sqlite", 1, 50_000, 6.0),  # 120 us
+        measured("bare", 2, 50_000, 4.0),  # a slower round: 80 us still
+        measured("sqlite", 2, 40_000, 4.8),
+    ]
+
+    assert [ratio(row, rows, "uvicorn") for row in rows] == ["1.00", "0.50", "1.00", "0.80"]
+    assert [cpu_ratio(row, rows) for row in rows] == ["1.00", "0.67", "1.00", "0.67"]
+
+
+def test_a_row_without_a_bare_endpoint_in_its_round_has_no_ratio() -> None:
+    rows = [measured("bare", 1, 100_000, 8.0), measured("redis-granian", 2, 50_000, 5.0)]
+
+    assert ratio(rows[1], rows, "uvicorn") == "-"
+    assert ratio(rows[1], rows, "granian") == "-"
+    assert cpu_ratio(rows[1], rows) == "-"
