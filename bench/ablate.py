@@ -9,6 +9,7 @@ above 1 uvicorn spawns fresh interpreters, which would not inherit them, so abla
 - group-commit: every SQLite write commits alone (MAX_GROUP_COMMIT = 1), as before group commit;
 - batch-biller: the dispatcher treats every biller as one-event-per-call (the local ledger biller included);
 - fast-server: uvicorn on asyncio's own event loop and the pure-Python h11 parser instead of uvloop and httptools.
+With no switch it serves as the real thing does, its threads named to the kernel (bench/threads.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from bench.threads import name_threads
 
 SWITCHES = ("group-commit", "batch-biller", "fast-server")
 
@@ -49,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ablate")
     parser.add_argument("--without", default="", help=f"comma-separated: {', '.join(SWITCHES)}")
     args = parser.parse_args(argv[:split])
+    name_threads()  # per-thread CPU accounts under the threads' own names (bench/threads.py)
     apply([name.strip() for name in args.without.split(",") if name.strip()])
     command, rest = argv[split + 1], argv[split + 2 :]
     if command == "bare":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -87,16 +88,49 @@ def create_asgi_app() -> Litestar:
     return Litestar(route_handlers=[webhook, healthz], openapi_config=None)
 
 
+def granian_argv(factory: str, host: str, port: int, workers: int) -> list[str]:
+    """Granian (a Rust HTTP server, pip package `granian`) serving an ASGI app factory as uvicorn does here: uvloop,
+    HTTP/1.1, lifespan on (granian runs it for the ASGI interface), no access log."""
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "1",
+        "--no-ws",
+        "--log-level",
+        "warning",
+        factory,
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bare_app")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--raw-asgi", action="store_true", help="the endpoint as a raw ASGI route (create_asgi_app)")
+    parser.add_argument(
+        "--server", choices=("uvicorn", "granian"), default="uvicorn", help="the HTTP server [uvicorn, as the gateway]"
+    )
     args = parser.parse_args()
+    factory = f"bench.bare_app:{'create_asgi_app' if args.raw_asgi else 'create_app'}"
+    if args.server == "granian":
+        os.execv(sys.executable, granian_argv(factory, args.host, args.port, args.workers))
     # A factory even for one worker, so that one and two workers build the app the same way.
     uvicorn.run(
-        f"bench.bare_app:{'create_asgi_app' if args.raw_asgi else 'create_app'}",
+        factory,
         factory=True,
         host=args.host,
         port=args.port,

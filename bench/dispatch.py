@@ -29,6 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from bench.load import install_fast_loop
 from gateway.app.container import Container, build_container
 from gateway.app.lifecycle import running
 from gateway.app.logging import configure_logging
@@ -209,18 +210,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--v2-limit-s", type=float, default=300.0, help="time limit of the v2 drain [300]")
     parser.add_argument("--pacing-rps", type=float, default=100.0, help="the pacing check's rate [100]")
     parser.add_argument("--store", default="sqlite", help="sqlite (a fresh file) or a redis:// URL it may fill")
+    parser.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the event loop [uvloop, as gateway serve]"
+    )
+    parser.add_argument(
+        "--only", default="v2_stream,v1,pacing", help="rows, comma-separated [v2_stream,v1,pacing: all three]"
+    )
     args = parser.parse_args(argv)
+    rows = {name.strip() for name in args.only.split(",") if name.strip()}
+    if args.loop == "uvloop":
+        install_fast_loop()  # as `gateway serve` runs the dispatcher: on uvicorn's uvloop
     workdir = Path(tempfile.mkdtemp(prefix="gateway-dispatch-"))
-    scenarios = [
-        Scenario("v2_stream", args.latency_ms, args.max_rps, args.v2_limit_s, args.backlog),
-        Scenario("v1", args.latency_ms, args.max_rps, args.v1_limit_s, args.backlog),
+    scenarios = {
+        "v2_stream": Scenario("v2_stream", args.latency_ms, args.max_rps, args.v2_limit_s, args.backlog),
+        "v1": Scenario("v1", args.latency_ms, args.max_rps, args.v1_limit_s, args.backlog),
         # The token bucket binding: no latency, so only the pace limits v1.
-        Scenario("v1", 0.0, args.pacing_rps, 10.0, int(args.pacing_rps * 10)),
-    ]
+        "pacing": Scenario("v1", 0.0, args.pacing_rps, 10.0, int(args.pacing_rps * 10)),
+    }
+    if rows - set(scenarios):
+        raise SystemExit(f"--only: unknown row(s) {sorted(rows - set(scenarios))}; known: {', '.join(scenarios)}")
     drains = []
     try:
         with (workdir / "gateway.log").open("w") as log:
-            for number, scenario in enumerate(scenarios):
+            for number, scenario in enumerate(scenario for name, scenario in scenarios.items() if name in rows):
                 store = f"sqlite:///{workdir / f'ledger-{number}.db'}" if args.store == "sqlite" else args.store
                 print(f"-- {scenario}", file=sys.stderr)
                 drain = asyncio.run(
