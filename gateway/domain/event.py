@@ -151,3 +151,8 @@ def _invalid(body: bytes, message: str) -> InvalidEvent:
     event_id = _valid_id(partial.id)
     event_type = partial.type if isinstance(partial.type, str) else None
     return InvalidEvent(event_id or body_key(body), message, event_type)
+
+
+def restamped(event: Event, created: int) -> Event:
+    """The same event, stamped `created` (an operator's replay with --restamp bills it in the current period)."""
+    return msgspec.structs.replace(event, created=created)

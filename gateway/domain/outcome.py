@@ -55,3 +55,8 @@ class ReplayResult(msgspec.Struct, frozen=True, omit_defaults=True):
     customer: str | None = None
     reason: ParkReason | None = None
     message: str | None = None
+
+
+def with_message(result: ReplayResult, message: str) -> ReplayResult:
+    """The same replay result, saying `message` instead."""
+    return msgspec.structs.replace(result, message=message)

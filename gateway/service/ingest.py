@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import msgspec
-
 from gateway.domain.errors import GatewayError, StoreUnavailable
-from gateway.domain.event import Event, InvalidEvent, parse_event
+from gateway.domain.event import Event, InvalidEvent, parse_event, restamped
 from gateway.domain.ledger import Claim, Parked, ParkReason
 from gateway.domain.outcome import Outcome, Status
 from gateway.domain.policy import Bill, BillingPolicy, Ignore, Park, assess
@@ -83,7 +81,7 @@ class Ingest:
                 replaying=replaces is not None,
             )
         if restamp:
-            event = msgspec.structs.replace(event, created=int(now))
+            event = restamped(event, int(now))
         decision = assess(event, signed_at, now, self._policy)
         if isinstance(decision, Ignore):
             return Outcome(Status.IGNORED, event.id, event_type=event.type)

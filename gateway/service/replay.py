@@ -23,10 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import msgspec
-
 from gateway.domain.ledger import Parked, ParkReason
-from gateway.domain.outcome import Outcome, ReplayResult, ReplayStatus, Status
+from gateway.domain.outcome import Outcome, ReplayResult, ReplayStatus, Status, with_message
 from gateway.domain.ports import Clock, CustomerStore, ParkedRecords
 from gateway.service.ingest import Ingest
 
@@ -62,7 +60,7 @@ class Replayer:
         outcome = await self._ingest.process(parked.body, parked.signed_at, now, replaces=key, restamp=restamp)
         result = _result(key, outcome)
         if result.reason is ParkReason.TOO_OLD and result.message is not None:
-            return msgspec.structs.replace(result, message=_restamp(result.message))
+            return with_message(result, _restamp(result.message))
         return result
 
     async def parked_keys(self, reason: ParkReason | None = None) -> list[str]:
