@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import httpx
 import msgspec
-from gateway.adapters.stripe_stream import StripeStreamBillingSink
+from gateway.adapters.stripe.stream import StripeStreamBillingSink
 
 from bench.dispatch import FakeStripeProcess
 from bench.load import install_fast_loop
