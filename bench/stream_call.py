@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 
 import httpx
 import msgspec
-from gateway.adapters.stripe.stream import StripeStreamBillingSink
 
 from bench.dispatch import FakeStripeProcess
 from bench.load import install_fast_loop
+from gateway.adapters.stripe.stream import StripeStreamBillingSink
 from gateway.domain.ports import MeterEvent
 from tests.fakes.stripe_server import FAKE_API_KEY
 
