@@ -143,6 +143,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """PORTAL_JWT_LEEWAY_S: clock skew allowed on a token's exp, iat and nbf (0 to 300)."""
     portal_link_token_max_ttl_s: int = 300
     """PORTAL_LINK_TOKEN_MAX_TTL_S: a token passed in a URL (GET /api/portal?token=) must expire within this."""
+    portal_jwt_max_age_s: int = 86_400
+    """PORTAL_JWT_MAX_AGE_S: the longest lifetime (`exp - iat`) of a portal token; a longer-lived one is 401."""
+    portal_jwt_audience: str | None = None
+    """PORTAL_JWT_AUDIENCE: when set, a portal token must carry this `aud` (recommended)."""
+    portal_jwt_issuer: str | None = None
+    """PORTAL_JWT_ISSUER: when set, a portal token must carry this `iss` (recommended)."""
 
     def policy(self) -> BillingPolicy:
         return BillingPolicy(
@@ -217,6 +223,9 @@ ENVIRONMENT: Mapping[str, str] = {
     "PORTAL_CONFIGURATION_ID": "portal_configuration_id",
     "PORTAL_JWT_LEEWAY_S": "portal_jwt_leeway_s",
     "PORTAL_LINK_TOKEN_MAX_TTL_S": "portal_link_token_max_ttl_s",
+    "PORTAL_JWT_MAX_AGE_S": "portal_jwt_max_age_s",
+    "PORTAL_JWT_AUDIENCE": "portal_jwt_audience",
+    "PORTAL_JWT_ISSUER": "portal_jwt_issuer",
 }
 _LISTS = {"webhook_secrets", "billable_events", "portal_allowed_return_urls"}
 _SECRETS = {"webhook_secrets", "stripe_api_key", "portal_jwt_secret", "ringside_api_key", "lago_api_key"}
@@ -302,6 +311,8 @@ def _check_portal(settings: Settings) -> None:
         raise SettingsError("PORTAL_JWT_LEEWAY_S must be between 0 and 300 seconds")
     if settings.portal_link_token_max_ttl_s <= 0:
         raise SettingsError("PORTAL_LINK_TOKEN_MAX_TTL_S must be positive")
+    if settings.portal_jwt_max_age_s <= 0:
+        raise SettingsError("PORTAL_JWT_MAX_AGE_S must be positive")
     if settings.portal_jwt_secret is None:
         return
     # RFC 7518 3.2: an HS256 key must be at least as long as the hash output, 256 bits.
