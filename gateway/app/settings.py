@@ -41,6 +41,7 @@ class Secret:
 
 
 MIN_DEDUPE_TTL_S = 24 * 3600
+MIN_HEADER_BYTES = 8192
 
 
 class SettingsError(ValueError):
@@ -56,6 +57,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_SIGNATURE_TOLERANCE_S: allowed clock skew of a delivery's `t`, both directions."""
     max_body_bytes: int = 1_048_576
     """GATEWAY_MAX_BODY_BYTES: larger bodies get 413 before they are read whole."""
+    body_timeout_s: float = 10.0
+    """GATEWAY_BODY_TIMEOUT_S: a webhook body must arrive whole within this, else 408 body_timeout."""
+    max_connections: int = 1000
+    """GATEWAY_MAX_CONNECTIONS: connections and requests in flight per process; beyond it, new requests get 503."""
+    max_header_bytes: int = 16_384
+    """GATEWAY_MAX_HEADER_BYTES: the largest request line plus headers; larger is refused 431 and the connection
+    closed."""
     billable_events: frozenset[str] = frozenset({"chat.completion.finished"})
     """GATEWAY_BILLABLE_EVENTS: comma-separated event types that are billed; others are acknowledged."""
     max_event_usd: Decimal = Decimal(1000)
@@ -183,6 +191,9 @@ ENVIRONMENT: Mapping[str, str] = {
     "RINGSIDE_WEBHOOK_SECRETS": "webhook_secrets",
     "GATEWAY_SIGNATURE_TOLERANCE_S": "signature_tolerance_s",
     "GATEWAY_MAX_BODY_BYTES": "max_body_bytes",
+    "GATEWAY_BODY_TIMEOUT_S": "body_timeout_s",
+    "GATEWAY_MAX_CONNECTIONS": "max_connections",
+    "GATEWAY_MAX_HEADER_BYTES": "max_header_bytes",
     "GATEWAY_BILLABLE_EVENTS": "billable_events",
     "GATEWAY_MAX_EVENT_USD": "max_event_usd",
     "GATEWAY_UNITS_PER_USD": "units_per_usd",
@@ -293,6 +304,13 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_MAX_EVENT_USD x GATEWAY_UNITS_PER_USD must stay below 10^15 (Stripe's limit)")
     if settings.signature_tolerance_s <= 0:
         raise SettingsError("GATEWAY_SIGNATURE_TOLERANCE_S must be positive")
+    if not 0 < settings.body_timeout_s < float("inf"):
+        raise SettingsError("GATEWAY_BODY_TIMEOUT_S must be a positive number of seconds")
+    if settings.max_connections <= 0:
+        raise SettingsError("GATEWAY_MAX_CONNECTIONS must be a positive integer")
+    if settings.max_header_bytes < MIN_HEADER_BYTES:
+        # A signature header alone may be 4096 characters (gateway.domain.signature).
+        raise SettingsError(f"GATEWAY_MAX_HEADER_BYTES must be at least {MIN_HEADER_BYTES}")
     if settings.pending_alert_s <= 0 or settings.sweep_interval_s <= 0:
         raise SettingsError("GATEWAY_PENDING_ALERT_S and GATEWAY_SWEEP_INTERVAL_S must be positive")
     if settings.log_format not in {"auto", "json", "console"}:
