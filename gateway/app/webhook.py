@@ -23,7 +23,6 @@ so the operation is documented by gateway.app.openapi.document_webhook.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ from litestar.enums import ScopeType
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
+from gateway.app.body_deadline import BodyDeadlines, Overdue
 from gateway.app.errors import error_body, headers_of, status_of, unexpected_error_body
 from gateway.app.logging import hot_line
 from gateway.domain.errors import BodyTimeout, GatewayError, PayloadTooLarge
@@ -83,6 +83,7 @@ def served_first(webhook: ASGIRouteHandler, app: ASGIApp) -> ASGIApp:
 
 def webhook_app(ingest_of: Callable[[], Ingest], max_body_bytes: int, body_timeout_s: float) -> ASGIApp:
     """The webhook as a bare ASGI function (see `webhook_route` and `served_first`)."""
+    deadlines = BodyDeadlines(body_timeout_s)
 
     async def ringside_webhook(scope: HTTPScope, receive: Receive, send: Send) -> None:
         """Screen the header, read the body in time, verify, record, acknowledge. Nothing is trusted before the
@@ -99,7 +100,7 @@ def webhook_app(ingest_of: Callable[[], Ingest], max_body_bytes: int, body_timeo
             try:
                 _refuse_declared_oversize(scope, max_body_bytes)
                 ingest.screen(signature)
-                body = await _read_body_in_time(scope, receive, max_body_bytes, body_timeout_s)
+                body = await _read_body_in_time(scope, receive, max_body_bytes, deadlines)
             except (PayloadTooLarge, BodyTimeout) as exc:
                 ingest.refused(exc)
                 raise
@@ -129,12 +130,11 @@ def _refuse_declared_oversize(scope: HTTPScope, limit: int) -> None:
         raise PayloadTooLarge()
 
 
-async def _read_body_in_time(scope: HTTPScope, receive: Receive, limit: int, timeout_s: float) -> bytes:
+async def _read_body_in_time(scope: HTTPScope, receive: Receive, limit: int, deadlines: BodyDeadlines) -> bytes:
     try:
-        async with asyncio.timeout(timeout_s):
-            return await _read_body(scope, receive, limit)
-    except TimeoutError:
-        raise BodyTimeout(f"the request body did not arrive within {timeout_s:g}s") from None
+        return await deadlines.read(_read_body(scope, receive, limit))
+    except Overdue:
+        raise BodyTimeout(f"the request body did not arrive within {deadlines.timeout_s:g}s") from None
 
 
 async def _read_body(scope: HTTPScope, receive: Receive, limit: int) -> bytes:
