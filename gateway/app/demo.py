@@ -27,7 +27,7 @@ from gateway.app.billers import Biller
 from gateway.app.container import Container, build_container
 from gateway.app.output import usd
 from gateway.app.secret import Secret
-from gateway.app.server import ServerDidNotStart, create_app, server_config, serving
+from gateway.app.server import ServerDidNotStart, create_app, server_config, server_limits, serving
 from gateway.app.settings import Settings, load_settings
 from gateway.app.simulate import UNMAPPED_CUSTOMER, SimulationConfig, SimulationReport, Simulator
 from gateway.domain.ledger import ParkReason
@@ -141,7 +141,9 @@ async def run_demo(
 async def _serving(settings: Settings) -> AsyncIterator[Container]:
     """The gateway of `gateway serve`, dispatcher included, in this process; stopped (and closed) on exit."""
     container = build_container(settings)
-    config = server_config(create_app(container), host=settings.host, port=settings.port, log_level="warning")
+    config = server_config(
+        create_app(container), host=settings.host, port=settings.port, log_level="warning", **server_limits(settings)
+    )
     try:
         async with serving(config, start_timeout_s=_START_TIMEOUT_S):
             yield container

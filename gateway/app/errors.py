@@ -11,6 +11,7 @@ from typing import Any
 from gateway.domain.errors import (
     BillerRejected,
     BillerUnavailable,
+    BodyTimeout,
     GatewayError,
     InvalidPortalRequest,
     InvalidReturnUrl,
@@ -29,6 +30,7 @@ PORTAL_REALM = "billing-portal"
 _STATUS_OF: dict[type[GatewayError], int] = {
     SignatureError: 401,
     PayloadTooLarge: 413,
+    BodyTimeout: 408,
     StoreUnavailable: 503,
     # The portal (CONTRACT 3). A biller's refusal there is not the user's fault: 502, never a 4xx or a 500.
     PortalAuthError: 401,

@@ -100,6 +100,7 @@ _WEBHOOK_BODIES: dict[int, tuple[type[msgspec.Struct], str]] = {
     400: (ErrorBody, "The request is malformed at the HTTP level."),
     401: (ErrorBody, "missing_signature, malformed_signature, timestamp_out_of_tolerance or invalid_signature."),
     405: (ErrorBody, "method_not_allowed: only POST is served here."),
+    408: (ErrorBody, "body_timeout: the body did not arrive within GATEWAY_BODY_TIMEOUT_S; the connection is closed."),
     413: (ErrorBody, "payload_too_large: the body is over GATEWAY_MAX_BODY_BYTES."),
     500: (ErrorBody, "internal_error: an unexpected failure; nothing was acknowledged, so Ringside retries."),
     503: (ErrorBody, "store_unavailable: nothing was recorded; retry after Retry-After seconds."),

@@ -3,6 +3,9 @@
 Who the user is comes only from a JWT the host application signs for its signed-in user: HS256 with
 PORTAL_JWT_SECRET, claims `sub` (the user's Ringside customer id), `exp` and `iat`. Which Stripe customer that is
 comes only from the customer store. Nothing in the request body or query can name another customer.
+`iat` is required, so that a token's lifetime (`exp - iat`) is known: one minted for longer than PORTAL_JWT_MAX_AGE_S
+(default a day) is refused. With PORTAL_JWT_AUDIENCE and PORTAL_JWT_ISSUER set, a token must also carry that `aud`
+and that `iss`, so a token the host application minted for another of its services does not open the portal.
 
 Why Litestar's `Token.decode` in a dependency rather than its `JWTAuth` middleware: the middleware is meant for
 the whole app (it would guard the webhook and health routes unless excluded), reads only a header (a plain link
@@ -48,7 +51,7 @@ from gateway.domain.errors import (
     PortalAuthError,
     PortalNotConfigured,
 )
-from gateway.domain.portal import PortalFlow
+from gateway.domain.portal import PortalFlow, TokenLifetime
 from gateway.service.portal import PortalSessions
 
 log = structlog.get_logger("gateway.portal")
@@ -112,10 +115,22 @@ class PortalToken(Token):
 class PortalTokenVerifier:
     """A bearer token in, the signed-in user's Ringside customer id out; PortalAuthError for anything else."""
 
-    def __init__(self, secret: str, *, leeway_s: float, link_token_max_ttl_s: float) -> None:
+    def __init__(
+        self,
+        secret: str,
+        *,
+        leeway_s: float,
+        lifetime: TokenLifetime,
+        audience: str | None = None,
+        issuer: str | None = None,
+    ) -> None:
         self._secret = secret
         self._token_cls = PortalToken.with_leeway(leeway_s)
-        self._link_token_max_ttl_s = link_token_max_ttl_s
+        self._lifetime = lifetime
+        self._audience = audience
+        self._issuer = issuer
+        # PyJWT checks `aud` and `iss` only when told which to expect, and then requires them.
+        self._required = REQUIRED_CLAIMS + (("aud",) if audience else ()) + (("iss",) if issuer else ())
 
     def subject(self, token: str | None, *, in_url: bool = False) -> str:
         """The token's `sub`. With `in_url`, the token must also expire within the link-token lifetime."""
@@ -123,16 +138,18 @@ class PortalTokenVerifier:
             raise MissingToken()
         try:
             decoded = self._token_cls.decode(
-                token, secret=self._secret, algorithm=ALGORITHM, require_claims=REQUIRED_CLAIMS
+                token,
+                secret=self._secret,
+                algorithm=ALGORITHM,
+                audience=self._audience,
+                issuer=self._issuer,
+                require_claims=self._required,
             )
         except NotAuthorizedException as exc:
             raise _refusal(exc.__cause__) from None
         if len(decoded.sub) > MAX_SUBJECT_CHARS:
             raise PortalAuthError(f"the token's sub is longer than {MAX_SUBJECT_CHARS} characters")
-        if in_url and decoded.exp.timestamp() - time.time() > self._link_token_max_ttl_s:
-            raise PortalAuthError(
-                f"a token passed in a URL must expire within {self._link_token_max_ttl_s:g}s; mint one per link"
-            )
+        self._lifetime.check(decoded.iat.timestamp(), decoded.exp.timestamp(), time.time(), in_url=in_url)
         return decoded.sub
 
 
@@ -146,6 +163,10 @@ def _refusal(cause: BaseException | None) -> PortalAuthError:
         return PortalAuthError("the token's signature does not verify")
     if isinstance(cause, jwt.MissingRequiredClaimError):
         return PortalAuthError(f"the token has no {cause.claim!r} claim")
+    if isinstance(cause, jwt.InvalidAudienceError):
+        return PortalAuthError("the token's aud is not this gateway's audience (PORTAL_JWT_AUDIENCE)")
+    if isinstance(cause, jwt.InvalidIssuerError):
+        return PortalAuthError("the token's iss is not the expected issuer (PORTAL_JWT_ISSUER)")
     if isinstance(cause, jwt.ImmatureSignatureError):
         return PortalAuthError("the token is not valid yet (iat or nbf is in the future)")
     if isinstance(cause, jwt.DecodeError):
@@ -237,7 +258,9 @@ def portal_router(container: Container) -> Router:
         PortalTokenVerifier(
             settings.portal_jwt_secret.reveal(),
             leeway_s=settings.portal_jwt_leeway_s,
-            link_token_max_ttl_s=settings.portal_link_token_max_ttl_s,
+            lifetime=TokenLifetime(settings.portal_jwt_max_age_s, settings.portal_link_token_max_ttl_s),
+            audience=settings.portal_jwt_audience,
+            issuer=settings.portal_jwt_issuer,
         )
         if settings.portal_jwt_secret is not None
         else None

@@ -33,8 +33,9 @@ from gateway.app.logging import configure_logging
 from gateway.app.metrics import metrics_route
 from gateway.app.openapi import document_webhook, openapi_config
 from gateway.app.portal import portal_router
+from gateway.app.protocol import HeadLimitedHttpToolsProtocol
 from gateway.app.request_id import RequestIdMiddleware
-from gateway.app.settings import load_settings
+from gateway.app.settings import Settings, load_settings
 from gateway.app.webhook import served_first, webhook_route
 from gateway.domain.ports import Ledger
 
@@ -46,7 +47,15 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "access_log": False,
     "lifespan": "on",
     "timeout_graceful_shutdown": 20,
+    # httptools, as uvicorn would pick, with a cap on a request's head (gateway.app.protocol says why).
+    "http": HeadLimitedHttpToolsProtocol,
 }
+
+
+def server_limits(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options bounding what clients can hold: requests in flight and connections (beyond them a new
+    request is answered 503), and the size of a request's head (431)."""
+    return {"limit_concurrency": settings.max_connections, "h11_max_incomplete_event_size": settings.max_header_bytes}
 
 
 class ServerDidNotStart(Exception):
@@ -91,7 +100,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     async def provide_ledger() -> Ledger:
         return container.ledger()  # type: ignore[no-any-return]
 
-    webhook = webhook_route(container.ingest, settings.max_body_bytes)
+    webhook = webhook_route(container.ingest, settings.max_body_bytes, settings.body_timeout_s)
     app = Litestar(
         route_handlers=[
             webhook,

@@ -22,6 +22,7 @@ from gateway.domain.portal import ReturnUrlPolicy
 from gateway.domain.units import Rounding
 
 MIN_DEDUPE_TTL_S = 24 * 3600
+MIN_HEADER_BYTES = 8192
 
 
 class SettingsError(ValueError):
@@ -47,6 +48,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_SIGNATURE_TOLERANCE_S: allowed clock skew of a delivery's `t`, both directions."""
     max_body_bytes: int = 1_048_576
     """GATEWAY_MAX_BODY_BYTES: larger bodies get 413 before they are read whole."""
+    body_timeout_s: float = 10.0
+    """GATEWAY_BODY_TIMEOUT_S: a webhook body must arrive whole within this, else 408 body_timeout."""
+    max_connections: int = 1000
+    """GATEWAY_MAX_CONNECTIONS: connections and requests in flight per process; beyond it, new requests get 503."""
+    max_header_bytes: int = 16_384
+    """GATEWAY_MAX_HEADER_BYTES: the largest request line plus headers; larger is refused 431 and the connection
+    closed."""
     billable_events: frozenset[str] = frozenset({"chat.completion.finished"})
     """GATEWAY_BILLABLE_EVENTS: comma-separated event types that are billed; others are acknowledged."""
     unknown_types: UnknownTypes = UnknownTypes.PARK
@@ -109,6 +117,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """PORTAL_JWT_LEEWAY_S: clock skew allowed on a token's exp, iat and nbf (0 to 300)."""
     portal_link_token_max_ttl_s: int = 300
     """PORTAL_LINK_TOKEN_MAX_TTL_S: a token passed in a URL (GET /api/portal?token=) must expire within this."""
+    portal_jwt_max_age_s: int = 86_400
+    """PORTAL_JWT_MAX_AGE_S: the longest lifetime (`exp - iat`) of a portal token; a longer-lived one is 401."""
+    portal_jwt_audience: str | None = None
+    """PORTAL_JWT_AUDIENCE: when set, a portal token must carry this `aud` (recommended)."""
+    portal_jwt_issuer: str | None = None
+    """PORTAL_JWT_ISSUER: when set, a portal token must carry this `iss` (recommended)."""
 
     def policy(self) -> BillingPolicy:
         return BillingPolicy(
@@ -142,6 +156,9 @@ ENVIRONMENT: Mapping[str, str] = {
     "RINGSIDE_WEBHOOK_SECRETS": "webhook_secrets",
     "GATEWAY_SIGNATURE_TOLERANCE_S": "signature_tolerance_s",
     "GATEWAY_MAX_BODY_BYTES": "max_body_bytes",
+    "GATEWAY_BODY_TIMEOUT_S": "body_timeout_s",
+    "GATEWAY_MAX_CONNECTIONS": "max_connections",
+    "GATEWAY_MAX_HEADER_BYTES": "max_header_bytes",
     "GATEWAY_BILLABLE_EVENTS": "billable_events",
     "GATEWAY_UNKNOWN_TYPES": "unknown_types",
     "GATEWAY_MAX_EVENT_USD": "max_event_usd",
@@ -183,6 +200,9 @@ ENVIRONMENT: Mapping[str, str] = {
     "PORTAL_CONFIGURATION_ID": "stripe.portal_configuration_id",
     "PORTAL_JWT_LEEWAY_S": "portal_jwt_leeway_s",
     "PORTAL_LINK_TOKEN_MAX_TTL_S": "portal_link_token_max_ttl_s",
+    "PORTAL_JWT_MAX_AGE_S": "portal_jwt_max_age_s",
+    "PORTAL_JWT_AUDIENCE": "portal_jwt_audience",
+    "PORTAL_JWT_ISSUER": "portal_jwt_issuer",
 }
 _LISTS = {"webhook_secrets", "billable_events", "portal_allowed_return_urls"}
 # Billers GATEWAY_BILLER may name (each has its profile in gateway/app/billers.py).
@@ -249,6 +269,13 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_RETRY_BASE_S must be a positive, finite number of seconds")
     if not (math.isfinite(settings.retry_max_s) and settings.retry_max_s > 0):
         raise SettingsError("GATEWAY_RETRY_MAX_S must be a positive, finite number of seconds")
+    if not 0 < settings.body_timeout_s < float("inf"):
+        raise SettingsError("GATEWAY_BODY_TIMEOUT_S must be a positive number of seconds")
+    if settings.max_connections <= 0:
+        raise SettingsError("GATEWAY_MAX_CONNECTIONS must be a positive integer")
+    if settings.max_header_bytes < MIN_HEADER_BYTES:
+        # A signature header alone may be 4096 characters (gateway.domain.signature).
+        raise SettingsError(f"GATEWAY_MAX_HEADER_BYTES must be at least {MIN_HEADER_BYTES}")
     if settings.pending_alert_s <= 0 or settings.sweep_interval_s <= 0:
         raise SettingsError("GATEWAY_PENDING_ALERT_S and GATEWAY_SWEEP_INTERVAL_S must be positive")
     if settings.log_format not in {"auto", "json", "console"}:
@@ -275,6 +302,8 @@ def _check_portal(settings: Settings) -> None:
         raise SettingsError("PORTAL_JWT_LEEWAY_S must be between 0 and 300 seconds")
     if settings.portal_link_token_max_ttl_s <= 0:
         raise SettingsError("PORTAL_LINK_TOKEN_MAX_TTL_S must be positive")
+    if settings.portal_jwt_max_age_s <= 0:
+        raise SettingsError("PORTAL_JWT_MAX_AGE_S must be positive")
     if settings.portal_jwt_secret is None:
         return
     # RFC 7518 3.2: an HS256 key must be at least as long as the hash output, 256 bits.

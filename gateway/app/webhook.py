@@ -9,6 +9,11 @@ would have done is done here, in one place:
 - only POST is served: anything else gets 405 with `Allow: POST`;
 - the body is capped at GATEWAY_MAX_BODY_BYTES: a declared Content-Length over it is refused before a byte is read,
   and a body that grows over it is refused as soon as it does (413, counted as refused);
+- the signature header is screened before the body is read: missing, malformed or out of tolerance is refused (401)
+  without waiting for a body that could not be accepted anyway;
+- the body must arrive within GATEWAY_BODY_TIMEOUT_S (408), so a client dribbling it cannot hold a request forever;
+- a refusal that leaves the body unread closes the connection (`Connection: close`), so the rest of that body is
+  never read as the next request;
 - a client that disconnects before its body has arrived is left alone: nothing was verified, nothing recorded;
 - errors answer through gateway.app.errors, as Litestar's exception handlers do for the other routes, and an
   unexpected exception is logged and answered 500 ("nothing was acknowledged"), as `_unexpected` does.
@@ -29,9 +34,10 @@ from litestar.enums import ScopeType
 from litestar.handlers import ASGIRouteHandler
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
+from gateway.app.body_deadline import BodyDeadlines, Overdue
 from gateway.app.errors import error_body, headers_of, status_of, unexpected_error_body
 from gateway.app.logging import hot_line
-from gateway.domain.errors import GatewayError, PayloadTooLarge
+from gateway.domain.errors import BodyTimeout, GatewayError, PayloadTooLarge
 from gateway.domain.signature import HEADER
 from gateway.service.ingest import Ingest, Outcome, Status
 
@@ -44,15 +50,16 @@ _CONTENT_LENGTH = b"content-length"
 _JSON = msgspec.json.Encoder()
 _JSON_TYPE = (b"content-type", b"application/json")
 _RESPONSE_STATUS = {Status.PARKED: 202}
+_CLOSE = (b"connection", b"close")
 
 
 class _Disconnected(Exception):
     """The client went away before its body arrived."""
 
 
-def webhook_route(ingest_of: Callable[[], Ingest], max_body_bytes: int) -> ASGIRouteHandler:
+def webhook_route(ingest_of: Callable[[], Ingest], max_body_bytes: int, body_timeout_s: float) -> ASGIRouteHandler:
     """The route around the container's Ingest (`ingest_of`: its Singleton provider, ~50 ns a call)."""
-    return asgi(PATH, copy_scope=False)(webhook_app(ingest_of, max_body_bytes))
+    return asgi(PATH, copy_scope=False)(webhook_app(ingest_of, max_body_bytes, body_timeout_s))
 
 
 def served_first(webhook: ASGIRouteHandler, app: ASGIApp) -> ASGIApp:
@@ -74,29 +81,37 @@ def served_first(webhook: ASGIRouteHandler, app: ASGIApp) -> ASGIApp:
     return serve
 
 
-def webhook_app(ingest_of: Callable[[], Ingest], max_body_bytes: int) -> ASGIApp:
+def webhook_app(ingest_of: Callable[[], Ingest], max_body_bytes: int, body_timeout_s: float) -> ASGIApp:
     """The webhook as a bare ASGI function (see `webhook_route` and `served_first`)."""
+    deadlines = BodyDeadlines(body_timeout_s)
 
     async def ringside_webhook(scope: HTTPScope, receive: Receive, send: Send) -> None:
-        """Verify, record, acknowledge (CONTRACT 1). The body is read as raw bytes and verified before anything else."""
+        """Screen the header, read the body in time, verify, record, acknowledge. Nothing is trusted before the
+        signature over the raw bytes is verified."""
         if scope["method"] != "POST":
             refusal = error_body("method_not_allowed", "Method Not Allowed")
             await _respond(send, 405, _JSON.encode(refusal), [(b"allow", b"POST")])
             return
         started = time.perf_counter()
         ingest = ingest_of()
+        signature = _header(scope, _SIGNATURE)
+        body: bytes | None = None
         try:
             try:
-                body = await _read_body(scope, receive, max_body_bytes)
-            except PayloadTooLarge as exc:
+                _refuse_declared_oversize(scope, max_body_bytes)
+                ingest.screen(signature)
+                body = await _read_body_in_time(scope, receive, max_body_bytes, deadlines)
+            except (PayloadTooLarge, BodyTimeout) as exc:
                 ingest.refused(exc)
                 raise
-            outcome = await ingest.deliver(_header(scope, _SIGNATURE), body)
+            outcome = await ingest.deliver(signature, body)
         except _Disconnected:
             return
         except GatewayError as exc:
             hot_line("warning", LOGGER, "webhook.refused", {"outcome": exc.code, "latency_ms": _ms(started)})
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers_of(exc) or {}).items()]
+            if body is None:
+                headers.append(_CLOSE)
             await _respond(send, status_of(exc), _JSON.encode(error_body(exc.code, exc.message)), headers)
             return
         except Exception:
@@ -109,10 +124,20 @@ def webhook_app(ingest_of: Callable[[], Ingest], max_body_bytes: int) -> ASGIApp
     return ringside_webhook  # type: ignore[return-value]  # an ASGI app for HTTP scopes
 
 
-async def _read_body(scope: HTTPScope, receive: Receive, limit: int) -> bytes:
+def _refuse_declared_oversize(scope: HTTPScope, limit: int) -> None:
     declared = _header(scope, _CONTENT_LENGTH)
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge()
+
+
+async def _read_body_in_time(scope: HTTPScope, receive: Receive, limit: int, deadlines: BodyDeadlines) -> bytes:
+    try:
+        return await deadlines.read(_read_body(scope, receive, limit))
+    except Overdue:
+        raise BodyTimeout(f"the request body did not arrive within {deadlines.timeout_s:g}s") from None
+
+
+async def _read_body(scope: HTTPScope, receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

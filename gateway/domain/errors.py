@@ -46,6 +46,11 @@ class PayloadTooLarge(GatewayError):
     default_message = "request body is larger than the configured limit"
 
 
+class BodyTimeout(GatewayError):
+    code = "body_timeout"
+    default_message = "the request body did not arrive in time"
+
+
 # -- Stores -----------------------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from gateway.domain.errors import InvalidReturnUrl
+from gateway.domain.errors import InvalidReturnUrl, PortalAuthError
 
 # Long enough for any real page with a query string; short enough that nobody stuffs a payload through it.
 MAX_RETURN_URL_CHARS = 2048
@@ -49,6 +49,30 @@ class PortalFlow(StrEnum):
         except ValueError:
             choices = ", ".join(flow.value for flow in cls)
             raise ValueError(f"flow must be one of: {choices}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLifetime:
+    """How long a verified portal token may live, beyond its own `exp`.
+
+    Invariant: an accepted token was minted for at most `max_age_s` (`exp - iat`), so a token minted for a year, or
+    for some other purpose, does not open the portal for a year; a token carried in a URL, which leaks into
+    browser history and proxy logs, also expires within `link_max_ttl_s` of now.
+    """
+
+    max_age_s: float
+    link_max_ttl_s: float
+
+    def check(self, issued_at: float, expires_at: float, now: float, *, in_url: bool) -> None:
+        """Raise PortalAuthError (saying which limit) when the token lives longer than allowed."""
+        if expires_at - issued_at > self.max_age_s:
+            raise PortalAuthError(
+                f"the token lives longer than {self.max_age_s:g}s (exp - iat); mint short-lived tokens"
+            )
+        if in_url and expires_at - now > self.link_max_ttl_s:
+            raise PortalAuthError(
+                f"a token passed in a URL must expire within {self.link_max_ttl_s:g}s; mint one per link"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,17 @@ class SignatureVerifier:
     def __repr__(self) -> str:
         return f"SignatureVerifier(secrets=<{len(self._keyed)} hidden>, tolerance_s={self._tolerance_s})"
 
+    def screen(self, header: str | None, now: float) -> None:
+        """Raise a SignatureError when no body could make `header` valid: missing, malformed, or out of tolerance.
+
+        For the HTTP layer, before it reads a body: a request that cannot be valid is refused without waiting for
+        (or buffering) its body. Checking the clock before any HMAC tells a forger the clock, which the `Date` header
+        of every response tells anyway; `verify` still checks the signature first.
+        """
+        text, _ = parse_header(header)
+        if abs(now - int(text)) > self._tolerance_s:
+            raise TimestampOutOfTolerance()
+
     def verify(self, header: str | None, body: bytes, now: float) -> int:
         """Return the signed timestamp when some `v1` matches some secret, else raise a SignatureError.
 

@@ -64,8 +64,19 @@ class Ingest:
         self._metrics.delivery(outcome.status.value, outcome.reason.value if outcome.reason else "")
         return outcome
 
+    def screen(self, signature: str | None) -> None:
+        """Refuse, before its body is read, a delivery whose signature header no body could make valid.
+
+        Raises SignatureError (counted as refused); a delivery it lets through still goes through `deliver`.
+        """
+        try:
+            self._verifier.screen(signature, self._clock.now())
+        except GatewayError as exc:
+            self._metrics.delivery("refused", exc.code)
+            raise
+
     def refused(self, error: GatewayError) -> None:
-        """Count a delivery refused before it could reach `deliver` (a body over the size limit)."""
+        """Count a delivery refused before it could reach `deliver` (a body over the size limit or too slow)."""
         self._metrics.delivery("refused", error.code)
 
     async def process(

@@ -26,6 +26,7 @@ from gateway.adapters.memory import MemoryLedger
 from gateway.app.container import build_container
 from gateway.app.server import create_app
 from gateway.domain.signature import sign
+from tests import hostile_tally
 from tests.builders import BILLABLE, SECRET
 from tests.builders import settings as gateway_settings
 
@@ -48,6 +49,7 @@ class Target:
     def post(self, body: bytes, headers: dict[str, str]) -> Any:
         # As bytes: a hostile header may hold any latin-1 character, which httpx refuses in a str.
         raw = {name: value.encode("latin-1") for name, value in headers.items()}
+        hostile_tally.tried(hostile_tally.WEBHOOK)
         response = self.client.post(URL, content=body, headers=raw)
         _assert_clear_answer(response)
         return response
@@ -238,6 +240,7 @@ def test_hostile_headers_never_reach_the_response_or_the_ledger(target: Target, 
 
     try:
         response = target.client.post(URL, content=b"{}", headers={name: value.encode("latin-1")})
+        hostile_tally.tried(hostile_tally.WEBHOOK)
     except Exception as exc:  # the test client itself may refuse to send some of these; then nothing was sent
         assert "header" in str(exc).lower() or "content-length" in str(exc).lower(), exc
         return

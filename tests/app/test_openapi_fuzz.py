@@ -24,9 +24,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from gateway.adapters.memory import MemoryLedger
+from gateway.adapters.memory import MemoryCustomers, MemoryLedger
 from gateway.app.container import build_container
 from gateway.app.server import create_app
+from tests import hostile_tally
 from tests.builders import settings as gateway_settings
 
 EXAMPLES = 100
@@ -54,6 +55,7 @@ class Api:
             )
         )
         self.ledger: MemoryLedger = container.ledger()
+        self.customers: MemoryCustomers = container.customers()
         self.schema = schemathesis.openapi.from_asgi(
             "/schema/openapi.json", create_app(container, run_dispatcher=False)
         )
@@ -92,12 +94,15 @@ CASES = [
 def test_fuzzed_requests_get_documented_answers_and_never_a_5xx(label: str, mode: GenerationMode) -> None:
     operation = OPERATIONS[label]
     checks = [c for c in STRICT if not (label in UNDOCUMENTED_ERRORS and c is status_code_conformance)]
+    target = next((t for t in (hostile_tally.WEBHOOK, hostile_tally.PORTAL) if t in label), "other routes")
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode))
     def fuzz(case: Any) -> None:
         response = case.call()
+        hostile_tally.tried(target)
         case.validate_response(response, checks=checks)
         assert API.ledger.entries == {} and API.ledger.parked == {}
+        assert API.customers.mapping == {}
 
     fuzz()

@@ -68,12 +68,15 @@ def app(clock: FrozenClock) -> Iterator[App]:
 
 
 def test_counts_deliveries_by_outcome_and_code(app: App) -> None:
+    now = int(app.clock.now())
     app.deliver(event("evt_A", cost="0.01"))
     app.deliver(event("evt_A", cost="0.01"))
     app.deliver(event("evt_NOBODY", customer="cust_unmapped", stripe_customer=None))
     app.deliver(event("evt_NEG", cost="-1"))
     app.deliver(event("evt_OTHER", event_type="chat.completion.started", cost=None))
-    app.client.post(URL, content=encode(event("evt_FORGED")), headers={"X-FC-Signature": "t=1,v1=00"})
+    app.client.post(URL, content=encode(event("evt_FORGED")), headers={"X-FC-Signature": f"t={now},v1=00"})
+    # A `t` out of tolerance is refused on its header alone, before the body is read.
+    app.client.post(URL, content=encode(event("evt_STALE")), headers={"X-FC-Signature": "t=1,v1=00"})
     app.deliver(event("evt_BIG", padding="x" * 5000))
 
     metrics = app.metrics()
@@ -88,6 +91,7 @@ def test_counts_deliveries_by_outcome_and_code(app: App) -> None:
         (("code", "unknown_customer"), ("outcome", "parked")): 1,
         (("code", "invalid_payload"), ("outcome", "parked")): 1,
         (("code", "invalid_signature"), ("outcome", "refused")): 1,
+        (("code", "timestamp_out_of_tolerance"), ("outcome", "refused")): 1,
         (("code", "payload_too_large"), ("outcome", "refused")): 1,
     }
     assert metrics[("gateway_units_accepted_total", ())] == 1000

@@ -40,10 +40,11 @@ def mint(
     ttl: int = 300,
     iat_offset: int = 0,
     drop: tuple[str, ...] = (),
+    **extra: Any,
 ) -> str:
-    """A token as the host application mints it (README): HS256 over sub, iat, exp."""
+    """A token as the host application mints it (README): HS256 over sub, iat, exp (and `extra` claims)."""
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": sub, "iat": now + iat_offset, "exp": now + ttl}
+    claims: dict[str, Any] = {"sub": sub, "iat": now + iat_offset, "exp": now + ttl, **extra}
     for name in drop:
         claims.pop(name)
     return jwt.encode(claims, secret, algorithm=algorithm)
@@ -290,6 +291,73 @@ def test_refuses_a_long_lived_token_in_a_link(portal: Portal) -> None:
     assert portal.stripe.requests == []
 
 
+def test_refuses_a_header_token_whose_lifetime_exceeds_the_maximum(portal: Portal) -> None:
+    a_year = 365 * 86_400
+
+    posted = portal.post(mint(ALICE, ttl=a_year))
+    got = portal.get(mint(ALICE, ttl=a_year))
+
+    for response in (posted, got):
+        _assert_refused(response, 401, "invalid_token")
+        assert "86400" in response.json()["error"]["message"]
+    assert portal.stripe.requests == []
+
+
+def test_accepts_a_header_token_whose_lifetime_is_exactly_the_maximum(portal: Portal) -> None:
+    response = portal.post(mint(ALICE, ttl=86_400))
+
+    assert response.status_code == 200, response.text
+
+
+def test_the_maximum_lifetime_is_configurable(clock: FrozenClock, fake_stripe: FakeStripe) -> None:
+    container = _container(clock, fake_stripe, portal_jwt_max_age_s=600)
+    with TestClient(create_app(container, run_dispatcher=False)) as client:
+        refused = client.post(URL, headers=bearer(mint(ALICE, ttl=601)))
+        accepted = client.post(URL, headers=bearer(mint(ALICE, ttl=600)))
+
+    _assert_refused(refused, 401, "invalid_token")
+    assert accepted.status_code == 200, accepted.text
+
+
+@pytest.fixture
+def strict_portal(clock: FrozenClock, fake_stripe: FakeStripe) -> Iterator[Portal]:
+    """A portal whose tokens must name this gateway as their audience and the host application as their issuer."""
+    container = _container(clock, fake_stripe, portal_jwt_audience="billing-gateway", portal_jwt_issuer="app.example")
+    with TestClient(create_app(container, run_dispatcher=False)) as client:
+        yield Portal(client, fake_stripe, container)
+
+
+def test_accepts_a_token_for_the_configured_audience_and_issuer(strict_portal: Portal) -> None:
+    response = strict_portal.post(mint(ALICE, aud="billing-gateway", iss="app.example"))
+
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("claims", "fragment"),
+    [
+        pytest.param({"aud": "other-app", "iss": "app.example"}, "audience", id="other-audience"),
+        pytest.param({"iss": "app.example"}, "'aud'", id="no-audience"),
+        pytest.param({"aud": "billing-gateway", "iss": "evil.example"}, "issuer", id="other-issuer"),
+        pytest.param({"aud": "billing-gateway"}, "'iss'", id="no-issuer"),
+    ],
+)
+def test_refuses_a_token_minted_for_another_audience_or_by_another_issuer(
+    strict_portal: Portal, claims: dict[str, str], fragment: str
+) -> None:
+    response = strict_portal.post(mint(ALICE, **claims))
+
+    _assert_refused(response, 401, "invalid_token")
+    assert fragment in response.json()["error"]["message"]
+    assert strict_portal.stripe.requests == []
+
+
+def test_ignores_aud_and_iss_when_no_audience_or_issuer_is_configured(portal: Portal) -> None:
+    response = portal.post(mint(ALICE, aud="other-app", iss="anyone"))
+
+    assert response.status_code == 200, response.text
+
+
 def test_post_never_reads_a_token_from_the_query(portal: Portal) -> None:
     response = portal.client.post(URL, params={"token": mint(ALICE)})
 
@@ -434,6 +502,9 @@ def test_reads_portal_settings_from_the_environment() -> None:
             "PORTAL_CONFIGURATION_ID": "bpc_1",
             "PORTAL_JWT_LEEWAY_S": "5",
             "PORTAL_LINK_TOKEN_MAX_TTL_S": "60",
+            "PORTAL_JWT_AUDIENCE": "billing-gateway",
+            "PORTAL_JWT_ISSUER": "https://app.example.com",
+            "PORTAL_JWT_MAX_AGE_S": "3600",
         }
     )
 
@@ -444,6 +515,11 @@ def test_reads_portal_settings_from_the_environment() -> None:
         "bpc_1",
         5.0,
         60,
+    )
+    assert (loaded.portal_jwt_audience, loaded.portal_jwt_issuer, loaded.portal_jwt_max_age_s) == (
+        "billing-gateway",
+        "https://app.example.com",
+        3600,
     )
 
 
@@ -458,6 +534,7 @@ def test_reads_portal_settings_from_the_environment() -> None:
             "//x",
         ),
         ({"PORTAL_JWT_LEEWAY_S": "3600"}, "PORTAL_JWT_LEEWAY_S"),
+        ({"PORTAL_JWT_MAX_AGE_S": "0"}, "PORTAL_JWT_MAX_AGE_S"),
     ],
 )
 def test_refuses_unusable_portal_settings(environ: dict[str, str], fragment: str) -> None:

@@ -353,6 +353,114 @@ async def test_records_nothing_and_answers_nothing_when_the_client_leaves_before
     assert container.ledger().entries == {}
 
 
+class StalledBody:
+    """A client that sent its headers, then `messages` of its body, then nothing more (a slow or hostile one)."""
+
+    def __init__(self, messages: list[dict[str, Any]] | None = None) -> None:
+        self._pending = iter(messages or [])
+        self.reads = 0
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        self.reads += 1
+        for message in self._pending:
+            return message
+        await asyncio.Event().wait()  # never: the rest of the body does not come
+        raise AssertionError("unreachable")
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def status(self) -> int:
+        return int(self.sent[0]["status"])
+
+    def headers(self) -> dict[bytes, bytes]:
+        return dict(self.sent[0]["headers"])
+
+    def error_code(self) -> str:
+        return str(msgspec.json.decode(self.sent[1]["body"])["error"]["code"])
+
+
+async def _serve_stalled(app: Any, client: StalledBody, headers: list[tuple[bytes, bytes]]) -> None:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": URL,
+        "raw_path": URL.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    await asyncio.wait_for(app(scope, client.receive, client.send), timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("signature", "code"),
+    [
+        pytest.param(None, "missing_signature", id="missing"),
+        pytest.param("sha256=deadbeef", "malformed_signature", id="malformed"),
+        pytest.param(f"t={1_800_000_000 - 301},v1={'0' * 64}", "timestamp_out_of_tolerance", id="stale"),
+        pytest.param(f"t={1_800_000_000 + 301},v1={'0' * 64}", "timestamp_out_of_tolerance", id="future"),
+    ],
+)
+async def test_refuses_401_before_reading_the_body_when_the_signature_header_cannot_be_valid(
+    clock: FrozenClock, signature: str | None, code: str
+) -> None:
+    container = _container(clock)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"1000000")]
+    if signature is not None:
+        headers.append((b"x-fc-signature", signature.encode()))
+    client = StalledBody()
+
+    await _serve_stalled(create_app(container, run_dispatcher=False), client, headers)
+
+    assert (client.status(), client.error_code()) == (401, code)
+    assert client.reads == 0
+    # The unread body must not be taken for the next request on the connection.
+    assert client.headers()[b"connection"] == b"close"
+    assert container.ledger().entries == {} and container.ledger().parked == {}
+
+
+async def test_answers_408_when_the_body_does_not_arrive_within_the_deadline(clock: FrozenClock) -> None:
+    container = _container(clock, body_timeout_s=0.2)
+    raw = encode(event("evt_SLOW"))
+    headers = [
+        (name.lower().encode(), value.encode())
+        for name, value in signed_headers(raw, secret=SECRET, timestamp=int(clock.now())).items()
+    ]
+    client = StalledBody([{"type": "http.request", "body": raw[:10], "more_body": True}])
+
+    started = asyncio.get_running_loop().time()
+    await _serve_stalled(create_app(container, run_dispatcher=False), client, headers)
+    waited = asyncio.get_running_loop().time() - started
+
+    assert (client.status(), client.error_code()) == (408, "body_timeout")
+    assert client.headers()[b"connection"] == b"close"
+    assert 0.2 <= waited < 2
+    assert container.ledger().entries == {} and container.ledger().parked == {}
+
+
+def test_reads_the_request_limits_from_the_environment() -> None:
+    from gateway.app.settings import SettingsError, load_settings
+
+    loaded = load_settings(
+        {"GATEWAY_BODY_TIMEOUT_S": "2.5", "GATEWAY_MAX_CONNECTIONS": "50", "GATEWAY_MAX_HEADER_BYTES": "8192"}
+    )
+    defaults = load_settings({})
+
+    assert (loaded.body_timeout_s, loaded.max_connections, loaded.max_header_bytes) == (2.5, 50, 8192)
+    assert (defaults.body_timeout_s, defaults.max_connections, defaults.max_header_bytes) == (10.0, 1000, 16384)
+    for variable in ("GATEWAY_BODY_TIMEOUT_S", "GATEWAY_MAX_CONNECTIONS", "GATEWAY_MAX_HEADER_BYTES"):
+        with pytest.raises(SettingsError, match=variable):
+            load_settings({variable: "0"})
+
+
 def test_health_and_readiness_report_ok(gateway: Gateway) -> None:
     assert gateway.client.get("/healthz").json() == {"status": "ok"}
     ready = gateway.client.get("/readyz")

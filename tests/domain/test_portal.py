@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.domain.errors import InvalidReturnUrl
-from gateway.domain.portal import PortalFlow, ReturnUrlPolicy, UrlPrefix
+from gateway.domain.errors import InvalidReturnUrl, PortalAuthError
+from gateway.domain.portal import PortalFlow, ReturnUrlPolicy, TokenLifetime, UrlPrefix
 
 DEFAULT = "https://good.example.com/account"
 POLICY = ReturnUrlPolicy.build(
@@ -158,3 +158,22 @@ def test_only_subscription_flows_need_a_subscription() -> None:
         PortalFlow.SUBSCRIPTION_CANCEL,
         PortalFlow.SUBSCRIPTION_UPDATE,
     ]
+
+
+# -- token lifetime --------------------------------------------------------------------------------------------------
+
+
+def test_token_lifetime_refuses_a_token_minted_for_longer_than_the_maximum() -> None:
+    lifetime = TokenLifetime(max_age_s=86_400, link_max_ttl_s=300)
+
+    lifetime.check(issued_at=1_000, expires_at=1_000 + 86_400, now=1_000, in_url=False)
+    with pytest.raises(PortalAuthError, match="86400"):
+        lifetime.check(issued_at=1_000, expires_at=1_000 + 86_401, now=1_000, in_url=False)
+
+
+def test_token_lifetime_holds_a_url_token_to_the_link_lifetime_from_now() -> None:
+    lifetime = TokenLifetime(max_age_s=86_400, link_max_ttl_s=300)
+
+    lifetime.check(issued_at=1_000, expires_at=1_300, now=1_000, in_url=True)
+    with pytest.raises(PortalAuthError, match="URL"):
+        lifetime.check(issued_at=1_000, expires_at=1_301, now=1_000, in_url=True)

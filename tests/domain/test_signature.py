@@ -290,3 +290,31 @@ def test_signed_bytes_use_the_timestamp_text_as_sent_when_it_has_leading_zeros()
     verifier = SignatureVerifier(["s3cret"])
 
     assert verifier.verify(f"t={text},v1={as_sent}", body, NOW) == NOW
+
+
+# -- screening a header before the body arrives ------------------------------------------------------------------
+
+
+def test_screen_lets_a_well_formed_header_in_tolerance_through_whatever_its_v1() -> None:
+    verifier = SignatureVerifier([SECRET])
+
+    verifier.screen(f"t={NOW},v1={DECOY}", NOW + 300)
+    verifier.screen(f"t={NOW},v1={GOOD}", NOW - 300)
+
+
+@pytest.mark.parametrize(
+    ("header", "now", "error"),
+    [
+        pytest.param(None, NOW, MissingSignature, id="missing"),
+        pytest.param(f"v1={GOOD}", NOW, MalformedSignature, id="no t"),
+        pytest.param(f"t={ARABIC_INDIC_NOW},v1={GOOD}", NOW, MalformedSignature, id="non-ASCII t"),
+        pytest.param(f"t={NOW}", NOW, MalformedSignature, id="no v1"),
+        pytest.param(f"t={NOW},v1={GOOD}", NOW + 301, TimestampOutOfTolerance, id="stale"),
+        pytest.param(f"t={NOW},v1={GOOD}", NOW - 301, TimestampOutOfTolerance, id="future"),
+    ],
+)
+def test_screen_refuses_a_header_no_body_could_make_valid(
+    header: str | None, now: float, error: type[SignatureError]
+) -> None:
+    with pytest.raises(error):
+        SignatureVerifier([SECRET]).screen(header, now)

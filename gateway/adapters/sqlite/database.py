@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -112,6 +113,27 @@ class SqliteDatabase:
             self._file.stop()  # after the writer: every commit has been handed over
 
 
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _while_busy(deadline: float, step: Callable[[], T]) -> T:
+    """Run `step` again while another connection holds the file, until `deadline` (monotonic).
+
+    When several processes create one file at once, switching it to WAL or migrating it can fail "database is
+    locked" at once: SQLite does not wait in its busy handler when waiting could deadlock (docs/notes/sqlite.md).
+    The failed statement has let its locks go, so trying again is safe.
+    """
+    pause = 0.001
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if (exc.sqlite_errorcode & 0xFF) not in _BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 class _File:
     """The file as the writer thread sees it: its one connection, opened lazily, and the threads that make its
     commits durable (Syncer) and checkpoint its WAL (Checkpointer). Every method runs on the writer thread, except
@@ -138,9 +160,11 @@ class _File:
         )
         try:
             connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            deadline = time.monotonic() + self._busy_timeout_ms / 1000
             # WAL lets readers (stats, CLI) run while a writer commits. When the file system cannot do WAL, SQLite
             # stays in its rollback journal, which is just as correct, only less concurrent.
-            wal = str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() == "wal"
+            wal = _while_busy(deadline, lambda: connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            wal = str(wal).lower() == "wal"
             # A write is on disk before its caller is answered, because the webhook is acknowledged right after it:
             # in WAL mode the Syncer fsyncs the WAL after the commit (NORMAL: the commit itself does not);
             # in a rollback journal the commit fsyncs (FULL).
@@ -150,7 +174,7 @@ class _File:
             connection.execute("PRAGMA wal_autocheckpoint = 0")
             connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
             connection.execute("PRAGMA foreign_keys = ON")
-            migrate(connection)
+            _while_busy(deadline, lambda: migrate(connection))
             if wal:
                 if self._syncer is None:
                     self._syncer = Syncer(Path(f"{self._path}-wal").absolute())

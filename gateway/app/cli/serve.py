@@ -33,7 +33,7 @@ def serve(host: str | None, port: int | None, dev: bool, no_dispatcher: bool, wo
     """Run the HTTP service, with the dispatcher in-process."""
     import uvicorn
 
-    from gateway.app.server import UVICORN_OPTIONS, create_app, server_config, worker_factory
+    from gateway.app.server import UVICORN_OPTIONS, create_app, server_config, server_limits, worker_factory
 
     overrides: dict[str, Any] = {}
     if host:
@@ -67,10 +67,11 @@ def serve(host: str | None, port: int | None, dev: bool, no_dispatcher: bool, wo
             host=settings.host,
             port=settings.port,
             **UVICORN_OPTIONS,
+            **server_limits(settings),
         )
         return
     app = create_app(container, run_dispatcher=not no_dispatcher)
-    uvicorn.Server(server_config(app, host=settings.host, port=settings.port)).run()
+    uvicorn.Server(server_config(app, host=settings.host, port=settings.port, **server_limits(settings))).run()
 
 
 def _announce(container: Container, settings: Settings, workers: int = 1) -> None:
