@@ -204,10 +204,8 @@ class StripeFeedback:
         with self._fake._lock:
             event = next((e for e in self.events if e["id"] == event_id), None)
         if event is None:
-            return Reply(
-                404,
-                {"error": {"type": "invalid_request_error", "code": "not_found", "message": f"No such event: {event_id}"}},
-            )
+            missing = {"type": "invalid_request_error", "code": "not_found", "message": f"No such event: {event_id}"}
+            return Reply(404, {"error": missing})
         return Reply(200, event)
 
 
