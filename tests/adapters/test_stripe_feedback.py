@@ -143,9 +143,7 @@ def test_notification_signed_with_a_live_secret_is_returned() -> None:
         (sign(BODY, SECRET, int(time.time()) - 301), TimestampOutOfTolerance),
     ],
 )
-def test_notification_is_refused_with_the_webhooks_error_codes(
-    header: str | None, error: type[Exception]
-) -> None:
+def test_notification_is_refused_with_the_webhooks_error_codes(header: str | None, error: type[Exception]) -> None:
     verifier = StripeNotificationVerifier([SECRET, OLD_SECRET])
 
     with pytest.raises(error):
