@@ -213,13 +213,16 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
             return windows.get((customer, start)) or LedgerWindow(customer, start, 0)
 
         for entry in self.entries.values():
-            if entry.state is not State.SENT or billing_customer not in (None, entry.billing_customer):
+            if entry.state is State.PENDING or billing_customer not in (None, entry.billing_customer):
                 continue
             if not since <= entry.timestamp < until:
                 continue
             key = (entry.billing_customer, hour_floor(entry.timestamp))
             current = window(*key)
-            windows[key] = msgspec.structs.replace(current, sent_units=current.sent_units + entry.units)
+            if entry.state is State.SENT:
+                windows[key] = msgspec.structs.replace(current, sent_units=current.sent_units + entry.units)
+            else:
+                windows[key] = msgspec.structs.replace(current, rejected_units=current.rejected_units + entry.units)
         for fix in self.fixes.values():
             if billing_customer not in (None, fix.billing_customer) or not since <= fix.window_start < until:
                 continue

@@ -161,8 +161,9 @@ class ReconcileLedger(Protocol):
 
     async def sent_windows(self, since: int, until: int, billing_customer: str | None = None) -> list[LedgerWindow]:
         """Per billing customer and per hour window (epoch-aligned, by event timestamp) in [since, until): the units
-        of the entries in state sent, and the count, units and latest `recorded_at` of the corrections recorded
-        for the window. Windows with neither are absent. Sorted by customer, then window.
+        of the entries in state sent and of those in state parked (the biller rejected them), and the count, units
+        and latest `recorded_at` of the corrections recorded for the window. Pending entries are not counted.
+        Windows with none of these are absent. Sorted by customer, then window.
         """
         ...
 

@@ -7,8 +7,12 @@ than the settle time, or one whose correction was recorded less than the settle 
 A correction is one meter event that carries a window's missing units to the biller. Its identifier is derived
 from the customer, the window and how many corrections the window already has, so a correction re-sent after a
 crash is the same event to the biller (which drops a known identifier), while a later loss in the same window gets
-a new one. The ledger records each correction sent; the ledger side of a window is its sent entries, which is
-what the biller should hold once the correction has arrived.
+a new one. The ledger records each correction sent.
+
+The ledger side of a window is what the biller should hold: its sent entries plus the entries the biller rejected
+(parked `biller_rejected`, still owed; a replay sends them). Pending entries are left out: the dispatcher is still
+on them. Repair carries only the unexplained loss, sent units the biller does not hold; rejected units are fixed by
+replay, and a correction for them would bill them twice once replayed.
 """
 
 from __future__ import annotations
@@ -40,18 +44,21 @@ def hour_ceil(timestamp: float) -> int:
 
 
 class LedgerWindow(msgspec.Struct, frozen=True):
-    """The ledger's side of one customer's hour: units of its sent entries, and the corrections recorded for it."""
+    """The ledger's side of one customer's hour: units of its sent entries and of its entries the biller rejected,
+    and the corrections recorded for it."""
 
     billing_customer: str
     window_start: int
     sent_units: int
+    rejected_units: int = 0
     corrections: int = 0
     corrected_units: int = 0
     last_corrected_at: float | None = None
 
 
 class WindowVerdict(msgspec.Struct, frozen=True):
-    """One row of a reconciliation. `difference` is ledger minus biller (positive: units missing at the biller)."""
+    """One row of a reconciliation. `ledger_units` counts sent and rejected entries (`rejected_units` of them);
+    `difference` is ledger minus biller (positive: units missing at the biller)."""
 
     billing_customer: str
     window_start: int
@@ -60,6 +67,7 @@ class WindowVerdict(msgspec.Struct, frozen=True):
     biller_units: int
     difference: int
     verdict: Verdict
+    rejected_units: int = 0
     corrections: int = 0
     corrected_units: int = 0
 
@@ -104,16 +112,18 @@ def judge(
         customer, start = key
         window = mine.get(key) or LedgerWindow(customer, start, 0)
         held = biller.get(key, 0)
-        difference = window.sent_units - held
+        owed = window.sent_units + window.rejected_units
+        difference = owed - held
         rows.append(
             WindowVerdict(
                 billing_customer=customer,
                 window_start=start,
                 window_end=start + HOUR_S,
-                ledger_units=window.sent_units,
+                ledger_units=owed,
                 biller_units=held,
                 difference=difference,
                 verdict=_verdict(window, difference, now, settle_s),
+                rejected_units=window.rejected_units,
                 corrections=window.corrections,
                 corrected_units=window.corrected_units,
             )
@@ -152,18 +162,30 @@ def correction_identifier(billing_customer: str, window_start: int, sequence: in
     return f"fix_{digest[:48]}"
 
 
+def unexplained_units(row: WindowVerdict) -> int:
+    """Sent units the biller does not hold: the loss no rejection explains, what a repair may carry."""
+    return max(0, row.difference - row.rejected_units)
+
+
+def repairable(row: WindowVerdict, now: float, max_age_s: float) -> bool:
+    """A missing window with an unexplained loss whose correction timestamp the biller still takes."""
+    return (
+        row.verdict is Verdict.MISSING_AT_BILLER
+        and unexplained_units(row) > 0
+        and row.window_end - 1 >= now - max_age_s + REPAIR_MARGIN_S
+    )
+
+
 def plan_repairs(rows: Iterable[WindowVerdict], now: float, max_age_s: float) -> list[Correction]:
-    """One correction per `missing_at_biller` window whose timestamp the biller still takes (`max_age_s`).
+    """One correction per repairable window (`repairable`), for its unexplained units.
 
     The correction is stamped at the window's last second, so it lands in that window and stays acceptable longest.
     """
     planned = []
     for row in rows:
-        if row.verdict is not Verdict.MISSING_AT_BILLER:
-            continue
-        timestamp = row.window_end - 1
-        if timestamp < now - max_age_s + REPAIR_MARGIN_S:
+        if not repairable(row, now, max_age_s):
             continue
         identifier = correction_identifier(row.billing_customer, row.window_start, row.corrections)
-        planned.append(Correction(identifier, row.billing_customer, row.window_start, row.difference, timestamp))
+        units = unexplained_units(row)
+        planned.append(Correction(identifier, row.billing_customer, row.window_start, units, row.window_end - 1))
     return planned

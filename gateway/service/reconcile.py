@@ -3,8 +3,9 @@
 Invariants:
 - Reconciliation only reads: per billing customer and hour window (by the meter event's timestamp), the ledger's
   sent units against the biller's total, judged by `gateway.domain.reconcile.judge`.
-- Repair sends one correction per `missing_at_biller` window the biller still accepts, and records it in the
-  ledger only after the biller took it. A repair interrupted between the two re-sends the same identifier next
+- Repair sends one correction per `missing_at_biller` window the biller still accepts, for the sent units the
+  biller does not hold (rejected entries are owed too, but replay sends those), and records it in the ledger only
+  after the biller took it. A repair interrupted between the two re-sends the same identifier next
   time (the biller drops it as known); a recorded correction keeps its window `settling` until the biller's totals
   can include it, so a second repair sends nothing.
 - `extra_at_biller` is reported, never "fixed" with negative usage.
@@ -28,6 +29,7 @@ from gateway.domain.reconcile import (
     judge,
     plan_repairs,
     totals,
+    unexplained_units,
 )
 
 log = logging.getLogger("gateway.reconcile")
@@ -109,6 +111,7 @@ class Repairer:
             row
             for row in found.rows
             if row.verdict is Verdict.MISSING_AT_BILLER
+            and unexplained_units(row) > 0
             and (row.billing_customer, row.window_start) not in planned_windows
         ]
         sent: list[Correction] = []

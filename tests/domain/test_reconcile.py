@@ -115,3 +115,18 @@ def test_a_second_correction_of_a_window_gets_the_next_identifier() -> None:
     [correction] = plan_repairs(rows, NOW, MAX_AGE_S)
 
     assert correction.identifier == correction_identifier("cus_A", OLD, 1)
+
+
+def test_units_the_biller_rejected_are_missing_but_left_to_replay_not_to_repair() -> None:
+    rows = judge([LedgerWindow("cus_A", OLD, 0, rejected_units=9)], {}, NOW, 3600)
+
+    assert [(r.verdict, r.ledger_units, r.difference) for r in rows] == [(Verdict.MISSING_AT_BILLER, 9, 9)]
+    assert plan_repairs(rows, NOW, MAX_AGE_S) == []
+
+
+def test_repair_carries_only_the_sent_units_the_biller_does_not_hold() -> None:
+    rows = judge([LedgerWindow("cus_A", OLD, 10, rejected_units=3)], {("cus_A", OLD): 6}, NOW, 3600)
+
+    [correction] = plan_repairs(rows, NOW, MAX_AGE_S)
+
+    assert (rows[0].difference, correction.units) == (7, 4)
