@@ -19,7 +19,7 @@ from enum import StrEnum
 
 import msgspec
 
-from gateway.domain.feedback import REPORT_TYPES, ErrorReport, Notification, infer
+from gateway.domain.feedback import CUSTOMER_ERROR_CODES, REPORT_TYPES, ErrorReport, Notification, infer
 from gateway.domain.ledger import Entry
 from gateway.domain.ports import BillerFeedback, BillerReports, Clock, FeedbackCursor
 
@@ -80,16 +80,32 @@ class ReportHandler:
         return await self.apply(report)
 
     async def apply(self, report: ErrorReport) -> HandleResult:
-        window = await self._ledger.sent_between(
-            report.validation_start - self._slack_s, report.validation_end + self._slack_s
-        )
-        by_identifier = {self._identifier_of(entry.event_id): entry for entry in window}
+        since, until = report.validation_start - self._slack_s, report.validation_end + self._slack_s
+        by_identifier: dict[str, Entry] = {}
         for error in report.error_types:
             for sample in error.samples:
-                if sample.identifier not in by_identifier:
-                    found = await self._find(sample.identifier)
-                    if found is not None:
-                        by_identifier[sample.identifier] = found
+                found = await self._find(sample.identifier)
+                if found is not None:
+                    by_identifier[sample.identifier] = found
+        unresolved = {s.identifier for e in report.error_types for s in e.samples} - by_identifier.keys()
+        if unresolved:
+            # A digested identifier cannot be reversed: compute the identifiers of what was sent in the window.
+            for entry in await self._ledger.sent_between(since, until):
+                identifier = self._identifier_of(entry.event_id)
+                if identifier in unresolved:
+                    by_identifier[identifier] = entry
+        lost_customers = {
+            by_identifier[sample.identifier].billing_customer
+            for error in report.error_types
+            if error.code in CUSTOMER_ERROR_CODES
+            for sample in error.samples
+            if sample.identifier in by_identifier
+        }
+        window = [
+            entry
+            for customer in sorted(lost_customers)
+            for entry in await self._ledger.sent_between(since, until, customer)
+        ]
         inference = infer(report, by_identifier, window)
         moved = await self._ledger.reject_sent(report.event_id, inference.rejections, self._clock.now())
         if moved is None:
