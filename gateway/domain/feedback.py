@@ -85,8 +85,9 @@ def infer(report: ErrorReport, by_identifier: Mapping[str, Entry], window: Seque
     """The entries `report` says were lost.
 
     `by_identifier` maps the meter identifier of each entry a sample names to the entry; `window` holds the entries
-    sent inside the report's validation window, at least those of the customers the customer errors' samples name. Per-event errors reject their samples;
-    customer errors reject every entry in `window` sent to a customer one of their samples names.
+    sent inside the report's validation window, at least those of the customers the customer errors' samples name.
+    Per-event errors reject their samples; customer errors reject every entry in `window` sent to a customer one of
+    their samples names.
     """
     rejections: dict[str, Rejection] = {}
     unmatched: list[str] = []
