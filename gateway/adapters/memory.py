@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import msgspec
 
+from gateway.domain.feedback import Rejection
 from gateway.domain.ledger import (
     REQUEUEABLE,
     Claim,
@@ -24,15 +25,27 @@ from gateway.domain.ledger import (
     entry_record,
     pending_entry,
 )
-from gateway.domain.ports import BatchLedger, BillingSink, CustomerStore, Delivery, MeterEvent
+from gateway.domain.ports import (
+    BatchLedger,
+    BillerTotals,
+    BillingSink,
+    CustomerStore,
+    Delivery,
+    FeedbackLedger,
+    MeterEvent,
+)
+from gateway.domain.reconcile import Correction, LedgerWindow, hour_floor
 from gateway.domain.units import ZERO, Rounding, settle
 
 
-class MemoryLedger(BatchLedger):
+class MemoryLedger(BatchLedger, FeedbackLedger):
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         self.parked: dict[str, Parked] = {}
         self.carries: dict[str, Decimal] = {}
+        self.reports: set[str] = set()
+        self.cursors: dict[str, float] = {}
+        self.fixes: dict[str, Correction] = {}
         self._leases: dict[str, float] = {}
 
     async def record(self, claim: Claim, rounding: Rounding, now: float, *, replaces: str | None = None) -> Recorded:
@@ -165,6 +178,88 @@ class MemoryLedger(BatchLedger):
     async def ping(self) -> None:
         return None
 
+    # -- the biller's feedback ------------------------------------------------------------------------------------
+
+    async def sent_between(self, since: float, until: float, billing_customer: str | None = None) -> list[Entry]:
+        found = [
+            entry
+            for entry in self.entries.values()
+            if entry.state is State.SENT
+            and entry.sent_at is not None
+            and since <= entry.sent_at <= until
+            and billing_customer in (None, entry.billing_customer)
+        ]
+        return sorted(found, key=lambda entry: (entry.sent_at or 0.0, entry.event_id))
+
+    async def report_handled(self, report_id: str) -> bool:
+        return report_id in self.reports
+
+    async def reject_sent(self, report_id: str, rejections: Sequence[Rejection], now: float) -> int | None:
+        if report_id in self.reports:
+            return None
+        self.reports.add(report_id)
+        moved = 0
+        for rejection in rejections:
+            entry = self.entries.get(rejection.event_id)
+            if entry is None or entry.state is not State.SENT:
+                continue
+            self.entries[entry.event_id] = parked = msgspec.structs.replace(
+                entry, state=State.PARKED, last_error=rejection.message
+            )
+            self.parked[entry.event_id] = rejected_record(parked, rejection.message, now)
+            moved += 1
+        return moved
+
+    async def get_cursor(self, name: str) -> float | None:
+        return self.cursors.get(name)
+
+    async def set_cursor(self, name: str, value: float) -> None:
+        self.cursors[name] = max(value, self.cursors.get(name, value))
+
+    async def sent_windows(self, since: int, until: int, billing_customer: str | None = None) -> list[LedgerWindow]:
+        windows: dict[tuple[str, int], LedgerWindow] = {}
+
+        def window(customer: str, start: int) -> LedgerWindow:
+            return windows.get((customer, start)) or LedgerWindow(customer, start, 0)
+
+        for entry in self.entries.values():
+            if entry.state is State.PENDING or billing_customer not in (None, entry.billing_customer):
+                continue
+            if not since <= entry.timestamp < until:
+                continue
+            key = (entry.billing_customer, hour_floor(entry.timestamp))
+            current = window(*key)
+            if entry.state is State.SENT:
+                windows[key] = msgspec.structs.replace(current, sent_units=current.sent_units + entry.units)
+            else:
+                windows[key] = msgspec.structs.replace(current, rejected_units=current.rejected_units + entry.units)
+        for fix in self.fixes.values():
+            if billing_customer not in (None, fix.billing_customer) or not since <= fix.window_start < until:
+                continue
+            key = (fix.billing_customer, fix.window_start)
+            current = window(*key)
+            windows[key] = msgspec.structs.replace(
+                current,
+                corrections=current.corrections + 1,
+                corrected_units=current.corrected_units + fix.units,
+                last_corrected_at=max(fix.recorded_at, current.last_corrected_at or fix.recorded_at),
+            )
+        return [windows[key] for key in sorted(windows)]
+
+    async def record_correction(self, correction: Correction) -> bool:
+        if correction.identifier in self.fixes:
+            return False
+        self.fixes[correction.identifier] = correction
+        return True
+
+    async def corrections(self, since: int | None = None, until: int | None = None) -> list[Correction]:
+        found = [
+            fix
+            for fix in self.fixes.values()
+            if (since is None or fix.window_start >= since) and (until is None or fix.window_start < until)
+        ]
+        return sorted(found, key=lambda fix: (fix.window_start, fix.billing_customer, fix.recorded_at))
+
 
 class MemoryCustomers(CustomerStore):
     def __init__(self, mapping: dict[str, str] | None = None) -> None:
@@ -186,7 +281,7 @@ class MemoryCustomers(CustomerStore):
         return sorted(self.mapping.items())[:limit]
 
 
-class MemoryBiller(BillingSink):
+class MemoryBiller(BillingSink, BillerTotals):
     """The local ledger biller, in memory: records meter events instead of sending them, once per identifier."""
 
     name = "memory"
@@ -199,6 +294,14 @@ class MemoryBiller(BillingSink):
             return Delivery.ALREADY_SENT
         self.events[event.identifier] = event
         return Delivery.SENT
+
+    async def hourly_units(self, billing_customer: str, start: int, end: int) -> dict[int, int]:
+        held: dict[int, int] = {}
+        for event in self.events.values():
+            if event.customer == billing_customer and start <= event.timestamp < end:
+                window = hour_floor(event.timestamp)
+                held[window] = held.get(window, 0) + event.value
+        return held
 
     async def close(self) -> None:
         return None

@@ -12,8 +12,10 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from gateway.domain.feedback import ErrorReport, Notification, Rejection
 from gateway.domain.ledger import Claim, CustomerUsage, Entry, LedgerStats, Parked, ParkReason, Recorded
 from gateway.domain.portal import PortalFlow
+from gateway.domain.reconcile import Correction, LedgerWindow
 from gateway.domain.units import Rounding
 
 
@@ -128,6 +130,64 @@ class LedgerReports(Protocol):
         ...
 
 
+class BillerFeedback(Protocol):
+    """What handling a biller's error report needs: find the sent entries it names, park them, once per report."""
+
+    async def get(self, event_id: str) -> Entry | None: ...
+
+    async def sent_between(self, since: float, until: float, billing_customer: str | None = None) -> list[Entry]:
+        """The entries in state sent whose `sent_at` lies in [since, until] (of `billing_customer` when given),
+        oldest sent first."""
+        ...
+
+    async def report_handled(self, report_id: str) -> bool:
+        """True when `reject_sent` has claimed `report_id`."""
+        ...
+
+    async def reject_sent(self, report_id: str, rejections: Sequence[Rejection], now: float) -> int | None:
+        """Claim `report_id` and move each named entry from sent to parked, in one step.
+
+        Each moved entry gets a parked record with reason biller_rejected and the rejection's message (so replay
+        requeues it like any rejected entry). Entries not in state sent are left alone. Returns how many entries
+        moved, or None, changing nothing, when `report_id` was claimed before: a report is applied once.
+        """
+        ...
+
+
+class FeedbackCursor(Protocol):
+    """A durable position in the biller's event list, so that polling resumes where it stopped."""
+
+    async def get_cursor(self, name: str) -> float | None: ...
+
+    async def set_cursor(self, name: str, value: float) -> None:
+        """Store `value` under `name`; a smaller value than the stored one is ignored (the cursor never moves back)."""
+        ...
+
+
+class ReconcileLedger(Protocol):
+    """What reconciliation and repair need: sent units per customer and hour, and the corrections sent."""
+
+    async def sent_windows(self, since: int, until: int, billing_customer: str | None = None) -> list[LedgerWindow]:
+        """Per billing customer and per hour window (epoch-aligned, by event timestamp) in [since, until): the units
+        of the entries in state sent and of those in state parked (the biller rejected them), and the count, units
+        and latest `recorded_at` of the corrections recorded for the window. Pending entries are not counted.
+        Windows with none of these are absent. Sorted by customer, then window.
+        """
+        ...
+
+    async def record_correction(self, correction: Correction) -> bool:
+        """Record a correction the biller accepted. False, changing nothing, when its identifier is recorded."""
+        ...
+
+    async def corrections(self, since: int | None = None, until: int | None = None) -> list[Correction]:
+        """The corrections recorded for windows starting in [since, until), oldest window first."""
+        ...
+
+
+class FeedbackLedger(BillerFeedback, FeedbackCursor, ReconcileLedger, Protocol):
+    """The ledger's side of closing the loop with the biller. `Ledger` will include it once every store has it."""
+
+
 class Ledger(IngestLedger, DeliveryQueue, ParkedRecords, LedgerReports, Protocol):
     """The ledger: claims on event ids, entries and their states, parked deliveries, customers' carries.
 
@@ -205,6 +265,31 @@ class BatchBillingSink(BillingSink, Protocol):
     max_batch: int
 
     async def send_batch(self, events: Sequence[MeterEvent]) -> list[Delivery]: ...
+
+
+class BillerTotals(Protocol):
+    """The units the biller holds for a customer over a window, per hour (by the meter event's timestamp).
+
+    `hourly_units` takes hour-aligned bounds and returns {window start: units} for the hours in [start, end) where
+    the biller holds usage (an hour may be absent or 0 when it holds none). The biller's totals may lag behind what
+    it accepted (see `Verdict.SETTLING`). Raises BillerUnavailable when the biller cannot be asked.
+    """
+
+    name: str
+
+    async def hourly_units(self, billing_customer: str, start: int, end: int) -> dict[int, int]: ...
+
+
+class BillerReports(Protocol):
+    """The biller's error reports: the full report behind a notification, and the notifications since a time."""
+
+    async def fetch_report(self, event_id: str) -> ErrorReport | None:
+        """The report of event `event_id`; None when that event is not an error report. Raises BillerUnavailable."""
+        ...
+
+    async def notifications_since(self, created_from: float, types: frozenset[str]) -> list[Notification]:
+        """Every event of `types` created at or after `created_from`, oldest first. Raises BillerUnavailable."""
+        ...
 
 
 class BillingPortal(Protocol):

@@ -58,10 +58,25 @@ SPEC_DIR = Path(__file__).resolve().parent / "stripe-openapi"
 
 @cache
 def load_spec(directory: str | None = None) -> dict[str, Any]:
-    """The `paths` object of `paths.subset.json`, from `directory` or else from SPEC_DIR."""
-    path = Path(directory or SPEC_DIR) / "paths.subset.json"
-    paths: dict[str, Any] = json.loads(path.read_text())["paths"]
+    """The `paths` objects of `paths.subset.json` and `paths.reconcile.json`, from `directory` or else SPEC_DIR.
+
+    Keys are the spec's path templates (`/v2/core/events/{id}`); the two files hold distinct paths.
+    """
+    paths: dict[str, Any] = {}
+    for name in ("paths.subset.json", "paths.reconcile.json"):
+        path = Path(directory or SPEC_DIR) / name
+        if path.exists():
+            paths.update(json.loads(path.read_text())["paths"])
     return paths
+
+
+@cache
+def load_schemas(directory: str | None = None) -> dict[str, Any]:
+    """The `components.schemas` of `schemas.reconcile.json`: the v2 event shapes the fake's answers follow."""
+    schemas: dict[str, Any] = json.loads((Path(directory or SPEC_DIR) / "schemas.reconcile.json").read_text())[
+        "components"
+    ]["schemas"]
+    return schemas
 
 
 def body_schema(spec: Mapping[str, Any], path: str, method: str) -> tuple[Schema | None, bool]:

@@ -21,11 +21,14 @@ Invariants:
 - Injected faults (`fail_next`, `hang_next`) are consumed one per request on their path, in order, and apply
   after validation, so an invalid request is still recorded even when it is answered with a fault.
 - All state is guarded by one lock; handlers run on the server's threads.
+- Stripe's asynchronous side (events answered and then dropped, error reports as v2 events, their signed delivery)
+  lives in stripe_feedback.py as `feedback`; meter event summaries in stripe_summaries.py as `summaries`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -38,7 +41,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .http_fake import DROP, Drop, FakeHTTPServer, FakeRequestHandler, Reply, ThreadedFake
+from .stripe_feedback import StripeFeedback
 from .stripe_schema import Problem, body_schema, load_spec, parse_form, query_schema, validate
+from .stripe_summaries import StripeSummaries
 
 FAKE_API_KEY = "sk_test_fake"
 METER_EVENTS = "/v1/billing/meter_events"
@@ -63,6 +68,7 @@ class RecordedRequest:
     headers: dict[str, str]
     problems: list[Problem] = field(default_factory=list)
     status: int | None = None
+    path_params: dict[str, str] = field(default_factory=dict)  # `{id}` and the like, for a templated route
 
     @property
     def idempotency_key(self) -> str | None:
@@ -112,7 +118,9 @@ class FakeStripe(ThreadedFake):
     `prices`, `portal_sessions`, `meter_event_sessions`, `requests` (every RecordedRequest), `invalid_requests`,
     `error_reports` (what Stripe would report asynchronously for v2 stream events, e.g. an unknown customer).
 
-    Attributes tests set: `known_customers` (None accepts every customer), `latency_s` (added to every call),
+    Attributes tests set: `known_customers` (None accepts every customer), `asynchronous_validation` (v1 answers an
+    unknown customer's event 200 and drops it, reporting it later, as the stream always does; off: a 400 "No such
+    customer"), `latency_s` (added to every call),
     `subscriptions` (Stripe subscription objects, at least `id`, `customer`, `status`; listed by
     `GET /v1/subscriptions`, which portal deep links into a subscription use).
     """
@@ -123,6 +131,7 @@ class FakeStripe(ThreadedFake):
         super().__init__()
         self.api_key = api_key
         self.known_customers: set[str] | None = None
+        self.asynchronous_validation = False
         self.latency_s = 0.0
         self.session_ttl_s: float = SESSION_TTL_S
 
@@ -137,6 +146,8 @@ class FakeStripe(ThreadedFake):
         self.invalid_requests: list[RecordedRequest] = []
         self.error_reports: list[dict[str, Any]] = []
         self.in_flight_peaks: dict[str, int] = {}
+        self.feedback = StripeFeedback(self)
+        self.summaries = StripeSummaries(self)
 
         self._spec = load_spec(spec_dir)
         self._lock = threading.RLock()
@@ -157,7 +168,17 @@ class FakeStripe(ThreadedFake):
             ("GET", "/v1/subscriptions"): self._list_subscriptions,
             ("POST", "/v2/billing/meter_event_session"): self._create_meter_event_session,
             ("POST", METER_EVENT_STREAM): self._stream_meter_events,
+            ("GET", "/v2/core/events"): self.feedback.list_events,
         }
+        # Path templates as the spec names them; `{id}` is handed to the handler in `request.path_params`.
+        self._templates: list[tuple[str, str, Handler]] = [
+            ("GET", "/v2/core/events/{id}", lambda r, p: self.feedback.retrieve_event(r, r.path_params["id"])),
+            (
+                "GET",
+                "/v1/billing/meters/{id}/event_summaries",
+                lambda r, p: self.summaries.list_summaries(r, r.path_params["id"], p),
+            ),
+        ]
 
     # -- fault injection -------------------------------------------------------------------------------------------
 
@@ -229,13 +250,24 @@ class FakeStripe(ThreadedFake):
         if method == "GET" and path.startswith("/p/session/"):
             return Reply(200, f"<html><body>Fake billing portal {path.rsplit('/', 1)[-1]}</body></html>")
         handler = self._routes.get((method, path))
-        params, problems = self._parse(method, path, split.query, headers, body)
-        request = RecordedRequest(method, path, params, headers, problems)
+        template, path_params = path, {}
+        if handler is None:
+            template, path_params, handler = self._match_template(method, path)
+        params, problems = self._parse(method, template, split.query, headers, body)
+        request = RecordedRequest(method, path, params, headers, problems, path_params=path_params)
         with self._lock:
             self.requests.append(request)
         reply = self._answer(request, handler)
         request.status = None if isinstance(reply, Drop) else reply.status
         return reply
+
+    def _match_template(self, method: str, path: str) -> tuple[str, dict[str, str], Handler | None]:
+        for verb, template, handler in self._templates:
+            pattern = "^" + re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
+            match = re.match(pattern, path)
+            if verb == method and match:
+                return template, match.groupdict(), handler
+        return path, {}, None
 
     def _answer(self, request: RecordedRequest, handler: Handler | None) -> Reply | Drop:
         if handler is None:
@@ -408,13 +440,18 @@ class FakeStripe(ThreadedFake):
             if identifier in self._identifiers:
                 return _error(400, f"An event already exists with identifier {identifier}.", no_retry=True)
             if self.known_customers is not None and customer not in self.known_customers:
-                return _error(
-                    400,
-                    f"No such customer: '{customer}'",
-                    code="resource_missing",
-                    param=f"payload[{customer_key}]",
-                )
+                if not self.asynchronous_validation:
+                    return _error(
+                        400,
+                        f"No such customer: '{customer}'",
+                        code="resource_missing",
+                        param=f"payload[{customer_key}]",
+                    )
+                # Answered as accepted, then dropped: only the error report will tell (identifier not remembered).
+                self.feedback.reject("meter_event_customer_not_found", identifier, customer, params["event_name"])
+                return Reply(200, self._meter_event_object(params, identifier, timestamp))
             self._identifiers.add(identifier)
+            self.summaries.stored(identifier)
             self.meter_events.append(
                 {
                     "event_name": params["event_name"],
@@ -425,18 +462,18 @@ class FakeStripe(ThreadedFake):
                 }
             )
             self._stored.notify_all()
-        return Reply(
-            200,
-            {
-                "object": "billing.meter_event",
-                "created": int(time.time()),
-                "event_name": params["event_name"],
-                "identifier": identifier,
-                "livemode": False,
-                "payload": payload,
-                "timestamp": timestamp,
-            },
-        )
+        return Reply(200, self._meter_event_object(params, identifier, timestamp))
+
+    def _meter_event_object(self, params: Mapping[str, Any], identifier: str, timestamp: int) -> dict[str, Any]:
+        return {
+            "object": "billing.meter_event",
+            "created": int(time.time()),
+            "event_name": params["event_name"],
+            "identifier": identifier,
+            "livemode": False,
+            "payload": params["payload"],
+            "timestamp": timestamp,
+        }
 
     def _create_meter_event_session(self, request: RecordedRequest, params: Any) -> Reply:
         now = datetime.now(UTC)
@@ -471,12 +508,15 @@ class FakeStripe(ThreadedFake):
                 value = event["payload"].get(value_key, "")
                 if self.known_customers is not None and customer not in self.known_customers:
                     self.error_reports.append({"code": "meter_event_customer_not_found", "identifier": identifier})
+                    self.feedback.reject("meter_event_customer_not_found", identifier, customer, event["event_name"])
                     continue
                 if not value.isdigit():
                     self.error_reports.append({"code": "meter_event_invalid_value", "identifier": identifier})
+                    self.feedback.reject("meter_event_invalid_value", identifier, customer, event["event_name"])
                     continue
                 stamp = event.get("timestamp")
                 self._identifiers.add(identifier)
+                self.summaries.stored(identifier)
                 self.meter_events.append(
                     {
                         "event_name": event["event_name"],

@@ -107,6 +107,25 @@ def portal_error(exc: stripe.StripeError) -> GatewayError:
     return BillerRejected(described)
 
 
+def read_error(exc: stripe.StripeError) -> GatewayError:
+    """A failed read (events, meter event summaries) as the gateway's error: BillerUnavailable for anything that may
+    pass (connection, 5xx, 409, 429, a bad key, a wrong URL), BillerRejected for a request Stripe refuses as such."""
+    status = exc.http_status
+    described = _described(exc)
+    retry_after = retry_after_seconds(header(exc.headers or {}, "Retry-After"))
+    if isinstance(exc, stripe.APIConnectionError):
+        return _unreachable(exc)
+    if isinstance(exc, stripe.RateLimitError) or status == 429:
+        return BillerRateLimited(described, retry_after_s=retry_after)
+    if status is None or status >= 500 or status in (401, 403, 404, 409):
+        cause = _READ_CAUSES.get(status or 0, "server_error")
+        return BillerUnavailable(described, cause=cause, retry_after_s=retry_after)
+    return BillerRejected(described)
+
+
+_READ_CAUSES = {0: "unknown", 401: "auth", 403: "auth", 404: "not_found", 409: "conflict"}
+
+
 def operator_message(exc: stripe.StripeError) -> str:
     """Stripe's message on one line, for an operator running a set-up command."""
     message = exc.user_message or str(exc) or type(exc).__name__
