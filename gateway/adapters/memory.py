@@ -206,7 +206,7 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
             self.entries[entry.event_id] = parked = msgspec.structs.replace(
                 entry, state=State.PARKED, last_error=rejection.message
             )
-            self.parked[entry.event_id] = rejected_record(parked, rejection.message, now)
+            self.parked[entry.event_id] = entry_record(parked, ParkReason.BILLER_REJECTED, rejection.message, now)
             moved += 1
         return moved
 

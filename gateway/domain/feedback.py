@@ -11,6 +11,7 @@ total `error_count` and at most a few sample identifiers. The inference (docs/no
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 
 import msgspec
 
@@ -114,3 +115,21 @@ def infer(report: ErrorReport, by_identifier: Mapping[str, Entry], window: Seque
         if error.error_count > len(for_code):
             unattributed[error.code] = error.error_count - len(for_code)
     return Inference(tuple(rejections.values()), tuple(unmatched), unattributed)
+
+
+class Handled(StrEnum):
+    APPLIED = "applied"
+    """A report: its entries were parked."""
+    DUPLICATE = "duplicate"
+    """This report was applied before; nothing changed."""
+    IGNORED = "ignored"
+    """Not an error report."""
+
+
+class HandleResult(msgspec.Struct, frozen=True):
+    event_id: str
+    status: Handled
+    parked: int = 0
+    unmatched: tuple[str, ...] = ()
+    errors_by_code: dict[str, int] = {}
+    unattributed: dict[str, int] = {}

@@ -189,3 +189,23 @@ def plan_repairs(rows: Iterable[WindowVerdict], now: float, max_age_s: float) ->
         units = unexplained_units(row)
         planned.append(Correction(identifier, row.billing_customer, row.window_start, units, row.window_end - 1))
     return planned
+
+
+class Reconciliation(msgspec.Struct, frozen=True):
+    since: int
+    until: int
+    rows: list[WindowVerdict]
+    totals: ReconcileTotals
+
+
+class RepairResult(msgspec.Struct, frozen=True):
+    """What a repair did: corrections sent and recorded, refused by the biller, and windows too old to repair."""
+
+    sent: list[Correction]
+    refused: list[tuple[Correction, str]]
+    too_old: list[WindowVerdict]
+
+
+def recorded_at(correction: Correction, now: float) -> Correction:
+    """The correction as the ledger records it once the biller took it."""
+    return msgspec.structs.replace(correction, recorded_at=now)

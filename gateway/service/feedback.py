@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from enum import StrEnum
 
-import msgspec
-
-from gateway.domain.feedback import CUSTOMER_ERROR_CODES, REPORT_TYPES, ErrorReport, Notification, infer
+from gateway.domain.feedback import (
+    CUSTOMER_ERROR_CODES,
+    REPORT_TYPES,
+    ErrorReport,
+    Handled,
+    HandleResult,
+    Notification,
+    infer,
+)
 from gateway.domain.ledger import Entry
 from gateway.domain.ports import BillerFeedback, BillerReports, Clock, FeedbackCursor
 
@@ -29,24 +34,6 @@ log = logging.getLogger("gateway.feedback")
 DEFAULT_SLACK_S = 60.0
 DEFAULT_OVERLAP_S = 300.0
 CURSOR = "stripe_events"
-
-
-class Handled(StrEnum):
-    APPLIED = "applied"
-    """A report: its entries were parked."""
-    DUPLICATE = "duplicate"
-    """This report was applied before; nothing changed."""
-    IGNORED = "ignored"
-    """Not an error report."""
-
-
-class HandleResult(msgspec.Struct, frozen=True):
-    event_id: str
-    status: Handled
-    parked: int = 0
-    unmatched: tuple[str, ...] = ()
-    errors_by_code: dict[str, int] = {}
-    unattributed: dict[str, int] = {}
 
 
 class ReportHandler:

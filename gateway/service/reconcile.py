@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import logging
 
-import msgspec
-
 from gateway.domain.errors import BillerRejected
 from gateway.domain.ports import BillerTotals, BillingSink, Clock, MeterEvent, ReconcileLedger
 from gateway.domain.reconcile import (
     Correction,
-    ReconcileTotals,
+    Reconciliation,
+    RepairResult,
     Verdict,
-    WindowVerdict,
     hour_ceil,
     hour_floor,
     judge,
     plan_repairs,
+    recorded_at,
     totals,
     unexplained_units,
 )
@@ -35,21 +34,6 @@ from gateway.domain.reconcile import (
 log = logging.getLogger("gateway.reconcile")
 
 DEFAULT_SETTLE_S = 3600.0
-
-
-class Reconciliation(msgspec.Struct, frozen=True):
-    since: int
-    until: int
-    rows: list[WindowVerdict]
-    totals: ReconcileTotals
-
-
-class RepairResult(msgspec.Struct, frozen=True):
-    """What a repair did: corrections sent and recorded, refused by the biller, and windows too old to repair."""
-
-    sent: list[Correction]
-    refused: list[tuple[Correction, str]]
-    too_old: list[WindowVerdict]
 
 
 class Reconciler:
@@ -132,7 +116,7 @@ class Repairer:
                 )
                 refused.append((correction, exc.message))
                 continue
-            recorded = msgspec.structs.replace(correction, recorded_at=self._clock.now())
+            recorded = recorded_at(correction, self._clock.now())
             await self._ledger.record_correction(recorded)
             log.warning(
                 "reconcile.repaired customer=%s window=%d units=%d identifier=%s",

@@ -14,10 +14,10 @@ from gateway.adapters.clock import SystemClock
 from gateway.adapters.memory import MemoryLedger
 from gateway.adapters.stripe.events import StripeReports
 from gateway.adapters.stripe.notifications import StripeNotificationVerifier
+from gateway.adapters.stripe.rules import meter_identifier
 from gateway.adapters.stripe.sink import StripeBillingSink
 from gateway.adapters.stripe.stream import StripeStreamBillingSink
 from gateway.adapters.stripe.summaries import StripeMeterTotals
-from gateway.domain.event import meter_identifier
 from gateway.domain.feedback import Notification
 from gateway.domain.ports import BillingSink
 from gateway.service.dispatcher import DispatchConfig, Dispatcher

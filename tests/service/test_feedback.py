@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from gateway.adapters.stripe.events import format_time
-from gateway.domain.feedback import Notification
+from gateway.domain.feedback import Handled, Notification
 from gateway.domain.ledger import State
 from gateway.domain.units import Rounding
-from gateway.service.feedback import CURSOR, DEFAULT_OVERLAP_S, Handled, ReportPoller
+from gateway.service.feedback import CURSOR, DEFAULT_OVERLAP_S, ReportPoller
 from tests.builders import claim
 from tests.fakes.stripe_server import FakeStripe
 from tests.service.stripe_loop import create_meter, hours_ago, stripe_loop

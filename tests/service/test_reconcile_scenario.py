@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.domain.event import meter_identifier
+from gateway.adapters.stripe.rules import meter_identifier
+from gateway.domain.feedback import Handled
 from gateway.domain.ledger import ParkReason, State
 from gateway.domain.reconcile import Verdict
 from gateway.domain.units import Rounding
-from gateway.service.feedback import Handled, ReportPoller
+from gateway.service.feedback import ReportPoller
 from gateway.service.reconcile import Reconciler, Repairer
 from tests.builders import claim
 from tests.fakes.stripe_server import FakeStripe
