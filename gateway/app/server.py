@@ -71,7 +71,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
             sweep = container.sweep() if run_dispatcher else None
             sweeping = asyncio.create_task(sweep.run(), name="sweep") if sweep is not None else None
             # What is built by now lives as long as the process: keep it out of the collector's full passes, whose
-            # pauses were the p99 under load (docs/notes/app.md).
+            # pauses were the p99 under load (docs/performance.md, "Component notes").
             gc.freeze()
             try:
                 yield
