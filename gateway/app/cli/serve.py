@@ -96,7 +96,7 @@ def _announce(container: Container, settings: Settings, workers: int = 1) -> Non
             "gateway.sqlite_workers",
             workers=workers,
             message="the workers share one SQLite file and take turns at its one write lock: a second worker adds no "
-            "throughput and raises latency (README, Performance); to scale out, use GATEWAY_STORE=redis://...",
+            "throughput and raises latency (docs/performance.md); to scale out, use GATEWAY_STORE=redis://...",
         )
 
 
