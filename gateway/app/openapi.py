@@ -80,7 +80,7 @@ class Health(msgspec.Struct, frozen=True):
 
 class ReadyChecks(msgspec.Struct, frozen=True):
     store: str
-    """`ok`, or `unavailable: <why>`."""
+    """`ok`, `unavailable: <why>`, or `not durable: <the setting to change>`."""
     biller: str
     """The biller's name: `stripe`, `lago`, or the local ledger biller (`ledger`, `memory`)."""
     biller_configured: bool

@@ -36,7 +36,7 @@ from gateway.app.portal import portal_router
 from gateway.app.request_id import RequestIdMiddleware
 from gateway.app.settings import load_settings
 from gateway.app.webhook import served_first, webhook_route
-from gateway.domain.ports import Ledger
+from gateway.domain.ports import Ledger, StoreDurability
 
 log = structlog.get_logger("gateway.http")
 
@@ -91,6 +91,9 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     async def provide_ledger() -> Ledger:
         return container.ledger()  # type: ignore[no-any-return]
 
+    async def provide_durability() -> StoreDurability | None:
+        return container.store_durability()  # type: ignore[no-any-return]
+
     webhook = webhook_route(container.ingest, settings.max_body_bytes)
     app = Litestar(
         route_handlers=[
@@ -100,7 +103,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
             metrics_route(container.metrics, container.sweep),
             portal_router(container),
         ],
-        dependencies={"ledger": Provide(provide_ledger)},
+        dependencies={"ledger": Provide(provide_ledger), "durability": Provide(provide_durability)},
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],

@@ -19,9 +19,12 @@ import pytest
 import redis
 from litestar.testing import AsyncTestClient
 
-from gateway.adapters.redis import RedisNotDurable
+from gateway.adapters.clock import SystemClock
+from gateway.adapters.memory import MemoryLedger
+from gateway.adapters.redis import RedisDurability, RedisNotDurable, connect
 from gateway.app.container import build_container
 from gateway.app.server import create_app
+from gateway.service.sweep import Sweep
 from tests.app.cli_runner import cli_env, gateway
 from tests.builders import settings
 from tests.e2e.process import free_port
@@ -37,6 +40,12 @@ def _set(server: RedisServer, name: str, value: str) -> None:
         client.config_set(name, value)
     finally:
         client.close()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 @pytest.mark.parametrize("command", ["serve", "worker"])
@@ -63,9 +72,12 @@ def test_refuses_to_start_on_a_redis_that_evicts_keys_and_names_the_setting(tmp_
 async def test_the_app_does_not_start_on_a_volatile_redis_unless_allowed(tmp_path: Path) -> None:
     with RedisServer(tmp_path / "redis", appendonly=False) as server:
         refused = create_app(build_container(settings(store=server.url)), run_dispatcher=False)
-        with pytest.raises(RedisNotDurable, match="appendonly yes"):
+        with pytest.raises(BaseException) as raised:  # Litestar's test client wraps it in an ExceptionGroup
             async with AsyncTestClient(refused):
                 pass
+        refusals = _leaves(raised.value)
+        assert [type(exc) for exc in refusals] == [RedisNotDurable]
+        assert "appendonly yes" in str(refusals[0])
 
         allowed = build_container(settings(store=server.url, redis={"allow_volatile": True}))
         async with AsyncTestClient(create_app(allowed, run_dispatcher=False)) as client:
@@ -81,28 +93,53 @@ def test_allow_volatile_is_read_from_the_environment() -> None:
     assert load_settings({}).redis.allow_volatile is False
 
 
-async def test_readyz_and_the_sweep_report_a_redis_that_restarted_without_aof(tmp_path: Path) -> None:
+async def test_readyz_is_503_with_the_reason_once_redis_restarted_without_aof(tmp_path: Path) -> None:
     with RedisServer(tmp_path / "redis", appendonly=True) as server:
         container = build_container(settings(store=server.url))
         async with AsyncTestClient(create_app(container, run_dispatcher=False)) as client:
             assert (await client.get("/readyz")).status_code == 200
 
-            server.stop()
-            server.appendonly = False
-            server.start()
-            with captured_logs() as logs:
-                await container.sweep().run_once()
+            _restart_without_aof(server)
             ready = await client.get("/readyz")
 
             assert ready.status_code == 503
             assert ready.json()["status"] == "not_ready"
+            assert ready.json()["checks"]["store"].startswith("not durable: Redis has no AOF persistence")
             assert "appendonly yes" in ready.json()["checks"]["store"]
-            lines = [line for line in logs.lines() if line["event"] == "store.not_durable"]
-            assert len(lines) == 1 and "appendonly yes" in lines[0]["message"]
 
             _set(server, "appendonly", "yes")
-            await container.sweep().run_once()
             assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_the_sweep_logs_once_when_redis_restarted_without_aof_and_once_when_it_is_durable_again(
+    tmp_path: Path,
+) -> None:
+    with RedisServer(tmp_path / "redis", appendonly=True) as server:
+        client = connect(server.url)
+        sweep = Sweep(MemoryLedger(), SystemClock(), durability=RedisDurability(client))
+        try:
+            with captured_logs() as logs:
+                await sweep.run_once()
+                _restart_without_aof(server)
+                await sweep.run_once()
+                await sweep.run_once()
+                problem = sweep.durability_problem
+                _set(server, "appendonly", "yes")
+                await sweep.run_once()
+        finally:
+            await client.aclose()
+
+    assert problem is not None and "appendonly yes" in problem
+    assert sweep.durability_problem is None
+    events = [line for line in logs.lines() if line["event"].startswith("store.")]
+    assert [line["event"] for line in events] == ["store.not_durable", "store.durable"]
+    assert events[0]["message"] == problem
+
+
+def _restart_without_aof(server: RedisServer) -> None:
+    server.stop()
+    server.appendonly = False
+    server.start()
 
 
 def test_dev_mode_starts_on_a_volatile_redis(tmp_path: Path) -> None:
