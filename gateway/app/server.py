@@ -3,10 +3,10 @@
 `gateway serve` runs uvicorn with `UVICORN_OPTIONS`; with `--workers N` each worker imports `app_from_env` (or
 `ingest_app_from_env`) from this module by name, so those names are part of how the gateway starts.
 
-`@inject` does not reach into Litestar handlers, so each port is bridged with a small provider function registered
-in `dependencies=` that asks the container (STYLE.md). The container is the app's only source of objects. The
-webhook is the exception in form, not in substance: it is the hot route, a raw ASGI route built around the
-container's `ingest` provider (gateway.app.webhook), which says why.
+`@inject` does not reach into Litestar handlers (the route decorator keeps the unwrapped function), so each port is
+bridged with a small provider function registered in `dependencies=` that asks the container. The container is
+the app's only source of objects. The webhook is the exception in form, not in substance: it is the hot route, a
+raw ASGI route built around the container's `ingest` provider (gateway.app.webhook), which says why.
 """
 
 from __future__ import annotations
