@@ -158,6 +158,8 @@ def started(setup: Setup, workdir: Path, redis_url: str, dispatcher: bool) -> It
             env["GATEWAY_STORE"] = f"sqlite:///{workdir / f'gateway-{setup.workers}.db'}"
         else:
             env["GATEWAY_STORE"] = redis_url
+            # A bench Redis may run without AOF (measuring, not billing): `serve` refuses one unless told.
+            env.setdefault("GATEWAY_REDIS_ALLOW_VOLATILE", "true")
             _flush_redis(redis_url)
         argv = ([*prefix, "serve"] if setup.without else [sys.executable, "-m", "gateway.app.cli", "serve"]) + [
             "--workers",

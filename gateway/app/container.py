@@ -21,7 +21,14 @@ from gateway.adapters.disabled_portal import DisabledBillingPortal
 from gateway.adapters.lago.portal import LagoBillingPortal
 from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
-from gateway.adapters.redis import RedisBiller, RedisCustomers, RedisLedger, connect, warn_if_volatile
+from gateway.adapters.redis import (
+    RedisBiller,
+    RedisCustomers,
+    RedisDurability,
+    RedisLedger,
+    connect,
+    refuse_if_volatile,
+)
 from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
 from gateway.adapters.stripe.portal import StripeBillingPortal
@@ -181,6 +188,13 @@ class Container(containers.DeclarativeContainer):
             RedisLedger, redis, prefix=_redis_prefix, dedupe_ttl_s=settings.provided.redis.dedupe_ttl_s
         ),
     )
+    # What the sweep and /readyz re-check while the process runs; only Redis has settings that can lose data.
+    store_durability = providers.Selector(
+        _store_kind,
+        memory=providers.Object(None),
+        sqlite=providers.Object(None),
+        redis=providers.Singleton(RedisDurability, redis, allow_volatile=settings.provided.redis.allow_volatile),
+    )
     customers = providers.Selector(
         _store_kind,
         memory=providers.Singleton(MemoryCustomers),
@@ -238,6 +252,7 @@ class Container(containers.DeclarativeContainer):
         interval_s=settings.provided.sweep_interval_s,
         alert_after_s=settings.provided.pending_alert_s,
         wake=dispatcher.provided.wake,
+        durability=store_durability,
     )
     verifier = providers.Singleton(_verifier, settings)
     policy = providers.Callable(lambda s: s.policy(), settings)
@@ -275,9 +290,23 @@ def _secret_values(settings: msgspec.Struct) -> list[str]:
 
 
 async def check_store(container: Container) -> None:
-    """Start-up checks of the selected store. Warnings only: a Redis that is down now may be up in a second."""
-    if store_kind(container.settings()) == "redis":
-        await warn_if_volatile(container.redis())
+    """Start-up checks of the selected store. A Redis that is down now only warns (it may be up in a second); one
+    that could lose acknowledged events raises RedisNotDurable unless GATEWAY_REDIS_ALLOW_VOLATILE is set."""
+    settings = container.settings()
+    if store_kind(settings) == "redis":
+        await refuse_if_volatile(container.redis(), allow_volatile=settings.redis.allow_volatile)
+
+
+async def check_store_once(settings: Settings) -> None:
+    """check_store on a client of its own, closed after, without the warnings (the process's own start-up logs
+    them): for a command line that refuses before it starts serving."""
+    if store_kind(settings) != "redis":
+        return
+    client = connect(settings.store)
+    try:
+        await refuse_if_volatile(client, allow_volatile=settings.redis.allow_volatile, warn=False)
+    finally:
+        await client.aclose()
 
 
 async def close_store_clients(container: Container) -> None:

@@ -1,4 +1,5 @@
-"""The one mapping from the gateway's errors to HTTP: status, body and headers (CONTRACT 1 and 3, "Responses").
+"""The one mapping from the gateway's errors to HTTP: status, body and headers (docs/design.md, "Responses";
+docs/billers.md, "Customer billing portal").
 
 Litestar's exception handlers (gateway.app.http) and the raw ASGI webhook route (gateway.app.webhook) both answer
 through it, so an error reads the same whichever route raised it.
@@ -32,7 +33,8 @@ _STATUS_OF: dict[type[GatewayError], int] = {
     PayloadTooLarge: 413,
     BodyTimeout: 408,
     StoreUnavailable: 503,
-    # The portal (CONTRACT 3). A biller's refusal there is not the user's fault: 502, never a 4xx or a 500.
+    # The portal (docs/billers.md, "Customer billing portal"). A biller's refusal there is not the user's fault:
+    # 502, never a 4xx or a 500.
     PortalAuthError: 401,
     InvalidReturnUrl: 400,
     InvalidPortalRequest: 400,

@@ -19,12 +19,13 @@ from litestar.types import ExceptionHandlersMap
 from gateway.app.errors import error_body, headers_of, status_of, unexpected_error_body
 from gateway.app.openapi import READY_RESPONSES, Health, Readiness
 from gateway.domain.errors import GatewayError, StoreUnavailable
-from gateway.domain.ports import Ledger
+from gateway.domain.ports import Ledger, StoreDurability
 
 log = structlog.get_logger("gateway.http")
 
 # Ports are Protocols, which Litestar cannot isinstance-check: inject them by name and skip validation.
 LedgerDependency: TypeAlias = NamedDependency[SkipValidation[Ledger]]
+DurabilityDependency: TypeAlias = NamedDependency[SkipValidation[StoreDurability | None]]
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -67,14 +68,16 @@ async def healthz() -> Health:
 
 
 @get("/readyz", tags=["operations"], summary="Readiness", responses=READY_RESPONSES, cache=False)
-async def readyz(ledger: LedgerDependency, state: State) -> Response[Readiness]:
-    """Ready when the ledger can be written. The biller's state is reported but does not fail readiness: ingest
-    goes on while Stripe is down, and entries wait in the ledger (CONTRACT 4)."""
+async def readyz(ledger: LedgerDependency, durability: DurabilityDependency, state: State) -> Response[Readiness]:
+    """Ready when the ledger can be written and the store keeps what it acknowledges (a Redis restarted without
+    persistence is not ready). The biller's state is reported but does not fail readiness: ingest goes on while
+    Stripe is down, and entries wait in the ledger."""
     checks: dict[str, Any] = {"biller": state.biller_name, "biller_configured": state.biller_configured}
     try:
         await ledger.ping()
-        checks["store"] = "ok"
-        status = 200
+        problem = None if durability is None else await durability.problem()
+        checks["store"] = "ok" if problem is None else f"not durable: {problem}"
+        status = 200 if problem is None else 503
     except StoreUnavailable as exc:
         checks["store"] = f"unavailable: {exc.message}"
         status = 503

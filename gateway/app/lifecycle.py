@@ -16,12 +16,13 @@ from gateway.app.container import Container, check_store, close_store_clients
 async def running(container: Container, *, checked: bool = False) -> AsyncIterator[Container]:
     """The container, its resources closed when the block ends, however it ends.
 
-    `checked` runs the store's start-up checks first (warnings only), as a long-running process does; a one-shot
+    `checked` runs the store's start-up checks first (warnings, and RedisNotDurable for a Redis that could lose
+    acknowledged events unless allowed), as a long-running process does; a one-shot
     command skips them so that its output stays its own.
     """
-    if checked:
-        await check_store(container)
     try:
+        if checked:
+            await check_store(container)
         yield container
     finally:
         await _close(container)

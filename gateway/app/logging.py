@@ -250,7 +250,7 @@ _current_second: tuple[int, str] = (-1, "")
 def utc_timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A processor: `timestamp` as structlog's TimeStamper(fmt="iso", utc=True) writes it (datetime.isoformat with
     "Z": microseconds unless there are none), without a datetime per line. The date and time of the current second
-    are formatted once a second; structlog's stamper cost 5 us a line here, this about 1."""
+    are formatted once a second, a fraction of structlog's stamper's cost (docs/performance.md, "The log lines")."""
     global _current_second
     second, micro = divmod(time.time_ns() // 1000, 1_000_000)
     current = _current_second
@@ -385,11 +385,11 @@ _LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
 def hot_line(level: Literal["info", "warning"], logger: str, event: str, fields: dict[str, Any]) -> None:
     """Log `event` exactly as `structlog.get_logger(logger).<level>(event, **fields)` does, for the hot path.
 
-    The webhook logs one line per delivery (INFO; WARNING for a refused one), and structlog's general machinery (a
-    bound logger made per call, the processor chain called through its wrappers) cost about 60 us of a ~270 us
-    request on the 2-core bench machine; this takes the same steps in the same order (context variables, level,
-    logger name, UTC timestamp, `redact`, the msgspec renderer) and writes as `_HandlerLogger` does, for about a
-    fifth of that. The line is byte for byte the pipeline's (tests/app/test_logging.py compares them). `fields` is
+    The webhook logs one line per delivery (INFO; WARNING for a refused one), where structlog's general machinery (a
+    bound logger made per call, the processor chain called through its wrappers) is a large share of a request
+    (docs/performance.md, "The log lines"); this takes the same steps in the same order (context variables, level,
+    logger name, UTC timestamp, `redact`, the msgspec renderer) and writes as `_HandlerLogger` does, for a fraction
+    of the cost. The line is byte for byte the pipeline's (tests/app/test_logging.py compares them). `fields` is
     consumed.
     """
     hot = _hot

@@ -1,4 +1,5 @@
-"""Prometheus metrics (CONTRACT 4): the adapter of the services' Metrics port, and its exposition at `GET /metrics`.
+"""Prometheus metrics (docs/operations.md, "Metrics"): the adapter of the services' Metrics port, and its
+exposition at `GET /metrics`.
 
 Invariants:
 - Each PrometheusMetrics owns its CollectorRegistry: two apps in one process (tests, several containers) never share
@@ -171,7 +172,7 @@ def metrics_route(metrics: Callable[[], PrometheusMetrics], sweep: Callable[[], 
         media_type=CONTENT_TYPE,
         tags=["operations"],
         summary="Prometheus metrics",
-        description="Prometheus text exposition (version 0.0.4); see README, Operations, for the metric names.",
+        description="Prometheus text exposition (version 0.0.4); metric names: docs/operations.md in the repository.",
         cache=False,
     )
     async def prometheus_metrics() -> Response[bytes]:

@@ -1,9 +1,9 @@
 """The OpenAPI description of the public routes, served at `/schema` (UI) and `/schema/openapi.json`.
 
 The webhook is a raw ASGI route (gateway.app.webhook: it reads the raw body, which it must verify over the exact
-bytes before parsing anything, CONTRACT 1), which Litestar's schema generation does not see at all: its operation
-(request body, signature header, responses) is described here by hand from CONTRACT 1 and added to the document by
-`document_webhook`. Responses are documented with
+bytes before parsing anything), which Litestar's schema generation does not see at all: its operation
+(request body, signature header, responses) is described here by hand from docs/design.md ("The wire contract")
+and added to the document by `document_webhook`. Responses are documented with
 msgspec Structs whose fields mirror the bodies the handlers build: the schema documents the wire contract, and the
 OpenAPI-driven fuzz test (tests/app/test_openapi_fuzz.py) checks the app against it.
 """
@@ -42,7 +42,7 @@ class ErrorDetail(msgspec.Struct, frozen=True):
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
-    """Every error the gateway answers: `{"error": {"code", "message"}}` (CONTRACT 1, "Responses")."""
+    """Every error the gateway answers: `{"error": {"code", "message"}}` (docs/design.md, "Responses")."""
 
     error: ErrorDetail
 
@@ -80,7 +80,7 @@ class Health(msgspec.Struct, frozen=True):
 
 class ReadyChecks(msgspec.Struct, frozen=True):
     store: str
-    """`ok`, or `unavailable: <why>`."""
+    """`ok`, `unavailable: <why>`, or `not durable: <the setting to change>`."""
     biller: str
     """The biller's name: `stripe`, `lago`, or the local ledger biller (`ledger`, `memory`)."""
     biller_configured: bool
@@ -93,7 +93,7 @@ class Readiness(msgspec.Struct, frozen=True):
     checks: ReadyChecks
 
 
-# The webhook's answers (CONTRACT 1, "Responses"): the Struct each body mirrors, and when it is sent.
+# The webhook's answers (docs/design.md, "Responses"): the Struct each body mirrors, and when it is sent.
 _WEBHOOK_BODIES: dict[int, tuple[type[msgspec.Struct], str]] = {
     200: (Acknowledged, "Accepted (durably recorded; the meter event follows), duplicate, or ignored."),
     202: (ParkedAck, "Parked: unknown_customer, invalid_payload, too_old or unknown_type. Ringside stops retrying."),
@@ -114,7 +114,7 @@ _money = Schema(
     one_of=[Schema(type=OpenAPIType.NUMBER), Schema(type=OpenAPIType.STRING)],
     description="US dollars, a JSON number or a decimal string; parsed exactly, never as a float. Finite, >= 0.",
 )
-# CONTRACT 1, "Event": Ringside documents {"id", "type", "data"}; everything else is optional and unknown fields are
+# docs/design.md, "Event": Ringside documents {"id", "type", "data"}; everything else is optional and unknown fields are
 # ignored everywhere, hence additionalProperties everywhere.
 EVENT_SCHEMA = Schema(
     type=OpenAPIType.OBJECT,
@@ -203,7 +203,7 @@ def document_webhook(openapi: OpenAPI) -> None:
         tags=["webhooks"],
         summary="Receive a signed Ringside delivery",
         description="Verify the X-FC-Signature over the raw body, record the event in the ledger, acknowledge. "
-        "Exactly one meter event follows per event id, however often it is delivered (CONTRACT 1).",
+        "Exactly one meter event follows per event id, however often it is delivered.",
         operation_id="WebhooksRingsideRingsideWebhook",
         responses=responses,
     )

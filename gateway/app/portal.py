@@ -1,4 +1,5 @@
-"""The customer billing portal API (CONTRACT 3): `POST /api/portal` -> 200 {"url"}, `GET /api/portal` -> 303.
+"""The customer billing portal API (docs/billers.md, "Customer billing portal"): `POST /api/portal` -> 200
+{"url"}, `GET /api/portal` -> 303.
 
 Who the user is comes only from a JWT the host application signs for its signed-in user: HS256 with
 PORTAL_JWT_SECRET, claims `sub` (the user's Ringside customer id), `exp` and `iat`. Which Stripe customer that is

@@ -3,10 +3,10 @@
 `gateway serve` runs uvicorn with `UVICORN_OPTIONS`; with `--workers N` each worker imports `app_from_env` (or
 `ingest_app_from_env`) from this module by name, so those names are part of how the gateway starts.
 
-`@inject` does not reach into Litestar handlers, so each port is bridged with a small provider function registered
-in `dependencies=` that asks the container (STYLE.md). The container is the app's only source of objects. The
-webhook is the exception in form, not in substance: it is the hot route, a raw ASGI route built around the
-container's `ingest` provider (gateway.app.webhook), which says why.
+`@inject` does not reach into Litestar handlers (the route decorator keeps the unwrapped function), so each port is
+bridged with a small provider function registered in `dependencies=` that asks the container. The container is
+the app's only source of objects. The webhook is the exception in form, not in substance: it is the hot route, a
+raw ASGI route built around the container's `ingest` provider (gateway.app.webhook), which says why.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from gateway.app.protocol import HeadLimitedHttpToolsProtocol
 from gateway.app.request_id import RequestIdMiddleware
 from gateway.app.settings import Settings, load_settings
 from gateway.app.webhook import served_first, webhook_route
-from gateway.domain.ports import Ledger
+from gateway.domain.ports import Ledger, StoreDurability
 
 log = structlog.get_logger("gateway.http")
 
@@ -80,7 +80,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
             sweep = container.sweep() if run_dispatcher else None
             sweeping = asyncio.create_task(sweep.run(), name="sweep") if sweep is not None else None
             # What is built by now lives as long as the process: keep it out of the collector's full passes, whose
-            # pauses were the p99 under load (docs/notes/app.md).
+            # pauses were the p99 under load (docs/performance.md, "Component notes").
             gc.freeze()
             try:
                 yield
@@ -100,7 +100,10 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     async def provide_ledger() -> Ledger:
         return container.ledger()  # type: ignore[no-any-return]
 
-    webhook = webhook_route(container.ingest, settings.max_body_bytes, settings.body_timeout_s)
+    async def provide_durability() -> StoreDurability | None:
+        return container.store_durability()  # type: ignore[no-any-return]
+
+        webhook = webhook_route(container.ingest, settings.max_body_bytes, settings.body_timeout_s)
     app = Litestar(
         route_handlers=[
             webhook,
@@ -109,7 +112,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
             metrics_route(container.metrics, container.sweep),
             portal_router(container),
         ],
-        dependencies={"ledger": Provide(provide_ledger)},
+        dependencies={"ledger": Provide(provide_ledger), "durability": Provide(provide_durability)},
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.max_body_bytes,
         lifespan=[lifespan],

@@ -37,6 +37,9 @@ class RedisSettings(msgspec.Struct, frozen=True, kw_only=True):
     dedupe_ttl_s: int = 40 * 24 * 3600
     """GATEWAY_DEDUPE_TTL_S: how long Redis remembers a sent event id; at least the oldest event ingest accepts (35
     days) plus the signature tolerance, so that a redelivery the gateway would still accept is a duplicate."""
+    allow_volatile: bool = False
+    """GATEWAY_REDIS_ALLOW_VOLATILE: let `serve` and `worker` run on a Redis that could lose acknowledged events
+    (appendonly no, or an evicting maxmemory-policy); only a warning then. `serve --dev` allows it too."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,6 +170,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "GATEWAY_STORE": "store",
     "GATEWAY_REDIS_PREFIX": "redis.prefix",
     "GATEWAY_DEDUPE_TTL_S": "redis.dedupe_ttl_s",
+    "GATEWAY_REDIS_ALLOW_VOLATILE": "redis.allow_volatile",
     "GATEWAY_METER_EVENT_NAME": "stripe.meter_event_name",
     "GATEWAY_BILLER": "biller",
     "STRIPE_API_KEY": "stripe.api_key",

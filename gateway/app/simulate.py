@@ -1,7 +1,7 @@
 """`gateway simulate`: behave as Ringside does towards a gateway, the way `stripe trigger` exercises a Stripe
 integration.
 
-What Ringside does, and so what this does (CONTRACT 1; Ringside's "webhook delivery and retries" cookbook):
+What Ringside does, and so what this does (docs/design.md; Ringside's "webhook delivery and retries" cookbook):
 - signs each delivery `X-FC-Signature: t=<now>,v1=<HMAC-SHA256>` with the endpoint's secret, afresh per attempt;
 - sends `chat.completion.finished` events whose cost is a JSON number in dollars;
 - re-emits some events (same id, same bytes), in any order, sometimes at the same instant;

@@ -1,11 +1,9 @@
 """`POST /webhooks/ringside`: the hot route, as a raw ASGI route of the Litestar app.
 
-Why raw ASGI rather than a `@post` handler taking a `Request`: every delivery is one request, and on the 2-core
-bench machine an HMAC-only endpoint cost about 155 us of CPU per request in-process as a `@post` handler against
-about 50 us as an `@asgi` route: ~107 us of Litestar's request/response machinery (the kwargs model, the `Request`
-and `Response` objects, header encoding). bench/run.py measures both forms side by side (README, Performance). The
-handler needs none of it: it reads raw bytes, one header, and answers JSON it has already encoded. What Litestar
-would have done is done here, in one place:
+Why raw ASGI rather than a `@post` handler taking a `Request`: every delivery is one request, and Litestar's
+request/response machinery costs about twice the rest of an HMAC-only request (docs/performance.md, "The webhook
+route"). The handler needs none of it: it reads raw bytes, one header, and answers JSON it has already
+encoded. What Litestar would have done is done here, in one place:
 - only POST is served: anything else gets 405 with `Allow: POST`;
 - the body is capped at GATEWAY_MAX_BODY_BYTES: a declared Content-Length over it is refused before a byte is read,
   and a body that grows over it is refused as soon as it does (413, counted as refused);
@@ -58,7 +56,7 @@ class _Disconnected(Exception):
 
 
 def webhook_route(ingest_of: Callable[[], Ingest], max_body_bytes: int, body_timeout_s: float) -> ASGIRouteHandler:
-    """The route around the container's Ingest (`ingest_of`: its Singleton provider, ~50 ns a call)."""
+    """The route around the container's Ingest (`ingest_of`: its Singleton provider, cheap to ask per request)."""
     return asgi(PATH, copy_scope=False)(webhook_app(ingest_of, max_body_bytes, body_timeout_s))
 
 
@@ -66,8 +64,8 @@ def served_first(webhook: ASGIRouteHandler, app: ASGIApp) -> ASGIApp:
     """`app` (Litestar's ASGI handler), with requests for exactly PATH handed to the webhook's function directly.
 
     Litestar's router would find the same function: this only skips the machinery on the way to it (its exception
-    middleware, path normalisation, host check, route lookup and scope state: ~5 us a request in-process on the
-    bench machine, twice that under load), which the webhook does not use (it answers its own errors). A path that
+    middleware, path normalisation, host check, route lookup and scope state; cost in docs/performance.md, "The
+    webhook route"), which the webhook does not use (it answers its own errors). A path that
     differs in any way (a trailing slash, a root path) still goes through Litestar, to the same route or to a 404.
     """
     handler: ASGIApp = webhook.fn

@@ -204,6 +204,14 @@ class BatchLedger(Ledger, BatchDeliveryQueue, Protocol):
     """A ledger whose delivery queue marks many entries sent in one step."""
 
 
+class StoreDurability(Protocol):
+    """Whether the store's own settings let it keep what was acknowledged (a store with nothing to check has none)."""
+
+    async def problem(self) -> str | None:
+        """Why the store could lose acknowledged events now, naming the setting to change; None when it could not."""
+        ...
+
+
 class CustomerStore(Protocol):
     """Ringside customer id -> billing (Stripe) customer id."""
 

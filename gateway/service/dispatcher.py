@@ -350,7 +350,7 @@ class Dispatcher:
         self._metrics.biller_call(time.perf_counter() - started)
         await self._mark_sent_all(chunk)
         # Counted once per call, and a line per entry only at DEBUG: at stream rates, per-entry work here costs more
-        # than the call (docs/notes/profile.md).
+        # than the call (docs/performance.md, "The dispatcher").
         units = sum(entry.units for entry in chunk)
         sent = sum(delivery is Delivery.SENT for delivery in deliveries)
         sent_units = sum(entry.units for entry, d in zip(chunk, deliveries, strict=True) if d is Delivery.SENT)
@@ -388,7 +388,7 @@ class Dispatcher:
         A caller that wakes a little late keeps its slot, so the average rate stays max_rps; one that is more than
         half an interval behind restarts the schedule from now, so lost time is never made up in a burst: no second
         holds more than max_rps + 2 calls. A token bucket would let out at once every caller whose slot passed while
-        the event loop was busy (docs/notes/profile.md).
+        the event loop was busy (docs/performance.md, "The dispatcher").
         """
         interval = 1.0 / self._config.max_rps
         async with self._pacing:

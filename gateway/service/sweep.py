@@ -10,7 +10,9 @@ revoked API key, a dispatcher that is not running at all). Every `interval_s` th
 - logs `ledger.pending_stale` (a warning) while the oldest pending entry is older than `alert_after_s`
   (GATEWAY_PENDING_ALERT_S), and `ledger.pending_recovered` once it is not any more;
 - wakes the dispatcher when anything is pending, so that entries whose lease expired (a killed replica's) are
-  re-leased now rather than at the dispatcher's next poll.
+  re-leased now rather than at the dispatcher's next poll;
+- re-checks the store's durability settings (a Redis can restart without persistence under a running gateway) and
+  logs `store.not_durable` (a warning) when they turn unsafe, `store.durable` once they are safe again.
 
 A failing store is logged and counted (`gateway_ledger_up 0`) and never ends the loop: only `stop()` does.
 """
@@ -23,7 +25,7 @@ from collections.abc import Callable
 
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import LedgerStats
-from gateway.domain.ports import Clock, LedgerReports
+from gateway.domain.ports import Clock, LedgerReports, StoreDurability
 from gateway.service.logs import EventLogger
 from gateway.service.metrics import Metrics, NoMetrics
 
@@ -46,6 +48,7 @@ class Sweep:
         interval_s: float = 15.0,
         alert_after_s: float = 300.0,
         wake: Callable[[], None] = lambda: None,
+        durability: StoreDurability | None = None,
     ) -> None:
         self._ledger = ledger
         self._clock = clock
@@ -53,6 +56,8 @@ class Sweep:
         self._interval_s = interval_s
         self._alert_after_s = alert_after_s
         self._wake = wake
+        self._durability = durability
+        self.durability_problem: str | None = None
         self._stopped = asyncio.Event()
         self.stale = False
         self.last_error: str | None = None
@@ -85,6 +90,7 @@ class Sweep:
     async def run_once(self) -> LedgerStats | None:
         """One sweep: measure, warn while the oldest pending entry is too old, wake the dispatcher if anything is
         pending. None when the store cannot be read."""
+        await self._check_durability()
         stats = await self.measure()
         if stats is None:
             log.warning("sweep.store_unavailable", error=self.last_error)
@@ -106,3 +112,14 @@ class Sweep:
         if stats.pending:
             self._wake()
         return stats
+
+    async def _check_durability(self) -> None:
+        """Log once when the store's settings turn unsafe, and once when they are safe again."""
+        if self._durability is None:
+            return
+        problem = await self._durability.problem()
+        if problem is not None and problem != self.durability_problem:
+            log.warning("store.not_durable", message=problem)
+        elif problem is None and self.durability_problem is not None:
+            log.info("store.durable")
+        self.durability_problem = problem

@@ -183,8 +183,9 @@ def test_every_script_loads_from_the_package_and_the_queue_scripts_anchor_with_t
 async def test_queues_stay_skiplists_and_their_anchor_is_never_leased_counted_or_oldest(
     redis_client: Redis, redis_prefix: str
 ) -> None:
-    """A small sorted set is a listpack, where ZADD walks the whole list (docs/notes/redis.md has the figures): the
-    anchor keeps every queue a skiplist through records, leases, releases, retries and an emptied queue."""
+    """A small sorted set is a listpack, where ZADD walks the whole list (figures: docs/performance.md, "The Redis
+    store"): the anchor keeps every queue a skiplist through records, leases, releases, retries and an emptied
+    queue."""
     ledger = RedisLedger(redis_client, prefix=redis_prefix)
     queues = [f"{redis_prefix}q:due", f"{redis_prefix}q:leased", f"{redis_prefix}q:age"]
     await ledger.record(claim("evt_Q_1", exact="3"), Rounding.CARRY, NOW)

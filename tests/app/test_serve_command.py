@@ -79,7 +79,7 @@ def test_dev_mode_prints_a_secret_that_signs_accepted_deliveries(tmp_path: Path)
 
 
 def test_serve_warns_when_several_workers_would_share_one_sqlite_file(tmp_path: Path) -> None:
-    """Measured (README, Performance): a second worker on one SQLite file adds no throughput and raises latency."""
+    """Measured (docs/performance.md): a second worker on one SQLite file adds no throughput and raises latency."""
     secrets = [Secret("whsec_test_only_not_a_real_secret")]
     sqlite = load_settings({}, store=f"sqlite:///{tmp_path / 'g.db'}", webhook_secrets=secrets)
     redis = load_settings({}, store="redis://127.0.0.1:6379/15", webhook_secrets=secrets)

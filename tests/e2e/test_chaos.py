@@ -71,10 +71,11 @@ def sqlite_store(tmp_path: Path) -> Store:
 
 @pytest.fixture
 def redis_store(redis_prefix: str) -> Store:
-    # redis_prefix: a real Redis (skipped without one, failed under CI=true), keys deleted afterwards.
+    # redis_prefix: a real Redis (skipped without one, failed under CI=true), keys deleted afterwards. The test
+    # Redis runs without AOF, which `gateway serve` refuses unless told to accept it.
     return Store(
-        {"GATEWAY_STORE": REDIS_URL, "GATEWAY_REDIS_PREFIX": redis_prefix},
-        {"store": REDIS_URL, "redis": {"prefix": redis_prefix}},
+        {"GATEWAY_STORE": REDIS_URL, "GATEWAY_REDIS_PREFIX": redis_prefix, "GATEWAY_REDIS_ALLOW_VOLATILE": "true"},
+        {"store": REDIS_URL, "redis": {"prefix": redis_prefix, "allow_volatile": True}},
     )
 
 

@@ -8,8 +8,8 @@ Lago subscription's `external_id`, and each ledger entry becomes one event (Lago
                "code": LAGO_METRIC_CODE, "timestamp": <unix seconds>, "properties": {LAGO_UNITS_PROPERTY: <units>}}}
 
 `external_customer_id` is never sent: Lago's docs mark it deprecated on events and its API drops it, so an event
-that named only a customer would be stored and never billed. docs/notes/billers.md says why this calls the HTTP API
-rather than the official client.
+that named only a customer would be stored and never billed. docs/billers.md ("Lago: what the adapter relies on")
+says why this calls the HTTP API rather than the official client.
 
 Invariants:
 - One `send` is exactly one HTTP request; nothing here sleeps or retries a failed request.

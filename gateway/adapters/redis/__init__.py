@@ -23,7 +23,14 @@ allow. Use one primary (with replicas, Sentinel or a managed failover).
 from gateway.adapters.redis.biller import RedisBiller
 from gateway.adapters.redis.client import MAX_CONNECTIONS, connect
 from gateway.adapters.redis.customers import RedisCustomers
-from gateway.adapters.redis.durability import DurabilityWarning, durability_warnings, warn_if_volatile
+from gateway.adapters.redis.durability import (
+    DurabilityWarning,
+    RedisDurability,
+    RedisNotDurable,
+    durability_warnings,
+    refuse_if_volatile,
+    warn_if_volatile,
+)
 from gateway.adapters.redis.keys import DEFAULT_PREFIX
 from gateway.adapters.redis.ledger import DEFAULT_DEDUPE_TTL_S, RedisLedger
 
@@ -34,8 +41,11 @@ __all__ = [
     "DurabilityWarning",
     "RedisBiller",
     "RedisCustomers",
+    "RedisDurability",
     "RedisLedger",
+    "RedisNotDurable",
     "connect",
     "durability_warnings",
+    "refuse_if_volatile",
     "warn_if_volatile",
 ]

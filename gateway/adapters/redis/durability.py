@@ -1,4 +1,10 @@
-"""The server-settings checks: whether a Redis server could forget acknowledged events or claims."""
+"""The server-settings checks: whether a Redis server could forget acknowledged events or claims.
+
+Long-running processes refuse such a Redis (`refuse_if_volatile`) unless the operator accepted the risk
+(GATEWAY_REDIS_ALLOW_VOLATILE=true), and `RedisDurability` re-checks while they run: a Redis can restart with other
+settings under a running gateway. Settings that cannot be read (managed services often disable CONFIG) are warned
+about, never refused: the gateway cannot tell.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,17 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.adapters.redis.codec import text
+from gateway.domain.ports import StoreDurability
 
 log = structlog.get_logger("gateway.redis")
+
+# The findings that make a Redis unfit for billing data; "durability_unknown" is only a warning.
+_REFUSED = ("redis.no_persistence", "redis.eviction_enabled")
+_ALLOW = "Or set GATEWAY_REDIS_ALLOW_VOLATILE=true to run on it anyway, accepting that risk."
+
+
+class RedisNotDurable(Exception):
+    """A long-running process must not start on this Redis; the message names the setting to change."""
 
 
 class DurabilityWarning(msgspec.Struct, frozen=True):
@@ -41,7 +56,7 @@ async def durability_warnings(client: Redis) -> list[DurabilityWarning]:
             DurabilityWarning(
                 "redis.no_persistence",
                 "Redis has no AOF persistence (appendonly no): acknowledged events could be lost on a Redis "
-                "restart. Run Redis for billing data with appendonly yes (README, Redis).",
+                "restart. Run Redis for billing data with appendonly yes (docs/storage.md, Redis).",
             )
         )
     if eviction not in ("noeviction", ""):
@@ -49,7 +64,7 @@ async def durability_warnings(client: Redis) -> list[DurabilityWarning]:
             DurabilityWarning(
                 "redis.eviction_enabled",
                 f"maxmemory-policy is {eviction}: Redis may evict claims and pending entries under memory "
-                "pressure; set maxmemory-policy noeviction (README, Redis).",
+                "pressure; set maxmemory-policy noeviction (docs/storage.md, Redis).",
             )
         )
     return warnings
@@ -59,6 +74,34 @@ async def warn_if_volatile(client: Redis) -> None:
     """At start-up: log a structlog warning for each durability_warnings() finding. Never raises."""
     for warning in await durability_warnings(client):
         log.warning(warning.event, message=warning.message)
+
+
+async def volatility(client: Redis) -> str | None:
+    """Why this Redis could lose acknowledged events (the settings to change), or None. Never raises."""
+    refused = [w.message for w in await durability_warnings(client) if w.event in _REFUSED]
+    return " ".join([*refused, _ALLOW]) if refused else None
+
+
+async def refuse_if_volatile(client: Redis, *, allow_volatile: bool, warn: bool = True) -> None:
+    """At start-up: warn about every finding (unless not `warn`); raise RedisNotDurable for a refused one unless
+    `allow_volatile`."""
+    if warn:
+        await warn_if_volatile(client)
+    reason = None if allow_volatile else await volatility(client)
+    if reason is not None:
+        raise RedisNotDurable(reason)
+
+
+class RedisDurability(StoreDurability):
+    """The running check: the reason this Redis could lose acknowledged events now, None when it could not (or
+    when the operator allowed a volatile Redis)."""
+
+    def __init__(self, client: Redis, *, allow_volatile: bool = False) -> None:
+        self._client = client
+        self._allow_volatile = allow_volatile
+
+    async def problem(self) -> str | None:
+        return None if self._allow_volatile else await volatility(self._client)
 
 
 def _config_value(reply: Any, name: str) -> str:

@@ -9,10 +9,12 @@ import signal
 from typing import Any
 
 import click
+import msgspec
 import structlog
 
+from gateway.adapters.redis import RedisNotDurable
 from gateway.app.cli.common import env_settings
-from gateway.app.container import Container, build_container, store_kind
+from gateway.app.container import Container, build_container, check_store_once, store_kind
 from gateway.app.lifecycle import running
 from gateway.app.logging import configure_logging
 from gateway.app.secret import Secret
@@ -45,12 +47,16 @@ def serve(host: str | None, port: int | None, dev: bool, no_dispatcher: bool, wo
         secret = "dev_" + secrets.token_urlsafe(24)
         settings = load_settings(os.environ, **overrides, webhook_secrets=[Secret(secret)])
         _print_dev_banner(secret, settings)
+    if dev:
+        # Trying it out on a Redis without persistence is fine: warned, not refused.
+        settings = msgspec.structs.replace(settings, redis=msgspec.structs.replace(settings.redis, allow_volatile=True))
     if not settings.webhook_secrets:
         raise click.ClickException(
             "RINGSIDE_WEBHOOK_SECRETS is not set: the gateway cannot verify deliveries. Set it to the signing "
             "secret Ringside showed when you registered the endpoint, or run `gateway serve --dev` to try it out."
         )
     configure_logging(settings.log_format, settings.log_level)
+    _refuse_a_volatile_store(settings)
     container = build_container(settings)
     _announce(container, settings, workers)
     if workers > 1:
@@ -60,6 +66,7 @@ def serve(host: str | None, port: int | None, dev: bool, no_dispatcher: bool, wo
         container.shutdown_resources()
         if dev:
             os.environ["RINGSIDE_WEBHOOK_SECRETS"] = ",".join(s.reveal() for s in settings.webhook_secrets)
+            os.environ["GATEWAY_REDIS_ALLOW_VOLATILE"] = "true"
         uvicorn.run(
             worker_factory(run_dispatcher=not no_dispatcher),
             factory=True,
@@ -72,6 +79,14 @@ def serve(host: str | None, port: int | None, dev: bool, no_dispatcher: bool, wo
         return
     app = create_app(container, run_dispatcher=not no_dispatcher)
     uvicorn.Server(server_config(app, host=settings.host, port=settings.port, **server_limits(settings))).run()
+
+
+def _refuse_a_volatile_store(settings: Settings) -> None:
+    """A store that could lose acknowledged events stops the process here, with the setting to change."""
+    try:
+        asyncio.run(check_store_once(settings))
+    except RedisNotDurable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _announce(container: Container, settings: Settings, workers: int = 1) -> None:
@@ -97,7 +112,7 @@ def _announce(container: Container, settings: Settings, workers: int = 1) -> Non
             "gateway.sqlite_workers",
             workers=workers,
             message="the workers share one SQLite file and take turns at its one write lock: a second worker adds no "
-            "throughput and raises latency (README, Performance); to scale out, use GATEWAY_STORE=redis://...",
+            "throughput and raises latency (docs/performance.md); to scale out, use GATEWAY_STORE=redis://...",
         )
 
 
@@ -124,7 +139,10 @@ def worker() -> None:
     configure_logging(settings.log_format, settings.log_level)
     container = build_container(settings)
     _announce(container, settings)
-    asyncio.run(_run_worker(container))
+    try:
+        asyncio.run(_run_worker(container))
+    except RedisNotDurable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 async def _run_worker(container: Container) -> None:
