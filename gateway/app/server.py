@@ -103,7 +103,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     async def provide_durability() -> StoreDurability | None:
         return container.store_durability()  # type: ignore[no-any-return]
 
-        webhook = webhook_route(container.ingest, settings.max_body_bytes, settings.body_timeout_s)
+    webhook = webhook_route(container.ingest, settings.max_body_bytes, settings.body_timeout_s)
     app = Litestar(
         route_handlers=[
             webhook,

@@ -18,6 +18,7 @@ import msgspec
 import stripe
 
 from gateway.adapters.stripe import errors
+from gateway.adapters.stripe.connection import StripeConnection
 from gateway.domain.feedback import REPORT_TYPES, ErrorReport, ErrorType, Notification, SampleError
 from gateway.domain.ports import BillerReports
 
@@ -111,13 +112,8 @@ class StripeReports(BillerReports):
 
     def __init__(self, api_key: str, *, api_base: str | None = None, timeout_s: float = 10.0) -> None:
         self._timeout_s = timeout_s
-        self._http = stripe.HTTPXClient(timeout=timeout_s)
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base} if api_base else None,
-            max_network_retries=0,
-            http_client=self._http,
-        )
+        self._connection = StripeConnection(api_key, api_base=api_base, timeout_s=timeout_s)
+        self._client = self._connection.client
 
     async def fetch_report(self, event_id: str) -> ErrorReport | None:
         try:
@@ -156,7 +152,7 @@ class StripeReports(BillerReports):
         return sorted(found, key=lambda n: (n.created, n.event_id))
 
     async def close(self) -> None:
-        await self._http.close_async()  # type: ignore[no-untyped-call]  # unannotated in stripe 16.1
+        await self._connection.close()
 
 
 def _body(obj: stripe.StripeObject) -> str:

@@ -25,6 +25,7 @@ import stripe
 import structlog
 
 from gateway.adapters.stripe import errors
+from gateway.adapters.stripe.connection import StripeConnection
 from gateway.domain.errors import GatewayError, NoBillingAccount, PortalFlowUnavailable
 from gateway.domain.portal import PortalFlow
 from gateway.domain.ports import BillingPortal
@@ -55,14 +56,8 @@ class StripeBillingPortal(BillingPortal):
     ) -> None:
         self._timeout_s = timeout_s
         self._configuration_id = configuration_id
-        self._http = stripe.HTTPXClient(timeout=timeout_s)
-        self._client = stripe.StripeClient(
-            api_key,
-            # STRIPE_API_BASE points the "api" host (all v1 calls) at a local server or stripe-mock.
-            base_addresses={"api": api_base} if api_base else None,
-            max_network_retries=0,
-            http_client=self._http,
-        )
+        self._connection = StripeConnection(api_key, api_base=api_base, timeout_s=timeout_s)
+        self._client = self._connection.client
 
     async def session_url(self, billing_customer: str, return_url: str, flow: PortalFlow | None) -> str:
         """A new portal session's URL for `billing_customer`; see the BillingPortal port for the errors."""
@@ -119,4 +114,4 @@ class StripeBillingPortal(BillingPortal):
 
     async def close(self) -> None:
         """Close the SDK's httpx.AsyncClient."""
-        await self._http.close_async()  # type: ignore[no-untyped-call]  # unannotated in stripe 16.1
+        await self._connection.close()

@@ -20,6 +20,7 @@ import msgspec
 import stripe
 
 from gateway.adapters.stripe import errors
+from gateway.adapters.stripe.connection import StripeConnection
 from gateway.adapters.stripe.meter import DEFAULT_EVENT_NAME
 from gateway.domain.errors import BillerUnavailable
 from gateway.domain.ports import BillerTotals
@@ -73,13 +74,8 @@ class StripeMeterTotals(BillerTotals):
         self._event_name = event_name
         self._meter_id = meter_id
         self._timeout_s = timeout_s
-        self._http = stripe.HTTPXClient(timeout=timeout_s)
-        self._client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": api_base} if api_base else None,
-            max_network_retries=0,
-            http_client=self._http,
-        )
+        self._connection = StripeConnection(api_key, api_base=api_base, timeout_s=timeout_s)
+        self._client = self._connection.client
 
     async def hourly_units(self, billing_customer: str, start: int, end: int) -> dict[int, int]:
         meter = await self._meter()
@@ -127,7 +123,7 @@ class StripeMeterTotals(BillerTotals):
         return body
 
     async def close(self) -> None:
-        await self._http.close_async()  # type: ignore[no-untyped-call]  # unannotated in stripe 16.1
+        await self._connection.close()
 
 
 def _decoded(decode: Callable[[str], _Page], body: str) -> _Page:
