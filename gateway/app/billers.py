@@ -25,6 +25,7 @@ class BillerSettings(Protocol):
     @property
     def lago(self) -> LagoSettings: ...
 
+
 MAX_ID_CHARS = 255
 # Stripe object ids are a prefix and an alphanumeric tail; `_` is allowed too (test fixtures, some migrations).
 _STRIPE_CUSTOMER = re.compile(r"^cus_[A-Za-z0-9_]+$")

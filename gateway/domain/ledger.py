@@ -61,7 +61,6 @@ class Entry(msgspec.Struct, frozen=True):
     sent_at: float | None = None
 
 
-
 def pending_entry(claim: Claim, units: int, now: float) -> Entry:
     """The entry a fresh claim becomes: pending, due now, with the units the store settled under the carry."""
     return Entry(
@@ -76,6 +75,7 @@ def pending_entry(claim: Claim, units: int, now: float) -> Entry:
         created_at=now,
         next_attempt_at=now,
     )
+
 
 class Parked(msgspec.Struct, frozen=True):
     """A signed delivery that could not be billed as it was, kept whole so that an operator can replay it."""

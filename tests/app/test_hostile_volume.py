@@ -70,6 +70,14 @@ def _claims(rng: random.Random) -> dict[str, Any]:
     return good
 
 
+def _verifies(token: str) -> bool:
+    try:
+        jwt.decode(token, PORTAL_SECRET, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER)
+    except jwt.InvalidTokenError:
+        return False
+    return True
+
+
 def _token(rng: random.Random) -> str:
     kind = rng.randrange(6)
     if kind == 0:  # right key, claims wrong in some way
@@ -86,8 +94,12 @@ def _token(rng: random.Random) -> str:
         token = jwt.encode(
             {"sub": "cust_ALICE", "iat": NOW, "exp": NOW + 300, "aud": AUDIENCE, "iss": ISSUER}, PORTAL_SECRET
         )
-        cut = rng.randrange(len(token))
-        return token[:cut] + rng.choice(["", "x", ".", "=="]) + token[cut + 1 :]
+        while True:
+            cut = rng.randrange(len(token))
+            torn = token[:cut] + rng.choice(["", "x", ".", "=="]) + token[cut + 1 :]
+            # A segment's last base64 character carries unused bits: changing only those leaves the token valid.
+            if not _verifies(torn):
+                return torn
     if kind == 4:
         return ".".join(_b64(rng.randbytes(rng.randrange(40))) for _ in range(rng.choice([1, 2, 3, 4])))
     return rng.choice(JUNK)

@@ -249,9 +249,7 @@ _example_customers = itertools.count()
         max_size=12,
     )
 )
-async def test_units_sum_to_floor_of_exact_total_when_rounding_is_carry(
-    ledger: Ledger, exacts: list[Decimal]
-) -> None:
+async def test_units_sum_to_floor_of_exact_total_when_rounding_is_carry(ledger: Ledger, exacts: list[Decimal]) -> None:
     # The ledger outlives the examples, so each example bills a customer of its own.
     customer = f"cus_EXAMPLE_{next(_example_customers)}"
     units = []
@@ -759,9 +757,7 @@ async def test_requeue_keeps_the_timestamp_of_a_rejected_entry_when_none_is_give
 async def test_requeue_requeues_a_too_old_entry_once_when_replays_race(ledger: Ledger) -> None:
     await too_old_entry(ledger, "evt_RACE")
 
-    results = await asyncio.gather(
-        *(ledger.requeue("evt_RACE", NOW + 10, timestamp=int(NOW) + 10) for _ in range(10))
-    )
+    results = await asyncio.gather(*(ledger.requeue("evt_RACE", NOW + 10, timestamp=int(NOW) + 10) for _ in range(10)))
 
     assert sum(result is not None for result in results) == 1
     stats = await ledger.stats()

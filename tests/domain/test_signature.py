@@ -30,8 +30,7 @@ SECRET = "whsec_NEW_4f1c0ffee"
 OLD_SECRET = "whsec_OLD_0badcafe"
 UNKNOWN_SECRET = "whsec_NOT_CONFIGURED"
 BODY = (
-    b'{"id":"evt_SIGNED","type":"chat.completion.finished",'
-    b'"data":{"cost_usd":"0.0125","customer_id":"cus_RINGSIDE"}}'
+    b'{"id":"evt_SIGNED","type":"chat.completion.finished","data":{"cost_usd":"0.0125","customer_id":"cus_RINGSIDE"}}'
 )
 
 
@@ -84,12 +83,8 @@ VALID: dict[str, Delivery] = {
     "rotation: one v1 per secret": Delivery(
         f"t={NOW},v1={v1(secret=OLD_SECRET)},v1={GOOD}", secrets=(OLD_SECRET, SECRET)
     ),
-    "decoy v1 values before the right one": Delivery(
-        f"t={NOW},v1={DECOY},v1={v1(secret=UNKNOWN_SECRET)},v1={GOOD}"
-    ),
-    "decoy v1 values after the right one": Delivery(
-        f"t={NOW},v1={GOOD},v1={DECOY},v1={v1(secret=UNKNOWN_SECRET)}"
-    ),
+    "decoy v1 values before the right one": Delivery(f"t={NOW},v1={DECOY},v1={v1(secret=UNKNOWN_SECRET)},v1={GOOD}"),
+    "decoy v1 values after the right one": Delivery(f"t={NOW},v1={GOOD},v1={DECOY},v1={v1(secret=UNKNOWN_SECRET)}"),
     "decoys on both sides": Delivery(f"t={NOW},v1=not-hex,v1={GOOD},v1=é"),
     "empty body": Delivery(f"t={NOW},v1={v1(body=b'')}", body=b""),
 }
@@ -250,9 +245,7 @@ timestamps = st.integers(min_value=0, max_value=10**12 - 1)
 
 
 @given(body=st.binary(max_size=2048), secret=secrets, timestamp=timestamps)
-def test_sign_then_verify_succeeds_when_body_and_secret_are_arbitrary(
-    body: bytes, secret: str, timestamp: int
-) -> None:
+def test_sign_then_verify_succeeds_when_body_and_secret_are_arbitrary(body: bytes, secret: str, timestamp: int) -> None:
     # Arrange
     header = sign(body, secret, timestamp)
 

@@ -22,9 +22,7 @@ SCALES = [1, 100, 100_000, 1_000_000]
 ORACLE = decimal.Context(prec=500, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
 
 costs = st.integers(min_value=0, max_value=12).flatmap(
-    lambda places: st.decimals(
-        min_value=0, max_value=1000, places=places, allow_nan=False, allow_infinity=False
-    )
+    lambda places: st.decimals(min_value=0, max_value=1000, places=places, allow_nan=False, allow_infinity=False)
 )
 scales = st.sampled_from(SCALES)
 carries = st.decimals(min_value=0, max_value=Decimal("0.999999999999"), places=12)

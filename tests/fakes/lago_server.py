@@ -68,8 +68,15 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 # EventsController#create_params / #batch_params: what Rails' strong parameters let through.
 _PERMITTED = frozenset(
-    {"transaction_id", "external_customer_id", "code", "timestamp", "external_subscription_id", "properties",
-     "precise_total_amount_cents"}
+    {
+        "transaction_id",
+        "external_customer_id",
+        "code",
+        "timestamp",
+        "external_subscription_id",
+        "properties",
+        "precise_total_amount_cents",
+    }
 )
 
 
@@ -326,7 +333,7 @@ class FakeLago(ThreadedFake):
         body = request.body
         if not isinstance(body, dict) or not isinstance(body.get("event"), dict):
             # ActionController::ParameterMissing -> ApiErrors#bad_request_error.
-            request.problems.append("the body must be {\"event\": {...}}")
+            request.problems.append('the body must be {"event": {...}}')
             self._flag(request)
             return Reply(400, {"status": 400, "error": "BadRequest: param is missing or the value is empty: event"})
         event = body["event"]
@@ -413,17 +420,20 @@ def _fault_reply(fault: _Fault) -> Reply:
     assert fault.status is not None
     headers: dict[str, str] = {}
     if fault.retry_after is not None:
-        headers["Retry-After"] = (
-            fault.retry_after if isinstance(fault.retry_after, str) else f"{fault.retry_after:g}"
-        )
+        headers["Retry-After"] = fault.retry_after if isinstance(fault.retry_after, str) else f"{fault.retry_after:g}"
     if fault.rate_limit_reset is not None:
         headers["X-RateLimit-Limit"] = "500"
         headers["X-RateLimit-Remaining"] = "0"
         headers["X-RateLimit-Reset"] = str(fault.rate_limit_reset)
     if fault.body is not None:
         return Reply(fault.status, fault.body, headers)
-    reasons = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 422: "Unprocessable Entity",
-               429: "Too Many Requests"}
+    reasons = {
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        422: "Unprocessable Entity",
+        429: "Too Many Requests",
+    }
     error = reasons.get(fault.status, "Internal Server Error" if fault.status >= 500 else "Bad Request")
     return Reply(fault.status, {"status": fault.status, "error": error}, headers)
 

@@ -373,8 +373,8 @@ class FakeStripe(ThreadedFake):
         headers = dict(reply.headers)
         if fault.retry_after is not None:
             headers["Retry-After"] = (
-            fault.retry_after if isinstance(fault.retry_after, str) else f"{fault.retry_after:g}"
-        )
+                fault.retry_after if isinstance(fault.retry_after, str) else f"{fault.retry_after:g}"
+            )
         if fault.should_retry is not None:
             headers["Stripe-Should-Retry"] = "true" if fault.should_retry else "false"
         return Reply(reply.status, reply.body, headers)
@@ -721,7 +721,6 @@ class FakeStripe(ThreadedFake):
             }
             self.portal_sessions.append(session)
         return Reply(200, session)
-
 
     def _list_subscriptions(self, request: RecordedRequest, params: Mapping[str, Any]) -> Reply:
         # Not in the OpenAPI excerpt, so its query is not validated. Supports `customer` and `status`; without a
