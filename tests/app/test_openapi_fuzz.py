@@ -38,7 +38,7 @@ STRICT = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-# The portal's routes (gateway/app/portal.py, CONTRACT 3) do not document their error statuses (401, 404, 409, 503)
+# The portal's routes (gateway/app/portal.py) do not document their error statuses (401, 404, 409, 503)
 # in the schema yet; everything else is still checked for them.
 UNDOCUMENTED_ERRORS = {"GET /api/portal", "POST /api/portal"}
 

@@ -1,4 +1,4 @@
-"""The webhook endpoint through Litestar's test client: every row of CONTRACT 1's response table."""
+"""The webhook endpoint through Litestar's test client: every row of the response table (docs/design.md)."""
 
 from __future__ import annotations
 
