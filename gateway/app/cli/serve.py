@@ -146,7 +146,9 @@ def worker() -> None:
 
 
 async def _run_worker(container: Container) -> None:
-    async with running(container, checked=True):
+    from gateway.app.background import background
+
+    async with running(container, checked=True), background(container):
         dispatcher = container.dispatcher()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
