@@ -169,9 +169,10 @@ class ReconcileLedger(Protocol):
 
     async def sent_windows(self, since: int, until: int, billing_customer: str | None = None) -> list[LedgerWindow]:
         """Per billing customer and per hour window (epoch-aligned, by event timestamp) in [since, until): the units
-        of the entries in state sent and of those in state parked (the biller rejected them), and the count, units
-        and latest `recorded_at` of the corrections recorded for the window. Pending entries are not counted.
-        Windows with none of these are absent. Sorted by customer, then window.
+        of the entries in state sent and of those parked with reason biller_rejected (still owed to the biller), and
+        the count, units and latest `recorded_at` of the corrections recorded for the window. Pending entries and
+        entries parked too_old (they never reached the biller) are not counted. Windows whose units and corrections
+        are all zero are absent. Sorted by customer, then window.
         """
         ...
 
