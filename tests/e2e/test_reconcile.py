@@ -1,0 +1,216 @@
+"""End to end: `gateway serve` on SQLite in front of the fake Stripe, which answers every meter event and drops the
+ones for 2 customers it does not know. Its error report comes back (by the signed event destination, or by polling);
+`gateway reconcile`, `gateway customers set`, `gateway parked replay` and `gateway reconcile --repair` close the loop
+as an operator would, each as a real process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from gateway.adapters.sqlite import SqliteCustomers, SqliteDatabase
+from tests.builders import SECRET, event
+from tests.e2e.process import GatewayProcess, deliver_like_ringside
+from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
+from tests.service.stripe_loop import HOUR, create_meter, hours_ago
+
+pytestmark = pytest.mark.slow
+
+EVENTS = 1000
+CUSTOMERS = 10
+UNKNOWN = {8, 9}  # rs_8 and rs_9 are mapped to Stripe ids Stripe does not know
+WINDOWS = 3
+WHSEC = "whsec_e2e_destination"
+REPORT_CODE = "meter_event_customer_not_found"
+
+
+def _events(base: int) -> list[dict[str, Any]]:
+    rng = random.Random(15)
+    return [
+        event(
+            f"evt_rc_{n:04d}",
+            cost=str(Decimal(rng.randint(1, 3_000_000)) / Decimal(10**8)),  # beyond unit precision: carries matter
+            customer=f"rs_{n % CUSTOMERS}",
+            stripe_customer=None,
+            created=base + (n % WINDOWS) * HOUR + n,
+        )
+        for n in range(EVENTS)
+    ]
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.app.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def _states(database: Path) -> dict[str, set[tuple[str, str | None]]]:
+    """Billing customer -> {(state, parked reason and message)} of its entries."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT e.billing_customer, e.state, p.reason, p.message FROM entries e LEFT JOIN parked p "
+            "ON p.key = e.event_id"
+        ).fetchall()
+    found: dict[str, set[tuple[str, str | None]]] = defaultdict(set)
+    for customer, state, reason, message in rows:
+        found[customer].add((state, None if reason is None else f"{reason} {message.split(':')[0]}"))
+    return found
+
+
+def _wait(condition: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def _sent_count(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        return int(db.execute("SELECT count(*) FROM entries WHERE state = 'sent'").fetchone()[0])
+
+
+def _parked_count(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        return int(db.execute("SELECT count(*) FROM parked WHERE reason = 'biller_rejected'").fetchone()[0])
+
+
+@pytest.mark.parametrize(
+    ("api", "delivery"),
+    [("v2_stream", "webhook"), ("v2_stream", "polling"), ("v1", "webhook"), ("v1", "polling")],
+    ids=["v2_stream-webhook", "v2_stream-polling", "v1-webhook", "v1-polling"],
+)
+async def test_stripe_report_reconcile_replay_and_repair_close_the_loop(
+    tmp_path: Path, api: str, delivery: str
+) -> None:
+    base = hours_ago(WINDOWS + 1)
+    events = _events(base)
+    database = tmp_path / "gateway.db"
+    store = SqliteDatabase.from_url(f"sqlite:///{database}")
+    await SqliteCustomers(store).set_many([(f"rs_{n}", f"cus_{n}") for n in range(CUSTOMERS)])
+    store.close()
+    period = ["--since", str(base), "--until", str(base + WINDOWS * HOUR)]
+
+    with FakeStripe(api_key=FAKE_API_KEY) as stripe:
+        create_meter(stripe)
+        stripe.known_customers = {f"cus_{n}" for n in range(CUSTOMERS) if n not in UNKNOWN}
+        stripe.known_customers |= {f"cus_{n}_real" for n in UNKNOWN}
+        stripe.asynchronous_validation = True
+        env = {
+            "RINGSIDE_WEBHOOK_SECRETS": SECRET,
+            "GATEWAY_STORE": f"sqlite:///{database}",
+            "STRIPE_API_KEY": FAKE_API_KEY,
+            "STRIPE_API_BASE": stripe.url,
+            "GATEWAY_STRIPE_API": api,
+            "GATEWAY_STRIPE_MAX_RPS": "5000",
+            "GATEWAY_RECONCILE_SETTLE_S": "0",
+            **({"STRIPE_WEBHOOK_SECRET": WHSEC} if delivery == "webhook" else {"GATEWAY_STRIPE_EVENTS_POLL_S": "0.2"}),
+        }
+        gateway = GatewayProcess(env, tmp_path / "gateway.log").start()
+        try:
+            stripe.feedback.destination(f"{gateway.url}/webhooks/stripe", WHSEC)
+            await _deliver(gateway, events)
+            await asyncio.to_thread(_wait, lambda: _sent_count(database) == EVENTS)
+            assert len(stripe.meter_events) == EVENTS - EVENTS * len(UNKNOWN) // CUSTOMERS  # the rest dropped
+
+            # Stripe's report comes back: every entry of the 2 unknown customers is parked with Stripe's code.
+            report = stripe.feedback.emit_report()
+            assert report is not None
+            if delivery == "webhook":
+                assert stripe.feedback.wait_for_deliveries(1) == [(report["id"], 200)]
+            await asyncio.to_thread(_wait, lambda: _parked_count(database) == 200)
+            assert _states(database) == {
+                f"cus_{n}": {("parked", f"biller_rejected {REPORT_CODE}")} if n in UNKNOWN else {("sent", None)}
+                for n in range(CUSTOMERS)
+            }
+            if delivery == "polling":
+                # A restart resumes from the durable cursor and applies nothing twice.
+                gateway.terminate()
+                gateway.start()
+                await asyncio.sleep(1.0)
+            assert gateway.logs().count("feedback.report event_id=") == 1
+
+            # Reconcile names exactly the unknown customers' windows missing, every other window a match.
+            found = _cli(env, "reconcile", *period, "--json")
+            assert found.returncode == 1, found.stderr
+            verdicts = {
+                (r["billing_customer"], r["window_start"]): r["verdict"] for r in json.loads(found.stdout)["rows"]
+            }
+            assert verdicts == {
+                (f"cus_{n}", base + w * HOUR): "missing_at_biller" if n in UNKNOWN else "match"
+                for n in range(CUSTOMERS)
+                for w in range(WINDOWS)
+            }
+
+            # Mapped to real Stripe customers and replayed: reconcile matches, Stripe holds the floor of each spend.
+            for n in UNKNOWN:
+                assert _cli(env, "customers", "set", f"rs_{n}", f"cus_{n}_real").returncode == 0
+            replayed = _cli(env, "parked", "replay", "--all", "--reason", "biller_rejected", "--json")
+            assert replayed.returncode == 0, replayed.stderr
+            await asyncio.to_thread(stripe.wait_for_meter_events, EVENTS, 20.0)
+            await asyncio.to_thread(_wait, lambda: _sent_count(database) == EVENTS)
+            matched = _cli(env, "reconcile", *period)
+            assert matched.returncode == 0, matched.stdout + matched.stderr
+            assert {c: stripe.total_value(c) for c in _exact_spend(events)} == {
+                customer: int(spend) for customer, spend in _exact_spend(events).items()
+            }
+
+            # A loss no report names: Stripe silently drops two of cus_3's events. Repair carries it, once.
+            with stripe._lock:
+                lost = [e for e in stripe.meter_events if e["customer"] == "cus_3" and e["timestamp"] < base + HOUR]
+                for item in lost[:2]:
+                    stripe.meter_events.remove(item)
+            missing = _cli(env, "reconcile", *period, "--json")
+            assert missing.returncode == 1
+            rows = json.loads(missing.stdout)["rows"]
+            assert [(r["billing_customer"], r["verdict"]) for r in rows if r["verdict"] != "match"] == [
+                ("cus_3", "missing_at_biller")
+            ]
+            repaired = _cli(env, "reconcile", *period, "--repair")
+            assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+            assert "Repair: sent" in repaired.stdout and "reconcile.repaired" in repaired.stderr
+            held = len(stripe.meter_events)
+            again = _cli(env, "reconcile", *period, "--repair")
+            assert again.returncode == 0 and "Repair: nothing to send." in again.stdout
+            assert len(stripe.meter_events) == held
+            stats = json.loads(_cli(env, "ledger", "stats", "--since", str(base), "--json").stdout)
+            assert [(c["billing_customer"], c["window_start"]) for c in stats["corrections"]] == [("cus_3", base)]
+        finally:
+            gateway.terminate()
+        assert stripe.invalid_requests == []
+
+
+async def _deliver(gateway: GatewayProcess, events: list[dict[str, Any]]) -> None:
+    bodies = [msgspec.json.encode(e) for e in events]
+    gate = asyncio.Semaphore(32)
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def send(body: bytes) -> None:
+            async with gate:
+                response = await deliver_like_ringside(client, gateway.url, body, SECRET)
+                assert response.json()["status"] == "accepted"
+
+        await asyncio.gather(*(send(body) for body in bodies))
+
+
+def _exact_spend(events: list[dict[str, Any]]) -> dict[str, Decimal]:
+    """Stripe customer (as mapped at the end) -> the exact units its events cost."""
+    spend: dict[str, Decimal] = defaultdict(Decimal)
+    for body in events:
+        n = int(body["data"]["customer"]["id"].removeprefix("rs_"))
+        customer = f"cus_{n}_real" if n in UNKNOWN else f"cus_{n}"
+        spend[customer] += Decimal(body["data"]["cost_usd"]) * 100_000
+    return spend
