@@ -126,10 +126,10 @@ LAGO = BillerProfile(
     max_rps=lambda settings: settings.lago.max_rps,
     max_event_age_s=stripe_rules.MAX_EVENT_AGE_S,
     meter_identifier=stripe_rules.meter_identifier,
-    # GET /api/v1/customers/{id}/current_usage and /past_usage give a whole billing period's units per billable
-    # metric, per subscription; nothing answers per hour, so no window could be judged (docs/reconcile.md).
+    # current_usage/past_usage cover whole billing periods; the event list shows what Lago received, not what it
+    # bills. Nothing answers billed usage per hour, so no window could be judged (docs/reconcile.md).
     totals_missing="Lago's API has no per-hour usage totals (current_usage and past_usage cover whole billing "
-    "periods), so the ledger cannot be reconciled against Lago window by window",
+    "periods; its event list shows events received, not billed), so the ledger cannot be reconciled against Lago",
 )
 # The local ledger biller stands in for Stripe: the same ids, identifiers and window, no portal, no remote limit.
 LEDGER = BillerProfile(
