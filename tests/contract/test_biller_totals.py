@@ -1,6 +1,6 @@
 """The BillerTotals contract: what the biller holds per customer and hour, for every biller that can say.
 
-The local ledger billers (in memory and in SQLite) and Stripe (its meter event summaries, against the fake) answer
+The local ledger billers (in memory, SQLite and Redis) and Stripe (its meter event summaries, against the fake) answer
 alike.
 """
 
@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import pytest
 import stripe
+from redis.asyncio import Redis
 
 from gateway.adapters.memory import MemoryBiller
+from gateway.adapters.redis import RedisBiller
 from gateway.adapters.sqlite import SqliteBiller, SqliteDatabase
 from gateway.adapters.stripe.summaries import StripeMeterTotals
 from gateway.domain.ports import BillerTotals, MeterEvent
@@ -50,6 +52,16 @@ def sqlite_totals(sqlite_database: SqliteDatabase) -> Biller:
 
 
 @pytest.fixture
+def redis_totals(redis_client: Redis, redis_prefix: str) -> Biller:
+    biller = RedisBiller(redis_client, prefix=redis_prefix)
+
+    async def record(event: MeterEvent) -> None:
+        await biller.send(event)
+
+    return Biller(biller, record)
+
+
+@pytest.fixture
 async def stripe_totals(fake_stripe: FakeStripe) -> AsyncIterator[Biller]:
     sdk = stripe.StripeClient(
         FAKE_API_KEY,
@@ -76,7 +88,7 @@ async def stripe_totals(fake_stripe: FakeStripe) -> AsyncIterator[Biller]:
     assert fake_stripe.invalid_requests == []
 
 
-@pytest.fixture(params=["memory_totals", "sqlite_totals", "stripe_totals"])
+@pytest.fixture(params=["memory_totals", "sqlite_totals", "redis_totals", "stripe_totals"])
 def biller(request: pytest.FixtureRequest) -> Biller:
     found: Biller = request.getfixturevalue(request.param)
     return found
