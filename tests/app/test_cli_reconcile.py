@@ -12,6 +12,8 @@ import pytest
 
 from gateway.adapters.clock import SystemClock
 from gateway.adapters.sqlite import SqliteBiller, SqliteDatabase, SqliteLedger
+from gateway.app.settings import SettingsError, load_settings
+from gateway.domain.ports import MeterEvent
 from gateway.domain.units import Rounding
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from tests.app.cli_runner import cli_env, gateway, json_out, sqlite_store
@@ -109,3 +111,39 @@ def test_a_biller_without_totals_or_out_of_reach_is_exit_2(env: dict[str, str | 
 
     assert without.exit_code == 2 and "no per-hour usage totals" in without.stderr
     assert down.exit_code == 2 and "could not reconcile" in down.stderr
+
+
+def test_extra_at_the_biller_is_reported_with_what_to_do_never_offset(
+    env: dict[str, str | None], database: Path
+) -> None:
+    with sqlite3.connect(database) as connection:
+        connection.execute("DELETE FROM meter_events")  # start from a biller that holds exactly the ledger
+    asyncio.run(_extra(database))
+
+    repaired = gateway("reconcile", *_period(), "--repair", env=env)
+
+    assert repaired.exit_code == 1
+    assert "extra_at_biller" in repaired.stdout and "meter_event_adjustments" in repaired.stdout
+    assert "Repair: nothing to send." in repaired.stdout
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT count(*) FROM meter_events").fetchone()[0] == 13
+
+
+async def _extra(path: Path) -> None:
+    """The biller holds every entry, plus one event the ledger never sent (another sender's, a lost mark)."""
+    db = SqliteDatabase(path)
+    biller = SqliteBiller(db)
+    for n in range(12):
+        value, timestamp = 100, BASE + (n % 4 // 2) * HOUR
+        await biller.send(MeterEvent(f"evt_{n}", ("cus_A", "cus_B")[n % 2], value, timestamp))
+    await biller.send(MeterEvent("someone_else", "cus_B", 50, BASE + HOUR + 5))
+    db.close()
+
+
+def test_reconcile_settings_are_checked() -> None:
+    with pytest.raises(SettingsError, match="GATEWAY_RECONCILE_SETTLE_S"):
+        load_settings({"GATEWAY_RECONCILE_SETTLE_S": "-1"})
+    with pytest.raises(SettingsError, match="GATEWAY_RECONCILE_INTERVAL_S"):
+        load_settings({"GATEWAY_RECONCILE_INTERVAL_S": "0"})
+    configured = load_settings({"GATEWAY_RECONCILE_INTERVAL_S": "60", "GATEWAY_RECONCILE_SETTLE_S": "0"})
+    assert (configured.reconcile_interval_s, configured.reconcile_settle_s) == (60.0, 0.0)
