@@ -1,7 +1,8 @@
-"""End to end: `gateway serve` on SQLite in front of the fake Stripe, which answers every meter event and drops the
-ones for 2 customers it does not know. Its error report comes back (by the signed event destination, or by polling);
-`gateway reconcile`, `gateway customers set`, `gateway parked replay` and `gateway reconcile --repair` close the loop
-as an operator would, each from the environment alone, sharing only the store with the serving process.
+"""End to end: `gateway serve` on SQLite (and once on Redis) in front of the fake Stripe, which answers every meter
+event and drops the ones for 2 customers it does not know. Its error report comes back (by the signed event
+destination, or by polling); `gateway reconcile`, `gateway customers import` and `set`, `gateway parked replay` and
+`gateway reconcile --repair` close the loop as an operator would, each from the environment alone, sharing only the
+store with the serving process.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sqlite3
 import time
+import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,12 +24,15 @@ import msgspec
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.adapters.sqlite import SqliteCustomers, SqliteDatabase
+from gateway.adapters.redis import RedisLedger
+from gateway.adapters.sqlite import SqliteDatabase, SqliteLedger
 from gateway.app.cli import main
+from gateway.domain.ports import Ledger
 from tests.app.cli_runner import cli_env
 from tests.builders import SECRET, event
 from tests.e2e.process import GatewayProcess, deliver_like_ringside
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
+from tests.redis_fixtures import REDIS_URL, open_test_redis
 from tests.service.stripe_loop import HOUR, create_meter, hours_ago
 
 pytestmark = pytest.mark.slow
@@ -63,52 +69,72 @@ async def _command(env: dict[str, str], *args: str) -> Result:
     return await asyncio.to_thread(_cli, env, *args)
 
 
-def _states(database: Path) -> dict[str, set[tuple[str, str | None]]]:
-    """Billing customer -> {(state, parked reason and message)} of its entries."""
-    with sqlite3.connect(database) as db:
-        rows = db.execute(
-            "SELECT e.billing_customer, e.state, p.reason, p.message FROM entries e LEFT JOIN parked p "
-            "ON p.key = e.event_id"
-        ).fetchall()
+async def _states(ledger: Ledger) -> dict[str, set[tuple[str, str | None]]]:
+    """Billing customer -> {(state, parked reason and Stripe's code)} of the entries, read through the ledger port."""
     found: dict[str, set[tuple[str, str | None]]] = defaultdict(set)
-    for customer, state, reason, message in rows:
-        found[customer].add((state, None if reason is None else f"{reason} {message.split(':')[0]}"))
+    for n in range(EVENTS):
+        entry = await ledger.get(f"evt_rc_{n:04d}")
+        assert entry is not None
+        record = await ledger.get_parked(entry.event_id)
+        parked = None if record is None else f"{record.reason.value} {record.message.split(':')[0]}"
+        found[entry.billing_customer].add((entry.state.value, parked))
     return found
 
 
-def _wait(condition: Any, timeout_s: float = 20.0) -> None:
+async def _until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while not await condition():
         assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
 
 
-def _sent_count(database: Path) -> int:
-    with sqlite3.connect(database) as db:
-        return int(db.execute("SELECT count(*) FROM entries WHERE state = 'sent'").fetchone()[0])
+@dataclass
+class Store:
+    env: dict[str, str]
+    ledger: Ledger
 
 
-def _parked_count(database: Path) -> int:
-    with sqlite3.connect(database) as db:
-        return int(db.execute("SELECT count(*) FROM parked WHERE reason = 'biller_rejected'").fetchone()[0])
+@pytest.fixture
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The gateway's store (`GATEWAY_STORE` and friends) and the test's own handle on it."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gateway.db'}"
+        database = SqliteDatabase.from_url(url)
+        yield Store({"GATEWAY_STORE": url}, SqliteLedger(database))
+        database.close()
+        return
+    client = await open_test_redis()
+    prefix = f"test:{uuid.uuid4().hex}:"
+    # The shared test Redis runs without persistence: allowed here, as in the replica tests.
+    env = {"GATEWAY_STORE": REDIS_URL, "GATEWAY_REDIS_PREFIX": prefix, "GATEWAY_REDIS_ALLOW_VOLATILE": "true"}
+    try:
+        yield Store(env, RedisLedger(client, prefix=prefix))
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
 
 
 @pytest.mark.parametrize(
-    ("api", "delivery"),
+    ("api", "delivery", "store"),
     # Polling and the destination hand the handler the same notification whichever API sent the events: polling
-    # runs once, with the stream (v1's cost here is its one call in flight per customer, seconds on a loaded box).
-    [("v2_stream", "webhook"), ("v2_stream", "polling"), ("v1", "webhook")],
-    ids=["v2_stream-webhook", "v2_stream-polling", "v1-webhook"],
+    # runs with the stream (v1's cost here is its one call in flight per customer, seconds on a loaded box).
+    [
+        ("v2_stream", "webhook", "sqlite"),
+        ("v2_stream", "polling", "sqlite"),
+        ("v1", "webhook", "sqlite"),
+        ("v2_stream", "polling", "redis"),
+    ],
+    ids=["v2_stream-webhook", "v2_stream-polling", "v1-webhook", "v2_stream-polling-redis"],
+    indirect=["store"],
 )
 async def test_stripe_report_reconcile_replay_and_repair_close_the_loop(
-    tmp_path: Path, api: str, delivery: str
+    tmp_path: Path, api: str, delivery: str, store: Store
 ) -> None:
     base = hours_ago(WINDOWS + 1)
     events = _events(base)
-    database = tmp_path / "gateway.db"
-    store = SqliteDatabase.from_url(f"sqlite:///{database}")
-    await SqliteCustomers(store).set_many([(f"rs_{n}", f"cus_{n}") for n in range(CUSTOMERS)])
-    store.close()
+    ledger = store.ledger
     period = ["--since", str(base), "--until", str(base + WINDOWS * HOUR)]
 
     with FakeStripe(api_key=FAKE_API_KEY) as stripe:
@@ -118,19 +144,23 @@ async def test_stripe_report_reconcile_replay_and_repair_close_the_loop(
         stripe.asynchronous_validation = True
         env = {
             "RINGSIDE_WEBHOOK_SECRETS": SECRET,
-            "GATEWAY_STORE": f"sqlite:///{database}",
+            **store.env,
             "STRIPE_API_KEY": FAKE_API_KEY,
             "STRIPE_API_BASE": stripe.url,
             "GATEWAY_STRIPE_API": api,
             "GATEWAY_STRIPE_MAX_RPS": "5000",
             "GATEWAY_RECONCILE_SETTLE_S": "0",
+            "GATEWAY_DISPATCH_POLL_S": "0.1",  # replayed entries are picked up by polling: no wake crosses processes
             **({"STRIPE_WEBHOOK_SECRET": WHSEC} if delivery == "webhook" else {"GATEWAY_STRIPE_EVENTS_POLL_S": "0.2"}),
         }
+        mapped = [f"rs_{n},cus_{n}" for n in range(CUSTOMERS)]
+        (tmp_path / "customers.csv").write_text("ringside_id,stripe_id\n" + "\n".join(mapped) + "\n")
+        assert (await _command(env, "customers", "import", str(tmp_path / "customers.csv"))).exit_code == 0
         gateway = GatewayProcess(env, tmp_path / "gateway.log").start()
         try:
             stripe.feedback.destination(f"{gateway.url}/webhooks/stripe", WHSEC)
             await _deliver(gateway, events)
-            await asyncio.to_thread(_wait, lambda: _sent_count(database) == EVENTS)
+            await _until(lambda: _counts(ledger, sent=EVENTS))
             assert len(stripe.meter_events) == EVENTS - EVENTS * len(UNKNOWN) // CUSTOMERS  # the rest dropped
 
             # Stripe's report comes back: every entry of the 2 unknown customers is parked with Stripe's code.
@@ -138,8 +168,8 @@ async def test_stripe_report_reconcile_replay_and_repair_close_the_loop(
             assert report is not None
             if delivery == "webhook":
                 assert stripe.feedback.wait_for_deliveries(1) == [(report["id"], 200)]
-            await asyncio.to_thread(_wait, lambda: _parked_count(database) == 200)
-            assert _states(database) == {
+            await _until(lambda: _counts(ledger, sent=EVENTS - 200, parked=200))
+            assert await _states(ledger) == {
                 f"cus_{n}": {("parked", f"biller_rejected {REPORT_CODE}")} if n in UNKNOWN else {("sent", None)}
                 for n in range(CUSTOMERS)
             }
@@ -168,7 +198,7 @@ async def test_stripe_report_reconcile_replay_and_repair_close_the_loop(
             replayed = await _command(env, "parked", "replay", "--all", "--reason", "biller_rejected", "--json")
             assert replayed.exit_code == 0, replayed.stderr
             await asyncio.to_thread(stripe.wait_for_meter_events, EVENTS, 20.0)
-            await asyncio.to_thread(_wait, lambda: _sent_count(database) == EVENTS)
+            await _until(lambda: _counts(ledger, sent=EVENTS))
             matched = await _command(env, "reconcile", *period)
             assert matched.exit_code == 0, matched.stdout + matched.stderr
             assert {c: stripe.total_value(c) for c in _exact_spend(events)} == {
@@ -198,6 +228,11 @@ async def test_stripe_report_reconcile_replay_and_repair_close_the_loop(
         finally:
             gateway.terminate()
         assert stripe.invalid_requests == []
+
+
+async def _counts(ledger: Ledger, *, sent: int, parked: int = 0) -> bool:
+    stats = await ledger.stats()
+    return (stats.sent, stats.parked) == (sent, parked)
 
 
 async def _deliver(gateway: GatewayProcess, events: list[dict[str, Any]]) -> None:
