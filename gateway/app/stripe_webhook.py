@@ -49,6 +49,11 @@ _RESPONSES: dict[int, ResponseSpec] = {
         description="missing_signature, malformed_signature, timestamp_out_of_tolerance or invalid_signature.",
         generate_examples=False,
     ),
+    502: ResponseSpec(
+        data_container=ErrorBody,
+        description="biller_rejected: Stripe refused to return the announced event; nothing changed.",
+        generate_examples=False,
+    ),
     503: ResponseSpec(
         data_container=ErrorBody,
         description="stripe_webhook_not_configured (no STRIPE_WEBHOOK_SECRET), store_unavailable, or Stripe could "
