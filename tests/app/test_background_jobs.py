@@ -11,6 +11,7 @@ from typing import Any
 from litestar.testing import AsyncTestClient
 
 from gateway.adapters.memory import MemoryBiller, MemoryLedger
+from gateway.app.cli.serve import _run_worker
 from gateway.app.container import build_container
 from gateway.app.server import create_app
 from gateway.domain.ledger import State
@@ -99,3 +100,16 @@ async def test_periodic_reconciliation_exports_the_differences_and_warns_per_mis
     assert "gateway_reconcile_up 1.0" in metrics
     mismatches = [line for line in logs.lines() if line.get("event", "").startswith("reconcile.mismatch")]
     assert mismatches
+
+
+async def test_the_worker_runs_the_periodic_jobs_and_stops_them_with_the_dispatcher() -> None:
+    container = build_container(settings(reconcile_interval_s=0.05, reconcile_settle_s=0))
+    metrics = container.metrics()
+    worker = asyncio.create_task(_run_worker(container))
+
+    async def reconciled() -> bool:
+        return b"gateway_reconcile_up 1.0" in metrics.render()
+
+    await _until(reconciled)
+    container.dispatcher().stop()
+    await asyncio.wait_for(worker, timeout=10)
