@@ -78,7 +78,7 @@ STATEMENTS = (
         units   INTEGER NOT NULL
     ) WITHOUT ROWID
     """,
-    # Version 3: the biller's feedback (docs/notes/reconcile.md). The error reports applied (reject_sent claims
+    # Version 3: the biller's feedback (docs/reconcile.md). The error reports applied (reject_sent claims
     # each report id here, so a report is applied once), the polling cursors, and the corrections repair sent.
     """
     CREATE TABLE IF NOT EXISTS handled_reports (
