@@ -138,6 +138,27 @@ async def test_other_event_types_are_acknowledged_and_ignored(gateway: StripeGat
     assert (response.status_code, response.json()["status"]) == (200, "ignored")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "evt_snap", "object": "event", "type": "customer.created", "created": 1700000000, "data": {}}',
+        b"[1, 2, 3]",
+        b"not json at all",
+    ],
+    ids=["snapshot event", "a list", "not json"],
+)
+async def test_a_signed_body_that_is_not_a_thin_event_is_acknowledged_and_ignored(
+    gateway: StripeGateway, body: bytes
+) -> None:
+    headers = {"Stripe-Signature": sign(body, WHSEC, int(time.time())), "Content-Type": "application/json"}
+    before = (dict(gateway.ledger.entries), dict(gateway.ledger.parked))
+
+    response = await gateway.client.post(URL, content=body, headers=headers)
+
+    assert (response.status_code, response.json()["status"]) == (200, "ignored")
+    assert (dict(gateway.ledger.entries), dict(gateway.ledger.parked)) == before
+
+
 async def test_without_a_secret_the_route_answers_503_not_configured(fake_stripe: FakeStripe) -> None:
     async for gateway in _gateway(fake_stripe):
         response = await gateway.client.post(URL, content=b"{}", headers={"Stripe-Signature": "t=1,v1=00"})
