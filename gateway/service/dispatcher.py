@@ -11,7 +11,9 @@ Rules it keeps (docs/design.md, "Ledger first"; Stripe's rules in docs/billers.m
 - A permanent rejection parks the entry with the biller's message. An entry that stayed pending past the biller's
   window (35 days for Stripe) is parked `too_old` before it is sent, its units kept, since every attempt would fail.
 - Entries are leased, so several dispatchers (replicas, `gateway worker`) never send one entry at once, and a
-  crashed dispatcher's entries come back when its lease runs out.
+  crashed dispatcher's entries come back when its lease runs out. The store leases a customer to one dispatcher at
+  a time, and the round's leases are renewed while it runs (gateway/service/leases.py), so that a customer's queue
+  that outlasts a lease is never taken over while its calls are still going out.
 - A stopping dispatcher (SIGTERM) finishes the calls in flight, marks them, and releases the leases of the entries
   it had not started, so that another process (or this one, restarted) delivers them at once instead of waiting
   for the leases to expire.
@@ -46,6 +48,7 @@ from gateway.domain.ports import (
     DeliveryQueue,
     MeterEvent,
 )
+from gateway.service.leases import LeaseKeeper
 from gateway.service.logs import EventLogger
 from gateway.service.metrics import Delivered, Metrics, NoMetrics
 
@@ -136,13 +139,16 @@ class Dispatcher:
         if not leased:
             return 0
         entries = await self._park_too_old(leased, now)
-        if self._batch_sink is not None:
-            await self._dispatch_batches(self._batch_sink, entries)
-            return len(leased)
-        by_customer: dict[str, list[Entry]] = defaultdict(list)
-        for entry in entries:
-            by_customer[entry.billing_customer].append(entry)
-        await asyncio.gather(*(self._serve(queue) for queue in by_customer.values()))
+        ids = [entry.event_id for entry in entries]
+        # Renewed while the round runs, so that a slow customer's queue is never handed to another dispatcher.
+        async with LeaseKeeper(self._ledger, self._clock, ids, leased_at=now, lease_s=self._config.lease_s) as leases:
+            if self._batch_sink is not None:
+                await self._dispatch_batches(self._batch_sink, entries, leases)
+                return len(leased)
+            by_customer: dict[str, list[Entry]] = defaultdict(list)
+            for entry in entries:
+                by_customer[entry.billing_customer].append(entry)
+            await asyncio.gather(*(self._serve(queue, leases) for queue in by_customer.values()))
         return len(leased)
 
     async def _park_too_old(self, entries: list[Entry], now: float) -> list[Entry]:
@@ -172,7 +178,7 @@ class Dispatcher:
         parked = {entry.event_id for entry in stale}
         return [entry for entry in entries if entry.event_id not in parked]
 
-    async def _serve(self, queue: list[Entry]) -> None:
+    async def _serve(self, queue: list[Entry], leases: LeaseKeeper) -> None:
         """One customer's entries, strictly one after another; stop at the first transient failure.
 
         Invariant: each entry of `queue` leaves here marked (sent, retry or parked) or with its lease released,
@@ -182,7 +188,7 @@ class Dispatcher:
         try:
             async with self._slots:
                 for entry in queue:
-                    if self._stopping:
+                    if self._stopping or not leases.holds():
                         break
                     delivered = await self._deliver(entry)
                     marked += 1
@@ -270,13 +276,13 @@ class Dispatcher:
 
     # -- batches (BatchBillingSink) ----------------------------------------------------------------------------------
 
-    async def _dispatch_batches(self, sink: BatchBillingSink, entries: list[Entry]) -> None:
+    async def _dispatch_batches(self, sink: BatchBillingSink, entries: list[Entry], leases: LeaseKeeper) -> None:
         """Zero-unit entries are marked sent at once; the others go out `max_batch` per call, `concurrency` at once."""
         zero = [entry for entry in entries if entry.units == 0]
         billable = [entry for entry in entries if entry.units != 0]
         size = max(1, sink.max_batch)
         chunks = [billable[start : start + size] for start in range(0, len(billable), size)]
-        await asyncio.gather(self._mark_zero_units(zero), *(self._send_chunk(sink, chunk) for chunk in chunks))
+        await asyncio.gather(self._mark_zero_units(zero), *(self._send_chunk(sink, chunk, leases) for chunk in chunks))
 
     async def _mark_zero_units(self, entries: list[Entry]) -> None:
         if not entries:
@@ -285,12 +291,12 @@ class Dispatcher:
         self._metrics.dispatched(Delivered.ZERO_UNITS, 0, entries=len(entries))
         log.info("dispatch.batch_delivered", outcome="zero_units", entries=len(entries), biller=self._sink.name)
 
-    async def _send_chunk(self, sink: BatchBillingSink, chunk: list[Entry]) -> None:
+    async def _send_chunk(self, sink: BatchBillingSink, chunk: list[Entry], leases: LeaseKeeper) -> None:
         """One batch under a concurrency slot. Invariant as in `_serve`: every entry leaves marked or released."""
         marked = 0
         try:
             async with self._slots:
-                if not self._stopping:
+                if not self._stopping and leases.holds():
                     marked = await self._deliver_batch(sink, chunk)
         finally:
             await self._release(chunk[marked:])
