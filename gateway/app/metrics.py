@@ -118,6 +118,13 @@ class PrometheusMetrics(Metrics):
         self._parked_entries = gauge("ledger_parked_entries", "Parked records in the ledger.")
         self._sent_entries = gauge("ledger_sent_entries", "Entries the biller acknowledged.")
         self._store_up = gauge("ledger_up", "1 when the last read of the ledger's state succeeded, else 0.")
+        self._paused = Gauge(
+            "dispatcher_paused",
+            "1 while this process's dispatcher is paused for `reason` (biller_configuration), else 0.",
+            ("reason",),
+            namespace=NAMESPACE,
+            registry=registry,
+        )
 
     def delivery(self, outcome: str, code: str = "") -> None:
         self._deliveries(outcome, code).inc()
@@ -154,6 +161,9 @@ class PrometheusMetrics(Metrics):
 
     def store_up(self, up: bool) -> None:
         self._store_up.set(1 if up else 0)
+
+    def dispatcher_paused(self, reason: str, paused: bool) -> None:
+        self._paused.labels(reason).set(1 if paused else 0)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format (version 0.0.4)."""

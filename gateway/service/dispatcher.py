@@ -36,7 +36,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable, StoreUnavailable
+from gateway.domain.errors import (
+    BillerMisconfigured,
+    BillerRateLimited,
+    BillerRejected,
+    BillerUnavailable,
+    StoreUnavailable,
+)
 from gateway.domain.ledger import Entry, ParkReason, retry_delay, usable_wait
 from gateway.domain.policy import past_window, window_days
 from gateway.domain.ports import (
@@ -51,6 +57,7 @@ from gateway.domain.ports import (
 from gateway.service.leases import LeaseKeeper
 from gateway.service.logs import EventLogger
 from gateway.service.metrics import Delivered, Metrics, NoMetrics
+from gateway.service.pause import ConfigurationPause
 
 log = EventLogger("gateway.dispatcher")
 
@@ -95,6 +102,7 @@ class Dispatcher:
         self._next_slot = 0.0
         self._pacing = asyncio.Lock()
         self._slots = asyncio.Semaphore(config.concurrency)
+        self._refused = ConfigurationPause(self._metrics, base_s=config.retry_base_s, max_s=config.retry_max_s)
 
     def wake(self) -> None:
         """Called by ingest after a record: deliver now instead of at the next poll."""
@@ -188,9 +196,11 @@ class Dispatcher:
         try:
             async with self._slots:
                 for entry in queue:
-                    if self._stopping or not leases.holds():
+                    if self._stopping or not leases.holds() or self._refused.active(self._clock.now()):
                         break
                     delivered = await self._deliver(entry)
+                    if delivered is None:
+                        break  # the biller refuses the set-up: the rest of the queue is released untouched
                     marked += 1
                     if not delivered:
                         break
@@ -208,8 +218,9 @@ class Dispatcher:
             # The leases run out by themselves; releasing only spares the next dispatcher the wait.
             log.warning("dispatcher.release_failed", entries=len(entries), error=exc.message)
 
-    async def _deliver(self, entry: Entry) -> bool:
-        """Deliver one entry; False when the biller failed transiently (the customer's queue waits)."""
+    async def _deliver(self, entry: Entry) -> bool | None:
+        """Deliver one entry; False when the biller failed transiently (the customer's queue waits), None when the
+        biller refused the set-up (the entry is left as it was, and the dispatcher pauses)."""
         bound = log.bind(event_id=entry.event_id, customer=entry.billing_customer, units=entry.units)
         if entry.units == 0:
             # Nothing to bill (a tiny cost whose fraction is carried): no call, and the entry is done.
@@ -234,12 +245,17 @@ class Dispatcher:
             self._metrics.parked(ParkReason.BILLER_REJECTED.value)
             bound.warning("dispatch.rejected", outcome="parked", error=exc.message, latency_ms=_ms(started))
             return True
+        except BillerMisconfigured as exc:
+            self._metrics.biller_call(time.perf_counter() - started, exc.cause)
+            self._pause_refused(exc, 1)
+            return None
         except BillerUnavailable as exc:
             self._metrics.biller_call(time.perf_counter() - started, exc.cause)
             await self._retry_later(entry, exc, bound)
             self._metrics.dispatched(Delivered.RETRY, 0)
             return False
         self._metrics.biller_call(time.perf_counter() - started)
+        self._refused.resumed(self._sink.name)
         await self._ledger.mark_sent(entry.event_id, self._clock.now())
         outcome = Delivered.SENT if delivery is Delivery.SENT else Delivered.ALREADY_SENT
         self._metrics.dispatched(outcome, entry.units)
@@ -258,6 +274,11 @@ class Dispatcher:
             retry_in_s=round(delay, 3),
             error=exc.message,
         )
+
+    def _pause_refused(self, exc: BillerMisconfigured, entries: int) -> None:
+        """Pause the whole dispatcher: every call would be refused alike until the operator fixes the set-up."""
+        until = self._refused.refused(exc, self._clock.now(), self._sink.name, entries)
+        self._paused_until = max(self._paused_until, until)
 
     def _retry_delay(self, entry: Entry, exc: BillerUnavailable, now: float) -> float:
         """The entry's next backoff; a 429 also pauses the whole dispatcher (it speaks for the whole account)."""
@@ -296,7 +317,7 @@ class Dispatcher:
         marked = 0
         try:
             async with self._slots:
-                if not self._stopping and leases.holds():
+                if not self._stopping and leases.holds() and not self._refused.active(self._clock.now()):
                     marked = await self._deliver_batch(sink, chunk)
         finally:
             await self._release(chunk[marked:])
@@ -325,7 +346,10 @@ class Dispatcher:
                 for entry in chunk:
                     if self._stopping:
                         break
-                    marked += await self._deliver_batch(sink, [entry])
+                    done = await self._deliver_batch(sink, [entry])
+                    if done == 0:
+                        break  # the biller refused the set-up meanwhile: the rest is released untouched
+                    marked += done
                 return marked
             entry = chunk[0]
             await self._ledger.mark_rejected(entry.event_id, exc.message, self._clock.now())
@@ -341,6 +365,10 @@ class Dispatcher:
                 latency_ms=_ms(started),
             )
             return 1
+        except BillerMisconfigured as exc:
+            self._metrics.biller_call(time.perf_counter() - started, exc.cause)
+            self._pause_refused(exc, len(chunk))
+            return 0
         except BillerUnavailable as exc:
             self._metrics.biller_call(time.perf_counter() - started, exc.cause)
             now = self._clock.now()
@@ -354,6 +382,7 @@ class Dispatcher:
             )
             return len(chunk)
         self._metrics.biller_call(time.perf_counter() - started)
+        self._refused.resumed(self._sink.name)
         await self._mark_sent_all(chunk)
         # Counted once per call, and a line per entry only at DEBUG: at stream rates, per-entry work here costs more
         # than the call (docs/performance.md, "The dispatcher").

@@ -46,8 +46,9 @@ class RedisLedger(BatchLedger):
     and gains a parked record of the same key); each method is one atomic server-side step; a pending id is in
     exactly one of q:due and q:leased, so a lease is held by one dispatcher at a time, and an expired lease is
     taken over by the next lease_due of any replica; a customer with an id in q:leased is not leased again until
-    that lease ends, so a customer belongs to one dispatcher at a time; sent entries expire `dedupe_ttl_s` after they are sent,
-    pending ones never. lease_due orders by next_attempt_at, then by event id (MemoryLedger: then by created_at).
+    that lease ends, so a customer belongs to one dispatcher at a time; sent entries expire `dedupe_ttl_s` after
+    they are sent, pending ones never. lease_due orders by next_attempt_at, then by event id (MemoryLedger: then
+    by created_at).
     """
 
     def __init__(

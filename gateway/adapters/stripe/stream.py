@@ -11,6 +11,9 @@ Invariants:
 - A 401 from the stream (Stripe: `billing_meter_event_session_expired`, raised by the SDK as
   TemporarySessionExpiredError) refreshes the session and retries the same request once; a second 401 is a
   transient auth failure for the dispatcher to wait out, never a rejection of the events.
+- A refused session (any 4xx but 409 and 429: a wrong, restricted or revoked key, another account) is the
+  deployment's fault, not the events': BillerMisconfigured, so the dispatcher keeps every entry pending and pauses
+  until a session is granted (never `biller_rejected`, which would park the whole backlog).
 - The request is all or nothing: transient failures raise BillerUnavailable for the whole batch, and the
   identifiers make a retry of the batch harmless (the stream de-duplicates them for at least 24 hours).
 - The SDK runs with `max_network_retries=0` and every call gets a fresh Idempotency-Key, as in the v1 adapter; errors
@@ -167,7 +170,7 @@ class StripeStreamBillingSink(BatchBillingSink):
             async with asyncio.timeout(self._timeout_s):
                 created = await self._client.v2.billing.meter_event_session.create_async()
         except stripe.StripeError as exc:
-            raise_stream_error(exc)
+            errors.raise_session_error(exc)
         except TimeoutError as exc:
             raise errors.timed_out(self._timeout_s) from exc
         except Exception as exc:  # the boundary, as in _post
