@@ -34,7 +34,11 @@ class ConfigurationPause:
         return now < self.until
 
     def refused(self, exc: BillerMisconfigured, now: float, biller: str, entries: int) -> float:
-        """Count a refusal, say so loudly, and return until when to pause (finite, at most `max_s` from `now`)."""
+        """Count a refusal, say so loudly, and return until when to pause (finite, at most `max_s` from `now`).
+
+        Calls already under way when the pause began may be refused too: they neither lengthen it nor log again."""
+        if self.active(now):
+            return self.until
         pause = min(self._max_s, self._base_s * float(2 ** min(self._refusals, 32)))
         self._refusals += 1
         self.until = max(self.until, now + pause)

@@ -349,3 +349,28 @@ async def test_dispatcher_pauses_on_a_refused_session_keeps_the_backlog_and_resu
     assert fake_stripe.total_value() == 250 * 1000
     assert metrics.paused == {"biller_configuration": False}
     assert [line["event"] for line in logs.lines()].count("dispatcher.resumed") == 1
+
+
+async def test_concurrent_calls_refused_together_ask_stripe_once_and_pause_once(
+    fake_stripe: FakeStripe, sink: StripeStreamBillingSink, clock: FrozenClock
+) -> None:
+    # Arrange: four stream calls in one round, all waiting for the first session.
+    ledger = MemoryLedger()
+    for n in range(400):
+        await ledger.record(backlog_claim(f"evt_{n:03d}", f"cus_{n % 7}"), Rounding.CARRY, clock.now())
+    before = dict(ledger.entries)
+    config = DispatchConfig(batch=400, concurrency=4, max_rps=1_000_000, retry_base_s=1.0)
+    dispatcher = Dispatcher(ledger, sink, clock, config, jitter=lambda: 0.0)
+    fake_stripe.fail_next(1, status=400, path=SESSIONS, message="This key cannot create meter event sessions.")
+
+    # Act
+    with captured_logs() as logs:
+        await dispatcher.run_once()
+
+    # Assert: one session request, one error line, a pause of retry_base_s, the backlog as it was.
+    assert len([r for r in fake_stripe.requests if r.path == SESSIONS]) == 1
+    assert [line["retry_in_s"] for line in logs.lines() if line["event"] == "dispatcher.paused"] == [1.0]
+    assert ledger.entries == before
+    clock.advance(1.0)
+    assert await dispatcher.run_once() == 400
+    assert {e.state for e in ledger.entries.values()} == {State.SENT}
