@@ -8,6 +8,8 @@ Rules it keeps (docs/design.md, "Ledger first"; Stripe's rules in docs/billers.m
 - Transient failures (5xx, 429, timeouts) are retried with exponential backoff and full jitter, never sooner than
   the biller's Retry-After; a 429 also pauses the whole dispatcher for that long. Every wait, the biller's
   included, is capped at `retry_max_s`.
+- A biller that refuses the set-up itself (BillerMisconfigured: a v2 stream session refused) fails every call alike:
+  the entries are released untouched and the whole dispatcher pauses until it accepts again (gateway/service/pause.py).
 - A permanent rejection parks the entry with the biller's message. An entry that stayed pending past the biller's
   window (35 days for Stripe) is parked `too_old` before it is sent, its units kept, since every attempt would fail.
 - Entries are leased, so several dispatchers (replicas, `gateway worker`) never send one entry at once, and a
