@@ -1,7 +1,7 @@
 """Two dispatchers on one store and a slow Stripe: at most one call in flight per customer at any instant.
 
-Each customer's queue takes longer than a lease (five calls of 0.12 s against leases of 0.36 s), and a round takes
-one customer's queue (batch = 5); the first two customers keep both dispatchers busy, and then one of them is idle
+Each customer's queue takes longer than a lease (eight calls of 0.1 s against leases of 0.6 s), and a round takes
+one customer's queue (batch = 8); the first two customers keep both dispatchers busy, and then one of them is idle
 while the other serves the third customer: without renewal, the idle one would take that customer over when its
 lease runs out, while the other is still sending to it. Every call's start and end is recorded per customer on the
 client side (a call's whole life, so the server's is inside it), and the fake Stripe counts the calls it holds at
@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -34,9 +34,9 @@ from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
 from tests.redis_fixtures import open_test_redis
 
 CUSTOMERS = [f"cus_{index}" for index in range(3)]
-PER_CUSTOMER = 5
-CALL_S = 0.12
-CONFIG = DispatchConfig(batch=PER_CUSTOMER, concurrency=8, lease_s=0.36, poll_s=0.02, max_rps=10_000, retry_base_s=0.05)
+PER_CUSTOMER = 8
+CALL_S = 0.1
+CONFIG = DispatchConfig(batch=PER_CUSTOMER, concurrency=8, lease_s=0.6, poll_s=0.02, max_rps=10_000, retry_base_s=0.05)
 
 Interval = tuple[float, float]
 
@@ -92,9 +92,9 @@ def overlaps(intervals: list[Interval]) -> list[tuple[Interval, Interval]]:
     return [(a, b) for a, b in itertools.pairwise(ordered) if b[0] < a[1]]
 
 
-async def wait_until(done: Callable[[], object], timeout_s: float) -> None:
+async def wait_until(done: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while not await done():  # type: ignore[misc]
+    while not await done():
         assert time.monotonic() < deadline, f"not done within {timeout_s}s"
         await asyncio.sleep(0.05)
 
@@ -102,7 +102,7 @@ async def wait_until(done: Callable[[], object], timeout_s: float) -> None:
 async def test_at_most_one_call_in_flight_per_customer_when_two_dispatchers_share_a_store(
     ledgers: tuple[Ledger, Ledger], fake_stripe: FakeStripe
 ) -> None:
-    # Arrange: every customer's queue (5 calls of 0.12 s) outlasts a lease (0.36 s).
+    # Arrange: every customer's queue (8 calls of 0.1 s) outlasts a lease (0.6 s).
     fake_stripe.latency_s = CALL_S
     now = time.time()
     ids = [f"evt_{customer}_{n}" for customer in CUSTOMERS for n in range(PER_CUSTOMER)]
