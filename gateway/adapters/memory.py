@@ -67,13 +67,16 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
         return True
 
     async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
+        held = {
+            self.entries[event_id].billing_customer
+            for event_id, until in self._leases.items()
+            if until > now and event_id in self.entries and self.entries[event_id].state is State.PENDING
+        }
         due = sorted(
             (
                 entry
                 for entry in self.entries.values()
-                if entry.state is State.PENDING
-                and entry.next_attempt_at <= now
-                and self._leases.get(entry.event_id, 0.0) <= now
+                if entry.state is State.PENDING and entry.next_attempt_at <= now and entry.billing_customer not in held
             ),
             key=lambda entry: (entry.next_attempt_at, entry.created_at),
         )[:limit]
@@ -84,6 +87,15 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
     async def release(self, event_ids: list[str]) -> None:
         for event_id in event_ids:
             self._leases.pop(event_id, None)
+
+    async def renew(self, event_ids: Sequence[str], now: float, lease_s: float) -> list[str]:
+        renewed = []
+        for event_id in event_ids:
+            entry = self.entries.get(event_id)
+            if entry is not None and entry.state is State.PENDING and self._leases.get(event_id, 0.0) > now:
+                self._leases[event_id] = now + lease_s
+                renewed.append(event_id)
+        return renewed
 
     def _update(self, event_id: str, **changes: object) -> Entry | None:
         entry = self.entries.get(event_id)

@@ -160,6 +160,13 @@ class PrometheusMetrics(Metrics):
         self._reconcile_at = gauge(
             "reconcile_last_success_timestamp_seconds", "When the last periodic reconciliation completed."
         )
+        self._paused = Gauge(
+            "dispatcher_paused",
+            "1 while this process's dispatcher is paused for `reason` (biller_configuration), else 0.",
+            ("reason",),
+            namespace=NAMESPACE,
+            registry=registry,
+        )
 
     def delivery(self, outcome: str, code: str = "") -> None:
         self._deliveries(outcome, code).inc()
@@ -218,6 +225,9 @@ class PrometheusMetrics(Metrics):
         for verdict in Verdict:
             self._reconcile_windows.labels(verdict.value).set(totals.windows_by_verdict.get(verdict, 0))
             self._reconcile_units.labels(verdict.value).set(totals.units_by_verdict.get(verdict, 0))
+
+    def dispatcher_paused(self, reason: str, paused: bool) -> None:
+        self._paused.labels(reason).set(1 if paused else 0)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format (version 0.0.4)."""

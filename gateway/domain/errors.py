@@ -93,6 +93,18 @@ class BillerUnavailable(BillerError):
         self.retry_after_s = retry_after_s
 
 
+class BillerMisconfigured(BillerUnavailable):
+    """The biller refuses this deployment's set-up (Stripe: a v2 meter event session refused with a 4xx), so every
+    call would fail alike: the entries stay pending, untouched, and the dispatcher pauses until the biller accepts
+    it again. Never a rejection of the events."""
+
+    code = "biller_misconfigured"
+    default_message = "the biller refuses this gateway's configuration"
+
+    def __init__(self, message: str | None = None, *, cause: str = "configuration") -> None:
+        super().__init__(message, cause=cause)
+
+
 class BillerRateLimited(BillerUnavailable):
     code = "biller_rate_limited"
     default_message = "the biller asked us to slow down (429)"

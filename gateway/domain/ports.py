@@ -50,10 +50,20 @@ class DeliveryQueue(Protocol):
     """What the dispatcher needs: lease pending entries and settle each one's outcome."""
 
     async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
-        """Lease up to `limit` pending entries due by `now` and not leased by anyone, oldest first.
+        """Lease up to `limit` pending entries due by `now`, oldest first, of billing customers none of whose pending
+        entries is under a live lease (one whose deadline is after `now`).
 
-        A leased entry is not handed out again until `now + lease_s`, or until it is marked or released, so two
-        dispatchers never send one entry at the same time, and a crashed dispatcher's entries come back.
+        A leased entry is not handed out again until `now + lease_s`, or until it is marked, released or renewed, so
+        two dispatchers never send one entry at the same time, and a crashed dispatcher's entries come back. A
+        customer with a leased entry is skipped whole, so a customer's entries belong to one dispatcher at a time
+        (Stripe: one call in flight per customer), whatever entries came due since.
+        """
+        ...
+
+    async def renew(self, event_ids: Sequence[str], now: float, lease_s: float) -> list[str]:
+        """Move to `now + lease_s` the lease of each of `event_ids` that is pending and still leased at `now`; return
+        those ids. An entry whose lease ran out, or that was marked or released, is left alone: it may already be
+        another dispatcher's.
         """
         ...
 

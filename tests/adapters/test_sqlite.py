@@ -251,7 +251,7 @@ async def test_two_processes_never_lease_one_entry_when_they_poll_together(
     one, other = SqliteDatabase(path), SqliteDatabase(path)
     databases.extend([one, other])
     for index in range(30):
-        await SqliteLedger(one).record(claim(f"evt_{index:02d}"), Rounding.CARRY, NOW)
+        await SqliteLedger(one).record(claim(f"evt_{index:02d}", customer=f"cus_{index}"), Rounding.CARRY, NOW)
 
     batches = await asyncio.gather(
         *(SqliteLedger(database).lease_due(NOW, 4, 30.0) for _ in range(5) for database in (one, other))
@@ -259,6 +259,23 @@ async def test_two_processes_never_lease_one_entry_when_they_poll_together(
 
     leased = [entry.event_id for batch in batches for entry in batch]
     assert len(leased) == len(set(leased)) == 30
+
+
+async def test_two_processes_never_lease_one_customer_when_they_poll_together(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    one, other = SqliteDatabase(path), SqliteDatabase(path)
+    databases.extend([one, other])
+    for index in range(30):
+        await SqliteLedger(one).record(claim(f"evt_{index:02d}", customer=f"cus_{index % 7}"), Rounding.CARRY, NOW)
+
+    batches = await asyncio.gather(
+        *(SqliteLedger(database).lease_due(NOW, 4, 30.0) for _ in range(5) for database in (one, other))
+    )
+
+    holders = {(entry.billing_customer, n) for n, batch in enumerate(batches) for entry in batch}
+    customers = [customer for customer, _ in holders]
+    assert len(customers) == len(set(customers)) == 7
 
 
 async def test_one_process_sees_another_processes_writes_when_both_are_open(

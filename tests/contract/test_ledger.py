@@ -339,8 +339,8 @@ async def test_lease_due_returns_entries_in_due_order_when_several_are_due(ledge
 
 
 async def test_lease_due_returns_at_most_limit_entries_when_more_are_due(ledger: Ledger) -> None:
-    for index in range(5):
-        await recorded_entry(ledger, f"evt_{index}", now=NOW + index)
+    for index in range(5):  # one customer each: a customer with a leased entry is not leased again
+        await recorded_entry(ledger, f"evt_{index}", now=NOW + index, customer=f"cus_{index}")
 
     assert await leased_ids(ledger, NOW + 10, limit=2) == ["evt_0", "evt_1"]
     assert await leased_ids(ledger, NOW + 10, limit=2) == ["evt_2", "evt_3"]
@@ -364,7 +364,7 @@ async def test_lease_due_skips_leased_entry_until_lease_expires(ledger: Ledger) 
 
 async def test_lease_due_returns_entry_again_when_lease_is_released(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_RELEASED")
-    await recorded_entry(ledger, "evt_KEPT")
+    await recorded_entry(ledger, "evt_KEPT", customer="cus_B")
     await ledger.lease_due(NOW, 10, 30.0)
 
     await ledger.release(["evt_RELEASED", "evt_UNKNOWN"])

@@ -36,6 +36,9 @@ from gateway.domain.units import Rounding
 # sent event is still a duplicate. Stripe's own identifier de-duplication only lasts "at least 24 hours"
 # (docs/billers.md), so ours must outlive every redelivery the gateway would still accept.
 DEFAULT_DEDUPE_TTL_S: Final = 40 * 24 * 3600
+# lease_due looks at no more than max(this, 4 x limit) due ids per call: customers under another dispatcher's lease
+# are skipped, and a large backlog of theirs must not turn one lease step into a long stop of the whole server.
+LEASE_SCAN_MIN: Final = 1000
 
 
 class RedisLedger(BatchLedger, RedisFeedback):
@@ -44,8 +47,10 @@ class RedisLedger(BatchLedger, RedisFeedback):
     Invariants: an id is claimed by at most one entry or one parked record (a biller-rejected entry keeps its entry
     and gains a parked record of the same key); each method is one atomic server-side step; a pending id is in
     exactly one of q:due and q:leased, so a lease is held by one dispatcher at a time, and an expired lease is
-    taken over by the next lease_due of any replica; sent entries expire `dedupe_ttl_s` after they are sent,
-    pending ones never. lease_due orders by next_attempt_at, then by event id (MemoryLedger: then by created_at).
+    taken over by the next lease_due of any replica; a customer with an id in q:leased is not leased again until
+    that lease ends, so a customer belongs to one dispatcher at a time; sent entries expire `dedupe_ttl_s` after
+    they are sent, pending ones never. lease_due orders by next_attempt_at, then by event id (MemoryLedger: then
+    by created_at).
     The biller's feedback is in RedisFeedback.
     """
 
@@ -61,6 +66,7 @@ class RedisLedger(BatchLedger, RedisFeedback):
         self._park = scripts.register(client, "park")
         self._lease = scripts.register(client, "lease")
         self._release = scripts.register(client, "release")
+        self._renew = scripts.register(client, "renew")
         self._mark_sent_many = scripts.register(client, "mark_sent_many")
         self._mark_retry = scripts.register(client, "mark_retry")
         self._mark_rejected = scripts.register(client, "mark_rejected")
@@ -95,7 +101,7 @@ class RedisLedger(BatchLedger, RedisFeedback):
         with store_errors():
             blobs = await self._lease(
                 keys=[keys.due, keys.leased, keys.held],
-                args=[now, limit, now + lease_s, keys.entry("")],
+                args=[now, limit, now + lease_s, keys.entry(""), max(LEASE_SCAN_MIN, limit * 4)],
             )
         return [decode_entry(blob) for blob in blobs]
 
@@ -105,6 +111,13 @@ class RedisLedger(BatchLedger, RedisFeedback):
         keys = self._keys
         with store_errors():
             await self._release(keys=[keys.due, keys.leased, keys.held], args=list(event_ids))
+
+    async def renew(self, event_ids: Sequence[str], now: float, lease_s: float) -> list[str]:
+        if not event_ids:
+            return []
+        with store_errors():
+            renewed = await self._renew(keys=[self._keys.leased], args=[now, now + lease_s, *event_ids])
+        return members(renewed)
 
     async def mark_sent(self, event_id: str, now: float) -> None:
         await self.mark_sent_many([event_id], now)

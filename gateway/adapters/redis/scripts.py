@@ -20,6 +20,7 @@ ScriptName = Literal[
     "park",
     "lease",
     "release",
+    "renew",
     "mark_sent_many",
     "mark_retry",
     "mark_rejected",

@@ -31,6 +31,9 @@ STATEMENTS = (
     # lease_due runs every poll of every dispatcher: state + next_attempt_at find the due entries and
     # created_at finishes the ORDER BY, so the query walks the index instead of sorting the table.
     "CREATE INDEX IF NOT EXISTS entries_due ON entries (state, next_attempt_at, created_at)",
+    # lease_due asks, for each due row, whether its customer has a live lease. Only pending entries that were leased
+    # and not yet marked or released have leased_until > 0, so this index stays as small as the leases.
+    "CREATE INDEX IF NOT EXISTS entries_leased ON entries (billing_customer, leased_until) WHERE leased_until > 0",
     """
     CREATE TABLE IF NOT EXISTS parked (
         key               TEXT PRIMARY KEY NOT NULL,
