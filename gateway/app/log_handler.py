@@ -88,7 +88,12 @@ class BatchedStream:
             with self._lock:
                 batch, self._lines = self._lines, []
             if batch:
-                self._write_batch(batch)
+                try:
+                    self._write_batch(batch)
+                except BaseException:
+                    with self._lock:  # whatever stopped this thread, the batch stays for the next writer
+                        self._lines[:0] = batch
+                    raise
 
     def close(self) -> None:
         """Stop the writer and write what is left. Later lines are written at once (see `write`). Idempotent."""
