@@ -54,6 +54,7 @@ from bench.load import (
 )
 from bench.run import ROOT, Server, _flush_redis
 from bench.threads import cpu_seconds_by_thread, thread_ticks
+from gateway.app.server import worker_factory
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 WARMUP_SHARE = 0.2  # the file's tail the warm-up replays; the measured run must not reach it
@@ -231,8 +232,7 @@ def started(spec: Spec, workdir: Path, redis_url: str, number: int) -> Iterator[
         argv = [*wrapper, "bare", "--port", str(port), "--server", spec.server]
         ready = "/healthz"
     elif spec.server == "granian":
-        factory = "ingest_app_from_env" if spec.variant == "nodispatch" else "app_from_env"
-        argv = granian_argv(f"gateway.app.http:{factory}", "127.0.0.1", port, 1)
+        argv = granian_argv(worker_factory(run_dispatcher=spec.variant != "nodispatch"), "127.0.0.1", port, 1)
         ready = "/readyz"
     else:
         argv = [*wrapper, "serve", *(["--no-dispatcher"] if spec.variant == "nodispatch" else [])]

@@ -10,7 +10,9 @@ Invariants:
   write failed goes back in front of newer lines).
 - Nothing lost at shutdown: `close()` writes whatever is left on the caller's thread; `flush_logs()` (called by
   the lifecycle's `running()` when a container closes) and interpreter exit (atexit) close or drain every live
-  stream. A line written after `close()` is written at once, on the caller's thread.
+  stream, and so does a SIGTERM that would end the process without running atexit (`close_on_sigterm`: uvicorn,
+  once it has shut down gracefully, raises the SIGTERM it caught again under the handler it found). A line written
+  after `close()` is written at once, on the caller's thread.
 - Nothing lost when the writer cannot write: a failed batch is kept and tried again; after
   `FAILURES_BEFORE_FALLBACK` failures in a row it goes to the fallback stream (the process's original stderr)
   instead, so a broken stream neither grows memory without bound nor loses lines silently. Should the writer
@@ -21,6 +23,7 @@ A crash of the whole process (SIGKILL, a segfault) loses at most the last `inter
 from __future__ import annotations
 
 import atexit
+import signal
 import sys
 import threading
 import weakref
@@ -169,6 +172,22 @@ def release(stream: object) -> None:
     """Close `stream` if it is a BatchedStream (a handler that used it is being replaced)."""
     if isinstance(stream, BatchedStream):
         stream.close()
+
+
+def close_on_sigterm() -> None:
+    """Have SIGTERM write every waiting line before it ends the process, where SIGTERM still has its default
+    action (which ends the process without running atexit). A handler someone else installed is left alone, and so
+    is a thread other than the main one (only it may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _close_all_and_terminate)
+
+
+def _close_all_and_terminate(signum: int, _frame: object) -> None:
+    _close_all()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)  # ends the process as the default action would: same exit status
 
 
 @atexit.register

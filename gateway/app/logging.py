@@ -45,7 +45,7 @@ import msgspec
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-from gateway.app.log_handler import BatchedStream, release
+from gateway.app.log_handler import BatchedStream, close_on_sigterm, release
 from gateway.service.logs import FIELDS
 
 REDACTED = "[redacted]"
@@ -274,6 +274,7 @@ def configure_logging(
     is_tty = hasattr(stream, "isatty") and stream.isatty()
     if flush_ms > 0:
         stream = BatchedStream(stream, flush_ms / 1000)  # type: ignore[assignment]  # a TextIO for the handler
+        close_on_sigterm()
     as_json = log_format == "json" or (log_format == "auto" and not is_tty)
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     shared: list[structlog.types.Processor] = [

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -174,3 +177,20 @@ def test_log_flush_ms_is_a_setting_with_bounds() -> None:
     assert load_settings({"GATEWAY_LOG_FLUSH_MS": "0"}).log_flush_ms == 0
     with pytest.raises(SettingsError, match="GATEWAY_LOG_FLUSH_MS"):
         load_settings({"GATEWAY_LOG_FLUSH_MS": "5000"})
+
+
+def test_a_sigterm_writes_the_waiting_lines_before_it_ends_the_process() -> None:
+    # As uvicorn does after a graceful shutdown: the SIGTERM it caught is raised again, under the handler it found.
+    child = (
+        "import signal, structlog\n"
+        "from gateway.app.logging import configure_logging\n"
+        "configure_logging('json', 'info', flush_ms=30000)\n"
+        "structlog.get_logger('gateway.test').info('the.last.line')\n"
+        "signal.raise_signal(signal.SIGTERM)\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=False)
+
+    assert done.returncode == -signal.SIGTERM
+    assert '"event":"the.last.line"' in done.stderr
+    assert "not reached" not in done.stdout
