@@ -231,7 +231,10 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
             current = window(*key)
             if entry.state is State.SENT:
                 windows[key] = msgspec.structs.replace(current, sent_units=current.sent_units + entry.units)
-            else:
+            elif (
+                record := self.parked.get(entry.event_id)
+            ) is not None and record.reason is ParkReason.BILLER_REJECTED:
+                # Only what the biller rejected is owed to it; an entry parked too_old never reached it.
                 windows[key] = msgspec.structs.replace(current, rejected_units=current.rejected_units + entry.units)
         for fix in self.fixes.values():
             if billing_customer not in (None, fix.billing_customer) or not since <= fix.window_start < until:
@@ -244,7 +247,11 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
                 corrected_units=current.corrected_units + fix.units,
                 last_corrected_at=max(fix.recorded_at, current.last_corrected_at or fix.recorded_at),
             )
-        return [windows[key] for key in sorted(windows)]
+        return [
+            window
+            for key, window in sorted(windows.items())
+            if window.sent_units or window.rejected_units or window.corrections
+        ]
 
     async def record_correction(self, correction: Correction) -> bool:
         if correction.identifier in self.fixes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from gateway.app.container import Container, check_store, close_store_clients
+from gateway.app.container import Container, check_store, close_biller_readers, close_store_clients
 from gateway.app.log_handler import flush_logs
 
 
@@ -36,5 +36,6 @@ async def _close(container: Container) -> None:
     """The biller's clients, then the store's clients, then the resources (databases, pools) the container opened."""
     await container.billing_sink().close()
     await container.billing_portal().close()
+    await close_biller_readers(container)
     await close_store_clients(container)
     container.shutdown_resources()

@@ -26,6 +26,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from gateway.app.background import background
 from gateway.app.container import Container, build_container
 from gateway.app.http import exception_handlers, healthz, readyz
 from gateway.app.lifecycle import running
@@ -36,6 +37,7 @@ from gateway.app.portal import portal_router
 from gateway.app.protocol import HeadLimitedHttpToolsProtocol
 from gateway.app.request_id import RequestIdMiddleware
 from gateway.app.settings import Settings, load_settings
+from gateway.app.stripe_webhook import stripe_webhook_route
 from gateway.app.webhook import served_first, webhook_route
 from gateway.domain.ports import Ledger, StoreDurability
 
@@ -74,7 +76,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with running(container, checked=True):
+        async with running(container, checked=True), background_jobs(container, enabled=run_dispatcher):
             dispatcher = container.dispatcher()
             task = asyncio.create_task(dispatcher.run(), name="dispatcher") if run_dispatcher else None
             sweep = container.sweep() if run_dispatcher else None
@@ -107,6 +109,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     app = Litestar(
         route_handlers=[
             webhook,
+            stripe_webhook_route(container),
             healthz,
             readyz,
             metrics_route(container.metrics, container.sweep),
@@ -129,6 +132,16 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     app.asgi_handler = RequestIdMiddleware(served_first(webhook, app.asgi_handler))
     document_webhook(app.openapi_schema)
     return app
+
+
+@asynccontextmanager
+async def background_jobs(container: Container, *, enabled: bool) -> AsyncIterator[None]:
+    """The periodic jobs (gateway.app.background) where the dispatcher runs; none in an ingest-only process."""
+    if not enabled:
+        yield
+        return
+    async with background(container):
+        yield
 
 
 def app_from_env() -> Litestar:

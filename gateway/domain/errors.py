@@ -116,6 +116,13 @@ class PortalNotConfigured(GatewayError):
     default_message = "the billing portal is not configured on this gateway"
 
 
+class StripeWebhookNotConfigured(GatewayError):
+    """`POST /webhooks/stripe` without STRIPE_WEBHOOK_SECRET: nothing could verify a notification (503)."""
+
+    code = "stripe_webhook_not_configured"
+    default_message = "the Stripe event destination is not configured on this gateway (set STRIPE_WEBHOOK_SECRET)"
+
+
 class PortalAuthError(GatewayError):
     """The request does not prove a signed-in user (401, with a `WWW-Authenticate: Bearer` challenge)."""
 

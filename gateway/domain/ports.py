@@ -169,9 +169,11 @@ class ReconcileLedger(Protocol):
 
     async def sent_windows(self, since: int, until: int, billing_customer: str | None = None) -> list[LedgerWindow]:
         """Per billing customer and per hour window (epoch-aligned, by event timestamp) in [since, until): the units
-        of the entries in state sent and of those in state parked (the biller rejected them), and the count, units
-        and latest `recorded_at` of the corrections recorded for the window. Pending entries are not counted.
-        Windows with none of these are absent. Sorted by customer, then window.
+        of the entries in state sent and of those parked with reason biller_rejected (still owed to the biller), and
+        the count, units and latest `recorded_at` of the corrections recorded for the window. Pending entries and
+        entries parked too_old (they never reached the biller) are not counted. Windows whose units and corrections
+        are all zero are absent. Sorted by customer, then window. `since` and `until` are hour boundaries (a store
+        may keep only hourly sums).
         """
         ...
 
@@ -185,11 +187,12 @@ class ReconcileLedger(Protocol):
 
 
 class FeedbackLedger(BillerFeedback, FeedbackCursor, ReconcileLedger, Protocol):
-    """The ledger's side of closing the loop with the biller. `Ledger` will include it once every store has it."""
+    """The ledger's side of closing the loop with the biller; every store has it, so `Ledger` includes it."""
 
 
-class Ledger(IngestLedger, DeliveryQueue, ParkedRecords, LedgerReports, Protocol):
-    """The ledger: claims on event ids, entries and their states, parked deliveries, customers' carries.
+class Ledger(IngestLedger, DeliveryQueue, ParkedRecords, LedgerReports, FeedbackLedger, Protocol):
+    """The ledger: claims on event ids, entries and their states, parked deliveries, customers' carries, and the
+    biller's feedback (error reports applied, polling cursors, corrections).
 
     One adapter class per store implements it whole; each use case depends only on the view it uses.
     """

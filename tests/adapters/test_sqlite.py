@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.adapters.sqlite import SCHEMA_VERSION, SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
+from gateway.adapters.sqlite.feedback import SENT_WINDOWS
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
 from gateway.domain.ledger import LedgerStats, Parked, ParkReason
 from gateway.domain.ports import MeterEvent
@@ -451,6 +452,59 @@ async def test_sent_counters_are_counted_once_when_a_version_1_file_is_upgraded(
         assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     finally:
         connection.close()
+
+
+async def test_a_version_2_file_gains_the_feedback_tables_and_indexes_when_upgraded(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    first = SqliteDatabase(path)
+    databases.append(first)
+    ledger = SqliteLedger(first)
+    await ledger.record(claim("evt_SENT", exact="3", timestamp=1_799_996_400), Rounding.CARRY, NOW)
+    await ledger.mark_sent("evt_SENT", NOW)
+    first.close()
+    # Make it a version-2 file, as the previous gateway left it: none of the feedback's tables or indexes.
+    connection = raw(path)
+    for table in ("handled_reports", "cursors", "corrections"):
+        connection.execute(f"DROP TABLE {table}")
+    for index in ("entries_sent", "entries_settled", "meter_events_by_customer"):
+        connection.execute(f"DROP INDEX {index}")
+    connection.execute("PRAGMA user_version = 2")
+    connection.close()
+
+    second = SqliteDatabase(path)
+    databases.append(second)
+    ledger = SqliteLedger(second)
+
+    assert [e.event_id for e in await ledger.sent_between(NOW, NOW)] == ["evt_SENT"]
+    assert await ledger.reject_sent("evt_test_REPORT", [], NOW) == 0
+    connection = raw(path)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        connection.close()
+
+
+async def test_feedback_queries_walk_their_own_indexes_when_planning(database: SqliteDatabase) -> None:
+    def plan(sql: str) -> str:
+        return " ".join(str(row[-1]) for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
+
+    connection = raw(database.path)
+    try:
+        sent = plan(
+            "SELECT event_id FROM entries INDEXED BY entries_sent"
+            " WHERE state = 'sent' AND sent_at >= 1 AND sent_at <= 2"
+        )
+        windows = plan(SENT_WINDOWS.replace(":customer", "NULL").replace(":since", "1").replace(":until", "2"))
+        totals = plan(
+            "SELECT SUM(value) FROM meter_events WHERE customer = 'cus_A' AND timestamp >= 1 AND timestamp < 2"
+        )
+    finally:
+        connection.close()
+
+    assert "USING INDEX entries_sent (sent_at>? AND sent_at<?)" in sent
+    assert "USING COVERING INDEX entries_settled (timestamp>? AND timestamp<?)" in windows
+    assert "USING COVERING INDEX meter_events_by_customer (customer=? AND timestamp>? AND timestamp<?)" in totals
 
 
 async def test_store_unavailable_when_database_is_closed(database: SqliteDatabase) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from gateway.adapters.sqlite.database import SqliteDatabase
+from gateway.adapters.sqlite.feedback import SqliteFeedback
 from gateway.adapters.sqlite.ledger_rows import (
     ENTRY_COLUMNS,
     PARKED_COLUMNS,
@@ -109,12 +110,12 @@ def _record_many(connection: sqlite3.Connection, items: list[_Record]) -> list[R
     return recorded
 
 
-class SqliteLedger(BatchLedger):
+class SqliteLedger(BatchLedger, SqliteFeedback):
     """The ledger in SQLite, with MemoryLedger's semantics.
 
     Invariants: an id is claimed by at most one entry or one parked record (a biller-rejected entry keeps its entry
     and gains a parked record of the same key); every method is one transaction; a lease is `leased_until` on the
-    entry, so leases are shared by every process using the file.
+    entry, so leases are shared by every process using the file. The biller's feedback is in SqliteFeedback.
     """
 
     def __init__(self, database: SqliteDatabase) -> None:

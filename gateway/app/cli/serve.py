@@ -107,6 +107,12 @@ def _announce(container: Container, settings: Settings, workers: int = 1) -> Non
             message="no biller is selected (STRIPE_API_KEY unset, or GATEWAY_BILLER=ledger): meter events are "
             "recorded in the local ledger, NOT sent to Stripe or Lago",
         )
+    if settings.biller_profile().reports and not (settings.stripe.webhook_secrets or settings.stripe.events_poll_s):
+        log.warning(
+            "stripe.reports_off",
+            message="neither STRIPE_WEBHOOK_SECRET nor GATEWAY_STRIPE_EVENTS_POLL_S is set: meter events Stripe "
+            "answers and then drops (an unknown customer, say) are never parked; see docs/reconcile.md",
+        )
     if workers > 1 and store_kind(settings) == "sqlite":
         log.warning(
             "gateway.sqlite_workers",
@@ -146,7 +152,9 @@ def worker() -> None:
 
 
 async def _run_worker(container: Container) -> None:
-    async with running(container, checked=True):
+    from gateway.app.background import background
+
+    async with running(container, checked=True), background(container):
         dispatcher = container.dispatcher()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
