@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from gateway.app.container import Container, check_store, close_biller_readers, close_store_clients
+from gateway.app.log_handler import flush_logs
 
 
 @asynccontextmanager
@@ -25,7 +26,10 @@ async def running(container: Container, *, checked: bool = False) -> AsyncIterat
             await check_store(container)
         yield container
     finally:
-        await _close(container)
+        try:
+            await _close(container)
+        finally:
+            flush_logs()  # the lines of a process that ends here are written before it does
 
 
 async def _close(container: Container) -> None:

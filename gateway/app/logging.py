@@ -45,6 +45,7 @@ import msgspec
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
+from gateway.app.log_handler import BatchedStream, close_on_sigterm, release
 from gateway.service.logs import FIELDS
 
 REDACTED = "[redacted]"
@@ -261,13 +262,19 @@ def utc_timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Muta
     return event_dict
 
 
-def configure_logging(log_format: str = "auto", level: str = "info", *, stream: TextIO | None = None) -> None:
+def configure_logging(
+    log_format: str = "auto", level: str = "info", *, stream: TextIO | None = None, flush_ms: int = 0
+) -> None:
     """Route structlog and the standard library through one formatter writing to `stream` (stderr by default).
 
-    Idempotent: calling it again replaces the handler it installed before (and only that one).
+    `flush_ms` above 0 writes the lines in batches, at most that late (gateway.app.log_handler), as the long-running
+    processes do. Idempotent: calling it again replaces the handler it installed before (and only that one).
     """
     stream = stream or sys.stderr
     is_tty = hasattr(stream, "isatty") and stream.isatty()
+    if flush_ms > 0:
+        stream = BatchedStream(stream, flush_ms / 1000)  # type: ignore[assignment]  # a TextIO for the handler
+        close_on_sigterm()
     as_json = log_format == "json" or (log_format == "auto" and not is_tty)
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     shared: list[structlog.types.Processor] = [
@@ -300,6 +307,7 @@ def configure_logging(log_format: str = "auto", level: str = "info", *, stream: 
     root = logging.getLogger()
     for previous in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(previous)
+        release(getattr(previous, "stream", None))
     root.addHandler(handler)
     root.setLevel(numeric_level)
     for name in _ADOPTED:
@@ -330,6 +338,7 @@ def reset_logging() -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(handler)
+        release(getattr(handler, "stream", None))
     root.setLevel(logging.WARNING)
     structlog.reset_defaults()
     _hot = _HotLines(None, logging.NOTSET)

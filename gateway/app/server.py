@@ -160,7 +160,7 @@ def ingest_app_from_env() -> Litestar:
 
 def _app_from_environment(*, run_dispatcher: bool) -> Litestar:
     settings = load_settings(os.environ)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, flush_ms=settings.log_flush_ms)
     if UVICORN_OPTIONS["access_log"] is False:
         # A worker runs this factory after uvicorn has switched its access log off, and configure_logging adopts
         # uvicorn's loggers again: switch it off once more, as uvicorn does, or every request gets a second line.

@@ -109,6 +109,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_LOG_FORMAT: json | console | auto (console on a terminal, JSON otherwise)."""
     log_level: str = "info"
     """GATEWAY_LOG_LEVEL: debug | info | warning | error."""
+    log_flush_ms: int = 20
+    """GATEWAY_LOG_FLUSH_MS: `serve` and `worker` write their log lines in batches, at most this late (0: each line
+    at once). A killed process loses at most this much of its log; a stopped one loses nothing."""
     host: str = "127.0.0.1"
     """GATEWAY_HOST: address `gateway serve` binds to."""
     port: int = 8000
@@ -207,6 +210,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "GATEWAY_RECONCILE_LOOKBACK_S": "reconcile_lookback_s",
     "GATEWAY_LOG_FORMAT": "log_format",
     "GATEWAY_LOG_LEVEL": "log_level",
+    "GATEWAY_LOG_FLUSH_MS": "log_flush_ms",
     "GATEWAY_HOST": "host",
     "GATEWAY_PORT": "port",
     "RINGSIDE_API_KEY": "ringside_api_key",
@@ -297,6 +301,8 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_PENDING_ALERT_S and GATEWAY_SWEEP_INTERVAL_S must be positive")
     if settings.log_format not in {"auto", "json", "console"}:
         raise SettingsError("GATEWAY_LOG_FORMAT must be json, console or auto")
+    if not 0 <= settings.log_flush_ms <= 1000:
+        raise SettingsError("GATEWAY_LOG_FLUSH_MS must be 0 (each line at once) to 1000 milliseconds")
     if not settings.store.startswith(("sqlite:///", "redis://", "rediss://", "memory://")):
         raise SettingsError("GATEWAY_STORE must be sqlite:///path.db, redis://host:port/db or memory://")
     if settings.redis.dedupe_ttl_s < MIN_DEDUPE_TTL_S:

@@ -55,7 +55,7 @@ def serve(host: str | None, port: int | None, dev: bool, no_dispatcher: bool, wo
             "RINGSIDE_WEBHOOK_SECRETS is not set: the gateway cannot verify deliveries. Set it to the signing "
             "secret Ringside showed when you registered the endpoint, or run `gateway serve --dev` to try it out."
         )
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, flush_ms=settings.log_flush_ms)
     _refuse_a_volatile_store(settings)
     container = build_container(settings)
     _announce(container, settings, workers)
@@ -142,7 +142,7 @@ def _print_dev_banner(secret: str, settings: Settings) -> None:
 def worker() -> None:
     """Run the dispatcher alone (no HTTP), for deployments that scale ingest and delivery apart."""
     settings = env_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, flush_ms=settings.log_flush_ms)
     container = build_container(settings)
     _announce(container, settings)
     try:
