@@ -52,7 +52,16 @@ OWNERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sweep", ("gateway/service/sweep.py",)),
 )
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("logging", ("structlog/", "/logging/__init__.py", "gateway/app/logging.py", "gateway/app/log_handler.py")),
+    (
+        "logging",
+        (
+            "structlog/",
+            "/logging/__init__.py",
+            "gateway/app/logging.py",
+            "gateway/app/redaction.py",
+            "gateway/app/log_handler.py",
+        ),
+    ),
     ("metrics", ("prometheus_client/", "gateway/app/metrics.py")),
     ("signature", ("gateway/domain/signature.py",)),
     ("parse", ("gateway/domain/event.py",)),

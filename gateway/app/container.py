@@ -37,8 +37,8 @@ from gateway.adapters.stripe.portal import StripeBillingPortal
 from gateway.adapters.stripe.sink import StripeBillingSink
 from gateway.adapters.stripe.stream import StripeStreamBillingSink
 from gateway.adapters.stripe.summaries import StripeMeterTotals
-from gateway.app.logging import register_secrets
 from gateway.app.metrics import PrometheusMetrics
+from gateway.app.redaction import register_secrets
 from gateway.app.secret import Secret
 from gateway.app.settings import Settings
 from gateway.domain.errors import PortalNotConfigured
