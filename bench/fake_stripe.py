@@ -24,9 +24,9 @@ from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe, _RequestHandler
 
 
 class _QuickServer(FakeHTTPServer):
-    # The default backlog of 5 drops connection attempts when 16 dispatcher connections open at once (a client
+    # The default backlog of 5 drops connection attempts when the dispatcher opens its connections at once (a client
     # then waits a second for its SYN to be retried, or fails).
-    request_queue_size = 128
+    request_queue_size = 1024
 
 
 class _QuickHandler(_RequestHandler):

@@ -31,7 +31,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable, StoreUnavailable
@@ -46,6 +46,7 @@ from gateway.domain.ports import (
     DeliveryQueue,
     MeterEvent,
 )
+from gateway.service.concurrency import CustomerLocks, InFlightSizer, Rounds, Slots
 from gateway.service.logs import EventLogger
 from gateway.service.metrics import Delivered, Metrics, NoMetrics
 
@@ -55,7 +56,8 @@ log = EventLogger("gateway.dispatcher")
 @dataclass(frozen=True, slots=True)
 class DispatchConfig:
     batch: int = 200
-    concurrency: int = 16
+    concurrency: int = 16  # v1: the fewest customers in flight (more as latency x max_rps asks); batches: calls
+    max_concurrency: int = 1000  # v1: the most customers in flight
     lease_s: float = 30.0
     poll_s: float = 0.5
     max_rps: float = 25.0
@@ -91,7 +93,14 @@ class Dispatcher:
         self._paused_until = 0.0
         self._next_slot = 0.0
         self._pacing = asyncio.Lock()
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self._slots = Slots(config.concurrency)
+        # v1 sizes its customers in flight from max_rps and the latency it observes; batches keep `concurrency`.
+        self._sizer = (
+            None
+            if self._batch_sink is not None
+            else InFlightSizer(config.max_rps, floor=config.concurrency, ceiling=config.max_concurrency)
+        )
+        self._customers = CustomerLocks()
 
     def wake(self) -> None:
         """Called by ingest after a record: deliver now instead of at the next poll."""
@@ -105,18 +114,33 @@ class Dispatcher:
     async def run(self) -> None:
         """Deliver until stopped. Store or biller outages are waited out; nothing here ends the loop but stop()."""
         log.info("dispatcher.started", biller=self._sink.name, max_rps=self._config.max_rps)
-        while not self._stopping:
-            try:
-                delivered = await self.run_once()
-            except StoreUnavailable as exc:
-                log.warning("dispatcher.store_unavailable", error=exc.message)
-                delivered = 0
-            except Exception:
-                log.exception("dispatcher.crashed_round")
-                delivered = 0
-            if delivered == 0 and not self._stopping:
-                await self._idle()
+        # The next round is leased while the last one's calls are in flight, so no call waits for a whole round.
+        rounds = Rounds(self._round_guarded)
+        try:
+            while not self._stopping:
+                await rounds.room()
+                entries = await self._guarded(self._lease_round())
+                if entries:
+                    rounds.start(entries)
+                elif not self._stopping:
+                    await self._idle()
+            await rounds.drain()
+        finally:
+            await rounds.cancel()  # run() itself cancelled: each round releases what it had not marked
         log.info("dispatcher.stopped")
+
+    async def _guarded(self, step: Awaitable[list[Entry] | None]) -> list[Entry]:
+        """A round's step, its failure logged and waited out: nothing ends `run` but stop()."""
+        try:
+            return await step or []
+        except StoreUnavailable as exc:
+            log.warning("dispatcher.store_unavailable", error=exc.message)
+        except Exception:
+            log.exception("dispatcher.crashed_round")
+        return []
+
+    async def _round_guarded(self, entries: list[Entry]) -> None:
+        await self._guarded(self._deliver_round(entries))
 
     async def _idle(self) -> None:
         timeout = max(self._config.poll_s, self._paused_until - self._clock.now())
@@ -126,24 +150,31 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """One round: lease what is due, deliver it customer by customer. Returns how many entries were handled."""
+        leased = await self._lease_round()
+        await self._deliver_round(leased)
+        return len(leased)
+
+    async def _lease_round(self) -> list[Entry]:
+        """Lease enough due entries to fill every slot (none while a 429 pauses the dispatcher)."""
         now = self._clock.now()
         if now < self._paused_until:
-            return 0
-        limit = self._config.batch
+            return []
+        limit = max(self._config.batch, self._slots.limit)
         if self._batch_sink is not None:
             limit = max(limit, self._batch_sink.max_batch * self._config.concurrency)
-        leased = await self._ledger.lease_due(now, limit, self._config.lease_s)
+        return await self._ledger.lease_due(now, limit, self._config.lease_s)
+
+    async def _deliver_round(self, leased: list[Entry]) -> None:
         if not leased:
-            return 0
-        entries = await self._park_too_old(leased, now)
+            return
+        entries = await self._park_too_old(leased, self._clock.now())
         if self._batch_sink is not None:
             await self._dispatch_batches(self._batch_sink, entries)
-            return len(leased)
+            return
         by_customer: dict[str, list[Entry]] = defaultdict(list)
         for entry in entries:
             by_customer[entry.billing_customer].append(entry)
-        await asyncio.gather(*(self._serve(queue) for queue in by_customer.values()))
-        return len(leased)
+        await asyncio.gather(*(self._serve(customer, queue) for customer, queue in by_customer.items()))
 
     async def _park_too_old(self, entries: list[Entry], now: float) -> list[Entry]:
         """Park (too_old, units kept) the entries past the biller's window, which it would refuse on every attempt;
@@ -172,7 +203,7 @@ class Dispatcher:
         parked = {entry.event_id for entry in stale}
         return [entry for entry in entries if entry.event_id not in parked]
 
-    async def _serve(self, queue: list[Entry]) -> None:
+    async def _serve(self, customer: str, queue: list[Entry]) -> None:
         """One customer's entries, strictly one after another; stop at the first transient failure.
 
         Invariant: each entry of `queue` leaves here marked (sent, retry or parked) or with its lease released,
@@ -180,7 +211,8 @@ class Dispatcher:
         """
         marked = 0
         try:
-            async with self._slots:
+            # The customer first: a round's entry waiting behind another round's call for it holds no slot.
+            async with self._customers.hold(customer), self._slots:
                 for entry in queue:
                     if self._stopping:
                         break
@@ -222,23 +254,33 @@ class Dispatcher:
         try:
             delivery = await self._sink.send(event)
         except BillerRejected as exc:
-            self._metrics.biller_call(time.perf_counter() - started, "rejected")
+            self._called(started, "rejected")
             await self._ledger.mark_rejected(entry.event_id, exc.message, self._clock.now())
             self._metrics.dispatched(Delivered.PARKED, 0)
             self._metrics.parked(ParkReason.BILLER_REJECTED.value)
             bound.warning("dispatch.rejected", outcome="parked", error=exc.message, latency_ms=_ms(started))
             return True
         except BillerUnavailable as exc:
-            self._metrics.biller_call(time.perf_counter() - started, exc.cause)
+            self._called(started, exc.cause)
             await self._retry_later(entry, exc, bound)
             self._metrics.dispatched(Delivered.RETRY, 0)
             return False
-        self._metrics.biller_call(time.perf_counter() - started)
+        self._called(started)
         await self._ledger.mark_sent(entry.event_id, self._clock.now())
         outcome = Delivered.SENT if delivery is Delivery.SENT else Delivered.ALREADY_SENT
         self._metrics.dispatched(outcome, entry.units)
         bound.info("dispatch.delivered", outcome=outcome.value, biller=self._sink.name, latency_ms=_ms(started))
         return True
+
+    def _called(self, started: float, cause: str | None = None) -> None:
+        """A v1 call answered: count it, and size the customers in flight from its latency."""
+        latency_s = time.perf_counter() - started
+        if cause is None:
+            self._metrics.biller_call(latency_s)
+        else:
+            self._metrics.biller_call(latency_s, cause)
+        if self._sizer is not None:
+            self._slots.limit = self._sizer.observe(latency_s)
 
     async def _retry_later(self, entry: Entry, exc: BillerUnavailable, bound: EventLogger) -> None:
         now = self._clock.now()
