@@ -102,6 +102,11 @@ class Dispatcher:
         )
         self._customers = CustomerLocks()
 
+    @property
+    def slots(self) -> Slots:
+        """The calls in flight: v1 customers served at once (`limit` sized by Little's law, `held`, `peak`)."""
+        return self._slots
+
     def wake(self) -> None:
         """Called by ingest after a record: deliver now instead of at the next poll."""
         self._wakeup.set()
@@ -254,33 +259,32 @@ class Dispatcher:
         try:
             delivery = await self._sink.send(event)
         except BillerRejected as exc:
-            self._called(started, "rejected")
+            self._metrics.biller_call(time.perf_counter() - started, "rejected")
             await self._ledger.mark_rejected(entry.event_id, exc.message, self._clock.now())
             self._metrics.dispatched(Delivered.PARKED, 0)
             self._metrics.parked(ParkReason.BILLER_REJECTED.value)
             bound.warning("dispatch.rejected", outcome="parked", error=exc.message, latency_ms=_ms(started))
+            self._occupied(started)
             return True
         except BillerUnavailable as exc:
-            self._called(started, exc.cause)
+            self._metrics.biller_call(time.perf_counter() - started, exc.cause)
             await self._retry_later(entry, exc, bound)
             self._metrics.dispatched(Delivered.RETRY, 0)
+            self._occupied(started)
             return False
-        self._called(started)
+        self._metrics.biller_call(time.perf_counter() - started)
         await self._ledger.mark_sent(entry.event_id, self._clock.now())
         outcome = Delivered.SENT if delivery is Delivery.SENT else Delivered.ALREADY_SENT
         self._metrics.dispatched(outcome, entry.units)
         bound.info("dispatch.delivered", outcome=outcome.value, biller=self._sink.name, latency_ms=_ms(started))
+        self._occupied(started)
         return True
 
-    def _called(self, started: float, cause: str | None = None) -> None:
-        """A v1 call answered: count it, and size the customers in flight from its latency."""
-        latency_s = time.perf_counter() - started
-        if cause is None:
-            self._metrics.biller_call(latency_s)
-        else:
-            self._metrics.biller_call(latency_s, cause)
+    def _occupied(self, started: float) -> None:
+        """A v1 entry done: its slot was held from the call to the mark (the pacer's wait aside, or the rate it sets
+        would feed back into more slots); size the customers in flight from that."""
         if self._sizer is not None:
-            self._slots.limit = self._sizer.observe(latency_s)
+            self._slots.limit = self._sizer.observe(time.perf_counter() - started)
 
     async def _retry_later(self, entry: Entry, exc: BillerUnavailable, bound: EventLogger) -> None:
         now = self._clock.now()
