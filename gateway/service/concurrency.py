@@ -159,7 +159,7 @@ class CustomerLocks:
 
 
 # Rounds delivering at once: one being sent while the next is leased and queued for the slots it will take.
-ROUNDS_IN_FLIGHT = 2
+ROUNDS_IN_FLIGHT = 4
 
 
 class Rounds:

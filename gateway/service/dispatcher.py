@@ -332,19 +332,15 @@ class Dispatcher:
         log.info("dispatch.batch_delivered", outcome="zero_units", entries=len(entries), biller=self._sink.name)
 
     async def _send_chunk(self, sink: BatchBillingSink, chunk: list[Entry]) -> None:
-        """One batch under a concurrency slot. Invariant as in `_serve`: every entry leaves marked or released."""
+        """One batch. Invariant as in `_serve`: every entry leaves marked or released."""
         marked = 0
         try:
-            async with self._slots:
-                if not self._stopping:
-                    marked = await self._deliver_batch(sink, chunk)
+            marked = await self._deliver_batch(sink, chunk)
         finally:
             await self._release(chunk[marked:])
 
     async def _deliver_batch(self, sink: BatchBillingSink, chunk: list[Entry]) -> int:
         """Send `chunk` in one call and mark what happened; returns how many entries (from the first) were marked."""
-        await self._pace()
-        started = time.perf_counter()
         events = [
             MeterEvent(
                 identifier=self._identifier(entry.event_id),
@@ -354,8 +350,16 @@ class Dispatcher:
             )
             for entry in chunk
         ]
+        started = time.perf_counter()
         try:
-            deliveries = await sink.send_batch(events)
+            # A slot covers the call only: marking the batch, a store write as long as half a call, frees it for the
+            # next call (docs/performance.md, "The v2 stream").
+            async with self._slots:
+                if self._stopping:
+                    return 0
+                await self._pace()
+                started = time.perf_counter()
+                deliveries = await sink.send_batch(events)
         except BillerRejected as exc:
             self._metrics.biller_call(time.perf_counter() - started, "rejected")
             if len(chunk) > 1:
