@@ -158,8 +158,11 @@ class CustomerLocks:
         return len(self._locks)
 
 
-# Rounds delivering at once: one being sent while the next is leased and queued for the slots it will take.
-ROUNDS_IN_FLIGHT = 4
+# Rounds delivering at once: one being sent while the next is leased and queued for the slots it will take. A v1
+# round's entries wait for their customers, within their lease: two rounds. A batch round (16 calls) waits on the
+# store's lease and marks, each as long as half a call: four keep the slots busy (docs/performance.md).
+ROUNDS_IN_FLIGHT = 2
+BATCH_ROUNDS_IN_FLIGHT = 4
 
 
 class Rounds:

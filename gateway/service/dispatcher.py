@@ -46,7 +46,14 @@ from gateway.domain.ports import (
     DeliveryQueue,
     MeterEvent,
 )
-from gateway.service.concurrency import CustomerLocks, InFlightSizer, Rounds, Slots
+from gateway.service.concurrency import (
+    BATCH_ROUNDS_IN_FLIGHT,
+    ROUNDS_IN_FLIGHT,
+    CustomerLocks,
+    InFlightSizer,
+    Rounds,
+    Slots,
+)
 from gateway.service.logs import EventLogger
 from gateway.service.metrics import Delivered, Metrics, NoMetrics
 
@@ -120,7 +127,7 @@ class Dispatcher:
         """Deliver until stopped. Store or biller outages are waited out; nothing here ends the loop but stop()."""
         log.info("dispatcher.started", biller=self._sink.name, max_rps=self._config.max_rps)
         # The next round is leased while the last one's calls are in flight, so no call waits for a whole round.
-        rounds = Rounds(self._round_guarded)
+        rounds = Rounds(self._round_guarded, BATCH_ROUNDS_IN_FLIGHT if self._batch_sink else ROUNDS_IN_FLIGHT)
         try:
             while not self._stopping:
                 await rounds.room()
