@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> None:
             server.stop()
         print(backlog_report(samples))
         print(delay_report(acked, fake.arrivals(), args.within))
+        stats = fake.stats()
+        print(
+            f"fake Stripe: {stats['meter_events']:,} meter events ({stats['distinct_identifiers']:,} distinct), "
+            f"{stats['invalid_requests']} invalid requests, answers {stats['statuses']}"
+        )
     finally:
         fake.stop()
         shutil.rmtree(workdir, ignore_errors=True)
