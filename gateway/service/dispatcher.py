@@ -4,7 +4,9 @@ Rules it keeps (docs/design.md, "Ledger first"; Stripe's rules in docs/billers.m
 - An entry is sent under its stable `identifier`; the biller's "already exists" answer counts as sent, so a crash
   between the biller's acceptance and `mark_sent` costs one extra call, never a double charge.
 - At most one call in flight per customer (Stripe: one concurrent call per customer per meter), and the whole
-  dispatcher paced to a calls-per-second budget (Stripe: 1,000/s live, 25/s in test mode).
+  dispatcher paced to a calls-per-second budget (Stripe: 1,000/s live, 25/s in test mode). As many customers are
+  served at once as that budget x the observed latency asks (Little's law, bounded: gateway/service/concurrency.py),
+  and rounds overlap: the next is leased while the last one's calls are in flight.
 - Transient failures (5xx, 429, timeouts) are retried with exponential backoff and full jitter, never sooner than
   the biller's Retry-After; a 429 also pauses the whole dispatcher for that long. Every wait, the biller's
   included, is capped at `retry_max_s`.
