@@ -68,7 +68,7 @@ class Drain:
 
 
 class FakeStripeProcess:
-    """bench.fake_stripe in a subprocess: its URL on the first line, one JSON line per `stats`."""
+    """bench.fake_stripe in a subprocess: its URL on the first line, one JSON line per `stats` or `arrivals`."""
 
     def __init__(self, latency_ms: float) -> None:
         self._process = subprocess.Popen(
@@ -90,6 +90,13 @@ class FakeStripeProcess:
         self._stdin.flush()
         stats: dict[str, Any] = json.loads(self._stdout.readline())
         return stats
+
+    def arrivals(self) -> dict[str, float]:
+        """Each stored meter event's identifier -> the wall-clock time the fake stored it."""
+        self._stdin.write("arrivals\n")
+        self._stdin.flush()
+        arrived: dict[str, float] = json.loads(self._stdout.readline())
+        return arrived
 
     def stop(self) -> None:
         if self._process.poll() is None:

@@ -1,11 +1,12 @@
 """The tests' fake Stripe in a process of its own, with artificial latency, timed requests and a stats command.
 
-    python -m bench.fake_stripe --latency-ms 50      # prints its URL, then answers `stats` / `quit` on stdin
+    python -m bench.fake_stripe --latency-ms 50      # prints its URL, then answers `stats` / `arrivals` / `quit`
 
 A process of its own so that its request handling (and its OpenAPI validation of every event) does not share the
 dispatcher's interpreter lock and slow the side being measured. `stats` prints one JSON line: requests by path and
 status, stored meter events, invalid requests, the most v1 calls ever in flight for one customer, and the most
-requests (per path) started within any one second, which is what Stripe's rate limits count.
+requests (per path) started within any one second, which is what Stripe's rate limits count. `arrivals` prints one
+JSON object: each stored meter event's identifier and the wall-clock time it was stored.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe, _RequestHandler
 
 
 class _QuickServer(FakeHTTPServer):
-    # The default backlog of 5 drops connection attempts when 16 dispatcher connections open at once (a client
+    # The default backlog of 5 drops connection attempts when the dispatcher opens its connections at once (a client
     # then waits a second for its SYN to be retried, or fails).
-    request_queue_size = 128
+    request_queue_size = 1024
 
 
 class _QuickHandler(_RequestHandler):
@@ -47,11 +48,20 @@ class TimedFakeStripe(FakeStripe):
         self.started: dict[str, list[float]] = {}
         self.statuses: Counter[tuple[str, int]] = Counter()
         self._timing = threading.Lock()
+        # When each meter event was stored (wall clock, comparable with another process's): bench/e2e.py's
+        # acknowledgement-to-Stripe delay.
+        self.arrived: dict[str, float] = {}
+        self._seen = 0
 
     def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | Drop:
         started = time.monotonic()
         reply = super()._dispatch(method, target, headers, body)
         path = target.split("?", 1)[0]
+        with self._lock:
+            now = time.time()
+            for event in self.meter_events[self._seen :]:
+                self.arrived.setdefault(event["identifier"], now)
+            self._seen = len(self.meter_events)
         with self._timing:
             self.started.setdefault(path, []).append(started)
             self.statuses[(path, reply.status if isinstance(reply, Reply) else 0)] += 1
@@ -98,6 +108,10 @@ def main() -> None:
             command = line.strip()
             if command == "stats":
                 print(json.dumps(fake.stats()), flush=True)
+            elif command == "arrivals":
+                with fake._lock:
+                    arrived = dict(fake.arrived)
+                print(json.dumps(arrived), flush=True)
             elif command == "quit":
                 break
     finally:

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -410,11 +410,13 @@ async def run_load(
     rss_every_s: float | None = None,
     client: str = "raw",
     cycle: bool = False,
+    on_answer: Callable[[int, int, float], None] | None = None,
 ) -> LoadResult:
     """Send `deliveries` in order until `warmup_s + duration_s` is over or they run out; measure after warm-up.
 
     `cycle` starts over at the first delivery instead of running out: only for a server that keeps no state (the
-    bare endpoint), where a repeat is no different from a first delivery.
+    bare endpoint), where a repeat is no different from a first delivery. `on_answer(index, status, wall_time)` is
+    told of every answer (bench/e2e.py times each acknowledged event to its arrival at the biller).
     """
     if time.time() + warmup_s + duration_s - deliveries.signed_at > SIGNATURE_WINDOW_S:
         raise ValueError("the run would outlast the signatures' 300 s tolerance: shorten it or pre-sign later")
@@ -470,6 +472,8 @@ async def run_load(
                 connection.close()
                 label = f"error {type(exc).__name__}"
             finished = time.perf_counter()
+            if on_answer is not None and not label.startswith("error"):
+                on_answer(index, int(label[:3]), time.time())
             if due >= measure_from and finished <= stop_at + REQUEST_TIMEOUT_S:
                 measured += 1
                 latencies.append(finished - due)

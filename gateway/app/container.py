@@ -184,6 +184,7 @@ def _dispatch_config(settings: Settings) -> DispatchConfig:
     return DispatchConfig(
         batch=settings.dispatch_batch,
         concurrency=settings.dispatch_concurrency,
+        max_concurrency=settings.dispatch_max_concurrency,
         lease_s=settings.dispatch_lease_s,
         poll_s=settings.dispatch_poll_s,
         max_rps=settings.biller_profile().max_rps(settings),

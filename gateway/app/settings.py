@@ -81,7 +81,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     """The Redis store's settings (GATEWAY_REDIS_PREFIX, GATEWAY_DEDUPE_TTL_S)."""
     dispatch_concurrency: int = 16
-    """GATEWAY_DISPATCH_CONCURRENCY: customers served at once (one call in flight per customer)."""
+    """GATEWAY_DISPATCH_CONCURRENCY: customers served at once (one call in flight per customer), at least; more as
+    the biller's rate limit x its observed latency asks (Little's law), up to GATEWAY_DISPATCH_MAX_CONCURRENCY."""
+    dispatch_max_concurrency: int = 1000
+    """GATEWAY_DISPATCH_MAX_CONCURRENCY: the most customers served at once, however slow the biller answers."""
     dispatch_batch: int = 200
     """GATEWAY_DISPATCH_BATCH: entries leased per round."""
     dispatch_lease_s: float = 30.0
@@ -196,6 +199,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "GATEWAY_LAGO_TIMEOUT_S": "lago.timeout_s",
     "GATEWAY_LAGO_MAX_RPS": "lago.max_rps",
     "GATEWAY_DISPATCH_CONCURRENCY": "dispatch_concurrency",
+    "GATEWAY_DISPATCH_MAX_CONCURRENCY": "dispatch_max_concurrency",
     "GATEWAY_DISPATCH_BATCH": "dispatch_batch",
     "GATEWAY_DISPATCH_LEASE_S": "dispatch_lease_s",
     "GATEWAY_DISPATCH_POLL_S": "dispatch_poll_s",
@@ -276,6 +280,10 @@ def _explain(message: str) -> str:
 def _check(settings: Settings) -> None:
     if settings.stripe.api not in {"v1", "v2_stream"}:
         raise SettingsError("GATEWAY_STRIPE_API must be v1 or v2_stream")
+    if settings.dispatch_concurrency < 1 or settings.dispatch_max_concurrency < settings.dispatch_concurrency:
+        raise SettingsError(
+            "GATEWAY_DISPATCH_CONCURRENCY must be at least 1 and GATEWAY_DISPATCH_MAX_CONCURRENCY at least as large"
+        )
     if settings.units_per_usd <= 0:
         raise SettingsError("GATEWAY_UNITS_PER_USD must be a positive integer")
     if settings.max_event_usd <= 0 or not settings.max_event_usd.is_finite():

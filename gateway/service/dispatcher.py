@@ -4,7 +4,9 @@ Rules it keeps (docs/design.md, "Ledger first"; Stripe's rules in docs/billers.m
 - An entry is sent under its stable `identifier`; the biller's "already exists" answer counts as sent, so a crash
   between the biller's acceptance and `mark_sent` costs one extra call, never a double charge.
 - At most one call in flight per customer (Stripe: one concurrent call per customer per meter), and the whole
-  dispatcher paced to a calls-per-second budget (Stripe: 1,000/s live, 25/s in test mode).
+  dispatcher paced to a calls-per-second budget (Stripe: 1,000/s live, 25/s in test mode). As many customers are
+  served at once as that budget x the observed latency asks (Little's law, bounded: gateway/service/concurrency.py),
+  and rounds overlap: the next is leased while the last one's calls are in flight.
 - Transient failures (5xx, 429, timeouts) are retried with exponential backoff and full jitter, never sooner than
   the biller's Retry-After; a 429 also pauses the whole dispatcher for that long. Every wait, the biller's
   included, is capped at `retry_max_s`.
@@ -35,7 +37,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.domain.errors import (
@@ -56,6 +58,14 @@ from gateway.domain.ports import (
     DeliveryQueue,
     MeterEvent,
 )
+from gateway.service.concurrency import (
+    BATCH_ROUNDS_IN_FLIGHT,
+    ROUNDS_IN_FLIGHT,
+    CustomerLocks,
+    InFlightSizer,
+    Rounds,
+    Slots,
+)
 from gateway.service.leases import LeaseKeeper
 from gateway.service.logs import EventLogger
 from gateway.service.metrics import Delivered, Metrics, NoMetrics
@@ -67,7 +77,8 @@ log = EventLogger("gateway.dispatcher")
 @dataclass(frozen=True, slots=True)
 class DispatchConfig:
     batch: int = 200
-    concurrency: int = 16
+    concurrency: int = 16  # v1: the fewest customers in flight (more as latency x max_rps asks); batches: calls
+    max_concurrency: int = 1000  # v1: the most customers in flight
     lease_s: float = 30.0
     poll_s: float = 0.5
     max_rps: float = 25.0
@@ -103,8 +114,20 @@ class Dispatcher:
         self._paused_until = 0.0
         self._next_slot = 0.0
         self._pacing = asyncio.Lock()
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self._slots = Slots(config.concurrency)
+        # v1 sizes its customers in flight from max_rps and the latency it observes; batches keep `concurrency`.
+        self._sizer = (
+            None
+            if self._batch_sink is not None
+            else InFlightSizer(config.max_rps, floor=config.concurrency, ceiling=config.max_concurrency)
+        )
+        self._customers = CustomerLocks()
         self._refused = ConfigurationPause(self._metrics, base_s=config.retry_base_s, max_s=config.retry_max_s)
+
+    @property
+    def slots(self) -> Slots:
+        """The calls in flight: v1 customers served at once (`limit` sized by Little's law, `held`, `peak`)."""
+        return self._slots
 
     def wake(self) -> None:
         """Called by ingest after a record: deliver now instead of at the next poll."""
@@ -118,18 +141,34 @@ class Dispatcher:
     async def run(self) -> None:
         """Deliver until stopped. Store or biller outages are waited out; nothing here ends the loop but stop()."""
         log.info("dispatcher.started", biller=self._sink.name, max_rps=self._config.max_rps)
-        while not self._stopping:
-            try:
-                delivered = await self.run_once()
-            except StoreUnavailable as exc:
-                log.warning("dispatcher.store_unavailable", error=exc.message)
-                delivered = 0
-            except Exception:
-                log.exception("dispatcher.crashed_round")
-                delivered = 0
-            if delivered == 0 and not self._stopping:
-                await self._idle()
+        # The next round is leased while the last one's calls are in flight, so no call waits for a whole round.
+        rounds = Rounds(self._round_guarded, BATCH_ROUNDS_IN_FLIGHT if self._batch_sink else ROUNDS_IN_FLIGHT)
+        try:
+            while not self._stopping:
+                await rounds.room()
+                leased_at = self._clock.now()  # no later than the store's lease: the keeper errs on the safe side
+                entries = await self._guarded(self._lease_round())
+                if entries:
+                    rounds.start(entries, leased_at)
+                elif not self._stopping:
+                    await self._idle()
+            await rounds.drain()
+        finally:
+            await rounds.cancel()  # run() itself cancelled: each round releases what it had not marked
         log.info("dispatcher.stopped")
+
+    async def _guarded(self, step: Awaitable[list[Entry] | None]) -> list[Entry]:
+        """A round's step, its failure logged and waited out: nothing ends `run` but stop()."""
+        try:
+            return await step or []
+        except StoreUnavailable as exc:
+            log.warning("dispatcher.store_unavailable", error=exc.message)
+        except Exception:
+            log.exception("dispatcher.crashed_round")
+        return []
+
+    async def _round_guarded(self, entries: list[Entry], leased_at: float) -> None:
+        await self._guarded(self._deliver_round(entries, leased_at))
 
     async def _idle(self) -> None:
         timeout = max(self._config.poll_s, self._paused_until - self._clock.now())
@@ -139,27 +178,36 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """One round: lease what is due, deliver it customer by customer. Returns how many entries were handled."""
+        leased_at = self._clock.now()
+        leased = await self._lease_round()
+        await self._deliver_round(leased, leased_at)
+        return len(leased)
+
+    async def _lease_round(self) -> list[Entry]:
+        """Lease enough due entries to fill every slot (none while a 429 pauses the dispatcher)."""
         now = self._clock.now()
         if now < self._paused_until:
-            return 0
-        limit = self._config.batch
+            return []
+        limit = max(self._config.batch, self._slots.limit)
         if self._batch_sink is not None:
             limit = max(limit, self._batch_sink.max_batch * self._config.concurrency)
-        leased = await self._ledger.lease_due(now, limit, self._config.lease_s)
+        return await self._ledger.lease_due(now, limit, self._config.lease_s)
+
+    async def _deliver_round(self, leased: list[Entry], leased_at: float) -> None:
         if not leased:
-            return 0
-        entries = await self._park_too_old(leased, now)
+            return
+        entries = await self._park_too_old(leased, self._clock.now())
         ids = [entry.event_id for entry in entries]
         # Renewed while the round runs, so that a slow customer's queue is never handed to another dispatcher.
-        async with LeaseKeeper(self._ledger, self._clock, ids, leased_at=now, lease_s=self._config.lease_s) as leases:
+        keeper = LeaseKeeper(self._ledger, self._clock, ids, leased_at=leased_at, lease_s=self._config.lease_s)
+        async with keeper as leases:
             if self._batch_sink is not None:
                 await self._dispatch_batches(self._batch_sink, entries, leases)
-                return len(leased)
+                return
             by_customer: dict[str, list[Entry]] = defaultdict(list)
             for entry in entries:
                 by_customer[entry.billing_customer].append(entry)
-            await asyncio.gather(*(self._serve(queue, leases) for queue in by_customer.values()))
-        return len(leased)
+            await asyncio.gather(*(self._serve(customer, queue, leases) for customer, queue in by_customer.items()))
 
     async def _park_too_old(self, entries: list[Entry], now: float) -> list[Entry]:
         """Park (too_old, units kept) the entries past the biller's window, which it would refuse on every attempt;
@@ -188,7 +236,7 @@ class Dispatcher:
         parked = {entry.event_id for entry in stale}
         return [entry for entry in entries if entry.event_id not in parked]
 
-    async def _serve(self, queue: list[Entry], leases: LeaseKeeper) -> None:
+    async def _serve(self, customer: str, queue: list[Entry], leases: LeaseKeeper) -> None:
         """One customer's entries, strictly one after another; stop at the first transient failure.
 
         Invariant: each entry of `queue` leaves here marked (sent, retry or parked) or with its lease released,
@@ -196,7 +244,8 @@ class Dispatcher:
         """
         marked = 0
         try:
-            async with self._slots:
+            # The customer first: a round's entry waiting behind another round's call for it holds no slot.
+            async with self._customers.hold(customer), self._slots:
                 for entry in queue:
                     if self._stopping or not leases.holds() or self._refused.active(self._clock.now()):
                         break
@@ -246,6 +295,7 @@ class Dispatcher:
             self._metrics.dispatched(Delivered.PARKED, 0)
             self._metrics.parked(ParkReason.BILLER_REJECTED.value)
             bound.warning("dispatch.rejected", outcome="parked", error=exc.message, latency_ms=_ms(started))
+            self._occupied(started)
             return True
         except BillerMisconfigured as exc:
             self._metrics.biller_call(time.perf_counter() - started, exc.cause)
@@ -255,6 +305,7 @@ class Dispatcher:
             self._metrics.biller_call(time.perf_counter() - started, exc.cause)
             await self._retry_later(entry, exc, bound)
             self._metrics.dispatched(Delivered.RETRY, 0)
+            self._occupied(started)
             return False
         self._metrics.biller_call(time.perf_counter() - started)
         self._refused.resumed(self._sink.name)
@@ -262,7 +313,14 @@ class Dispatcher:
         outcome = Delivered.SENT if delivery is Delivery.SENT else Delivered.ALREADY_SENT
         self._metrics.dispatched(outcome, entry.units)
         bound.info("dispatch.delivered", outcome=outcome.value, biller=self._sink.name, latency_ms=_ms(started))
+        self._occupied(started)
         return True
+
+    def _occupied(self, started: float) -> None:
+        """A v1 entry done: its slot was held from the call to the mark (the pacer's wait aside, or the rate it sets
+        would feed back into more slots); size the customers in flight from that."""
+        if self._sizer is not None:
+            self._slots.limit = self._sizer.observe(time.perf_counter() - started)
 
     async def _retry_later(self, entry: Entry, exc: BillerUnavailable, bound: EventLogger) -> None:
         now = self._clock.now()
@@ -315,19 +373,15 @@ class Dispatcher:
         log.info("dispatch.batch_delivered", outcome="zero_units", entries=len(entries), biller=self._sink.name)
 
     async def _send_chunk(self, sink: BatchBillingSink, chunk: list[Entry], leases: LeaseKeeper) -> None:
-        """One batch under a concurrency slot. Invariant as in `_serve`: every entry leaves marked or released."""
+        """One batch. Invariant as in `_serve`: every entry leaves marked or released."""
         marked = 0
         try:
-            async with self._slots:
-                if not self._stopping and leases.holds() and not self._refused.active(self._clock.now()):
-                    marked = await self._deliver_batch(sink, chunk)
+            marked = await self._deliver_batch(sink, chunk, leases)
         finally:
             await self._release(chunk[marked:])
 
-    async def _deliver_batch(self, sink: BatchBillingSink, chunk: list[Entry]) -> int:
+    async def _deliver_batch(self, sink: BatchBillingSink, chunk: list[Entry], leases: LeaseKeeper) -> int:
         """Send `chunk` in one call and mark what happened; returns how many entries (from the first) were marked."""
-        await self._pace()
-        started = time.perf_counter()
         events = [
             MeterEvent(
                 identifier=self._identifier(entry.event_id),
@@ -337,8 +391,17 @@ class Dispatcher:
             )
             for entry in chunk
         ]
+        started = time.perf_counter()
         try:
-            deliveries = await sink.send_batch(events)
+            # A slot covers the call only: marking the batch, a store write as long as half a call, frees it for the
+            # next call (docs/performance.md, "The v2 stream").
+            async with self._slots:
+                # Checked once the slot is ours: the wait for it may outlast a lease or meet a refused set-up.
+                if self._stopping or not leases.holds() or self._refused.active(self._clock.now()):
+                    return 0
+                await self._pace()
+                started = time.perf_counter()
+                deliveries = await sink.send_batch(events)
         except BillerRejected as exc:
             self._metrics.biller_call(time.perf_counter() - started, "rejected")
             if len(chunk) > 1:
@@ -348,7 +411,7 @@ class Dispatcher:
                 for entry in chunk:
                     if self._stopping:
                         break
-                    done = await self._deliver_batch(sink, [entry])
+                    done = await self._deliver_batch(sink, [entry], leases)
                     if done == 0:
                         break  # the biller refused the set-up meanwhile: the rest is released untouched
                     marked += done

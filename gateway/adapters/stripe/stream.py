@@ -16,8 +16,9 @@ Invariants:
   until a session is granted (never `biller_rejected`, which would park the whole backlog).
 - The request is all or nothing: transient failures raise BillerUnavailable for the whole batch, and the
   identifiers make a retry of the batch harmless (the stream de-duplicates them for at least 24 hours).
-- The SDK runs with `max_network_retries=0` and every call gets a fresh Idempotency-Key, as in the v1 adapter; errors
-  are translated by gateway/adapters/stripe/errors.py, and nothing named `stripe.*` leaves this package.
+- The session is created through the SDK (`max_network_retries=0`); the stream calls are plain POSTs (wire.py) whose
+  failures become the SDK's own errors. Every call gets a fresh Idempotency-Key, as in the v1 adapter; errors are
+  translated by gateway/adapters/stripe/errors.py, and nothing named `stripe.*` leaves this package.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from datetime import UTC, datetime
 
 import msgspec
 import stripe
-from stripe.params.v2.billing import MeterEventStreamCreateParams, MeterEventStreamCreateParamsEvent
+from stripe.params.v2.billing import MeterEventStreamCreateParamsEvent
 
 from gateway.adapters.clock import SystemClock
 from gateway.adapters.stripe import errors
 from gateway.adapters.stripe.errors import raise_stream_error
 from gateway.adapters.stripe.meter import CUSTOMER_KEY, DEFAULT_EVENT_NAME, VALUE_KEY, meter_value
 from gateway.adapters.stripe.rules import meter_identifier
+from gateway.adapters.stripe.wire import StripeWire
 from gateway.domain.errors import BillerMisconfigured
 from gateway.domain.ports import BatchBillingSink, Clock, Delivery, MeterEvent
 
@@ -45,7 +47,7 @@ DEFAULT_REFRESH_MARGIN_S = 60.0
 
 
 class _Session(msgspec.Struct, frozen=True):
-    client: stripe.StripeClient  # built with the session's token as its key, so it calls the stream as the session
+    token: str  # the stream's bearer key
     expires_at: float
 
 
@@ -84,9 +86,14 @@ class StripeStreamBillingSink(BatchBillingSink):
         self._clock = clock or SystemClock()
         # STRIPE_API_BASE points both hosts at a local server; the stream itself lives on "meter_events".
         self._api_base = api_base
-        # One httpx client (connection pools per host) for the session calls and the stream calls.
+        # The SDK's httpx client, for the session calls.
         self._http = stripe.HTTPXClient(timeout=timeout_s)
         self._client = self._new_client(api_key)
+        # The stream calls themselves are plain POSTs: the SDK costs ~3 ms of CPU per 100-event call, more than the
+        # rest of the dispatcher's work for those events (docs/performance.md, "The v2 stream").
+        self._wire = StripeWire(api_base=api_base)
+        self._stream_url = f"{self._wire.meter_events_base}/v2/billing/meter_event_stream"
+        self._encoder = msgspec.json.Encoder()
         self._session: _Session | None = None
         self._refreshing: asyncio.Lock | None = None
         # Session attempts finished so far, and the refusal of the last one (None when it did not end in a refusal).
@@ -109,7 +116,7 @@ class StripeStreamBillingSink(BatchBillingSink):
         """Record `events` (1 to 100) in one stream request; SENT for each, or an error for them all."""
         if not 1 <= len(events) <= self.max_batch:
             raise ValueError(f"a stream request carries 1 to {self.max_batch} events, not {len(events)}")
-        body: MeterEventStreamCreateParams = {"events": [self._wire(event) for event in events]}
+        body = self._encoder.encode({"events": [self._event(event) for event in events]})
         session = await self._current_session()
         try:
             await self._post(session, body)
@@ -122,7 +129,7 @@ class StripeStreamBillingSink(BatchBillingSink):
                 raise_stream_error(again.error)  # a 401 again: an auth problem to wait out (cause "auth")
         return [Delivery.SENT] * len(events)
 
-    def _wire(self, event: MeterEvent) -> MeterEventStreamCreateParamsEvent:
+    def _event(self, event: MeterEvent) -> MeterEventStreamCreateParamsEvent:
         # An invalid value refuses the whole request; the dispatcher then isolates this event and parks it alone.
         value = meter_value(event)
         return {
@@ -133,11 +140,11 @@ class StripeStreamBillingSink(BatchBillingSink):
             "timestamp": datetime.fromtimestamp(event.timestamp, UTC).isoformat().replace("+00:00", "Z"),
         }
 
-    async def _post(self, session: _Session, body: MeterEventStreamCreateParams) -> None:
+    async def _post(self, session: _Session, body: bytes) -> None:
         """One stream request. Raises _SessionRefused on a 401, a Biller* error on anything else that fails."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                await session.client.v2.billing.meter_event_stream.create_async(body)
+                await self._wire.post_json(self._stream_url, session.token, body)
         except stripe.StripeError as exc:
             if exc.http_status == 401:
                 raise _SessionRefused(exc) from exc
@@ -191,8 +198,9 @@ class StripeStreamBillingSink(BatchBillingSink):
         except Exception as exc:  # the boundary, as in _post
             raise errors.unexpected(exc) from exc
         expires_at = datetime.fromisoformat(created.expires_at.replace("Z", "+00:00")).timestamp()
-        return _Session(client=self._new_client(created.authentication_token), expires_at=expires_at)
+        return _Session(token=created.authentication_token, expires_at=expires_at)
 
     async def close(self) -> None:
-        """Close the SDK's httpx.AsyncClient (HTTPXClient.close_async -> AsyncClient.aclose)."""
+        """Close the SDK's httpx.AsyncClient (the session calls) and the stream's connection pool."""
         await self._http.close_async()  # type: ignore[no-untyped-call]  # unannotated in stripe 16.1
+        await self._wire.close()
