@@ -14,6 +14,7 @@ Invariants, as through the SDK:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ class StripeWire:
         self.api_base = (api_base or API_HOST).rstrip("/")
         self.meter_events_base = (meter_events_base or api_base or METER_EVENTS_HOST).rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def post_form(self, url: str, key: str, fields: Mapping[str, str]) -> Any:
         """A v1 call (form-encoded); Stripe's JSON answer, or raise the SDK's error for it."""
@@ -62,15 +64,30 @@ class StripeWire:
         raise api_error(status, raw, answer_headers)
 
     def _pool(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._loop is not loop:
+            self._drop()  # a pool serves the loop that opened it only (tests drive one sink from two loops)
         if self._session is None:
             # No limit on connections: the dispatcher bounds the calls in flight.
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            self._loop = loop
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._loop is asyncio.get_running_loop():
             await self._session.close()
             self._session = None
+        self._drop()
+
+    def _drop(self) -> None:
+        """Let go of a pool opened on another event loop: closed there if that loop still runs."""
+        session, loop, self._session, self._loop = self._session, self._loop, None, None
+        if session is None or loop is None:
+            return
+        if loop.is_running():
+            asyncio.run_coroutine_threadsafe(session.close(), loop)
+        else:
+            session.detach()
 
 
 def api_error(status: int, raw: bytes, headers: Mapping[str, str]) -> stripe.StripeError:
