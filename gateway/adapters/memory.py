@@ -34,7 +34,7 @@ from gateway.domain.ports import (
     FeedbackLedger,
     MeterEvent,
 )
-from gateway.domain.reconcile import Correction, LedgerWindow, hour_floor
+from gateway.domain.reconcile import Correction, LedgerWindow, counted, hour_floor, with_correction
 from gateway.domain.units import ZERO, Rounding, settle
 
 
@@ -253,17 +253,8 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
                 continue
             key = (fix.billing_customer, fix.window_start)
             current = window(*key)
-            windows[key] = msgspec.structs.replace(
-                current,
-                corrections=current.corrections + 1,
-                corrected_units=current.corrected_units + fix.units,
-                last_corrected_at=max(fix.recorded_at, current.last_corrected_at or fix.recorded_at),
-            )
-        return [
-            window
-            for key, window in sorted(windows.items())
-            if window.sent_units or window.rejected_units or window.corrections
-        ]
+            windows[key] = with_correction(current, fix)
+        return counted(windows)
 
     async def record_correction(self, correction: Correction) -> bool:
         if correction.identifier in self.fixes:

@@ -56,6 +56,22 @@ class LedgerWindow(msgspec.Struct, frozen=True):
     last_corrected_at: float | None = None
 
 
+def with_correction(window: LedgerWindow, fix: Correction) -> LedgerWindow:
+    """`window` with one more recorded correction, `fix`, counted in."""
+    return msgspec.structs.replace(
+        window,
+        corrections=window.corrections + 1,
+        corrected_units=window.corrected_units + fix.units,
+        last_corrected_at=max(fix.recorded_at, window.last_corrected_at or fix.recorded_at),
+    )
+
+
+def counted(windows: Mapping[tuple[str, int], LedgerWindow]) -> list[LedgerWindow]:
+    """The windows that hold something (units sent or rejected, or a correction), by customer then window: what
+    `ReconcileLedger.sent_windows` returns."""
+    return [w for _, w in sorted(windows.items()) if w.sent_units or w.rejected_units or w.corrections]
+
+
 class WindowVerdict(msgspec.Struct, frozen=True):
     """One row of a reconciliation. `ledger_units` counts sent and rejected entries (`rejected_units` of them);
     `difference` is ledger minus biller (positive: units missing at the biller)."""

@@ -21,7 +21,7 @@ from gateway.domain.errors import StoreUnavailable
 from gateway.domain.feedback import Rejection
 from gateway.domain.ledger import Entry, ParkReason, State, entry_record
 from gateway.domain.ports import FeedbackLedger
-from gateway.domain.reconcile import Correction, LedgerWindow, hour_floor
+from gateway.domain.reconcile import Correction, LedgerWindow, counted, hour_floor, with_correction
 
 decode_correction = msgspec.msgpack.Decoder(Correction).decode
 
@@ -137,8 +137,8 @@ class RedisFeedback(FeedbackLedger):
                 replies = await pipe.execute()
         windows: dict[tuple[str, int], LedgerWindow] = {}
         for hour, reply in zip(hours, replies, strict=False):
-            counted = reply if fields is None else dict(zip(fields, reply, strict=True))
-            for field, value in counted.items():
+            hour_counts = reply if fields is None else dict(zip(fields, reply, strict=True))
+            for field, value in hour_counts.items():
                 if value is None:
                     continue
                 kind, _, customer = text(field).partition(":")
@@ -154,17 +154,8 @@ class RedisFeedback(FeedbackLedger):
                 continue
             key = (fix.billing_customer, fix.window_start)
             current = windows.get(key) or LedgerWindow(*key, 0)
-            windows[key] = msgspec.structs.replace(
-                current,
-                corrections=current.corrections + 1,
-                corrected_units=current.corrected_units + fix.units,
-                last_corrected_at=max(fix.recorded_at, current.last_corrected_at or fix.recorded_at),
-            )
-        return [
-            window
-            for key, window in sorted(windows.items())
-            if window.sent_units or window.rejected_units or window.corrections
-        ]
+            windows[key] = with_correction(current, fix)
+        return counted(windows)
 
     async def record_correction(self, correction: Correction) -> bool:
         keys = self._keys

@@ -14,7 +14,7 @@ from gateway.adapters.sqlite.ledger_rows import ENTRY_COLUMNS, PARKED_COLUMNS, e
 from gateway.domain.feedback import Rejection
 from gateway.domain.ledger import Entry, ParkReason, entry_record
 from gateway.domain.ports import FeedbackLedger
-from gateway.domain.reconcile import HOUR_S, Correction, LedgerWindow
+from gateway.domain.reconcile import HOUR_S, Correction, LedgerWindow, counted
 
 # hour_floor in SQL: `%` truncates towards zero, so it is folded back into [0, HOUR_S) for a negative timestamp.
 _WINDOW = f"timestamp - ((timestamp % {HOUR_S}) + {HOUR_S}) % {HOUR_S}"
@@ -97,11 +97,7 @@ def _sent_windows(
             corrected_units=int(units),
             last_corrected_at=float(latest),
         )
-    return [window for key, window in sorted(windows.items()) if _counts(window)]
-
-
-def _counts(window: LedgerWindow) -> bool:
-    return bool(window.sent_units or window.rejected_units or window.corrections)
+    return counted(windows)
 
 
 class SqliteFeedback(FeedbackLedger):
