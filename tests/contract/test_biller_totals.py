@@ -13,6 +13,7 @@ import pytest
 import stripe
 
 from gateway.adapters.memory import MemoryBiller
+from gateway.adapters.postgres import PostgresBiller, PostgresDatabase
 from gateway.adapters.stripe.summaries import StripeMeterTotals
 from gateway.domain.ports import BillerTotals, MeterEvent
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
@@ -30,6 +31,16 @@ class Biller:
 @pytest.fixture
 def memory_totals() -> Biller:
     biller = MemoryBiller()
+
+    async def record(event: MeterEvent) -> None:
+        await biller.send(event)
+
+    return Biller(biller, record)
+
+
+@pytest.fixture
+def postgres_totals(postgres_database: PostgresDatabase) -> Biller:
+    biller = PostgresBiller(postgres_database)
 
     async def record(event: MeterEvent) -> None:
         await biller.send(event)
@@ -64,7 +75,7 @@ async def stripe_totals(fake_stripe: FakeStripe) -> AsyncIterator[Biller]:
     assert fake_stripe.invalid_requests == []
 
 
-@pytest.fixture(params=["memory_totals", "stripe_totals"])
+@pytest.fixture(params=["memory_totals", "postgres_totals", "stripe_totals"])
 def biller(request: pytest.FixtureRequest) -> Biller:
     found: Biller = request.getfixturevalue(request.param)
     return found

@@ -24,7 +24,7 @@ class Store(Ledger, FeedbackLedger, Protocol):
     """A ledger that closes the loop with the biller."""
 
 
-@pytest.fixture(params=["memory_ledger"])
+@pytest.fixture(params=["memory_ledger", "postgres_ledger"])
 def ledger(request: pytest.FixtureRequest) -> Store:
     store: Store = request.getfixturevalue(request.param)
     return store
