@@ -44,7 +44,7 @@ _CONNECTION_LOST = (
 
 def is_connection_lost(exc: StoreUnavailable) -> bool:
     """Whether the server (not the statement) failed: running the work again now would fail the same way."""
-    return isinstance(exc.__cause__, _CONNECTION_LOST | asyncio.TimeoutError | TimeoutError)
+    return isinstance(exc.__cause__, (*_CONNECTION_LOST, TimeoutError))
 
 
 def is_postgres_url(url: str) -> bool:
@@ -58,12 +58,15 @@ class PostgresDatabase:
     never sees a half-written step, and the pool replaces broken connections by itself.
     """
 
-    def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str, *, max_connections: int = MAX_CONNECTIONS, migrate: bool = True, pool_wait_s: float = POOL_WAIT_S
+    ) -> None:
         if not is_postgres_url(url):
             raise ValueError("a PostgreSQL URL starts with postgresql:// or postgres://")
         self.url = url
         self._max_connections = max_connections
         self._migrate = migrate
+        self._pool_wait_s = pool_wait_s
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
 
@@ -97,7 +100,7 @@ class PostgresDatabase:
         pool = await self.pool()
         try:
             with store_errors():
-                async with pool.acquire(timeout=POOL_WAIT_S) as connection:
+                async with pool.acquire(timeout=self._pool_wait_s) as connection:
                     yield connection
         except StoreUnavailable as exc:
             if isinstance(exc.__cause__, _CONNECTION_LOST):

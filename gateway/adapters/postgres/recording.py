@@ -134,6 +134,10 @@ class GroupCommit:
                 await self._commit(batch)
         finally:
             self._in_flight -= 1
+            if self._in_flight == 0 and self._queue:
+                # Cancelled (shutdown) with calls still queued: nobody would write them; their callers must not hang.
+                queued, self._queue = self._queue, []
+                _fail(queued, asyncio.CancelledError())
 
     async def _commit(self, batch: list[tuple[Item, asyncio.Future[Recorded]]]) -> None:
         items = [item for item, _ in batch]
@@ -145,9 +149,11 @@ class GroupCommit:
                     await self._commit([one])
                 return
             _fail(batch, exc)
-        except BaseException as exc:
+        except asyncio.CancelledError as exc:
             _fail(batch, exc)
             raise
+        except Exception as exc:  # a bug: its callers hear of it, and the queue goes on
+            _fail(batch, exc)
         else:
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
