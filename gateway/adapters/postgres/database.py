@@ -59,7 +59,12 @@ class PostgresDatabase:
     """
 
     def __init__(
-        self, url: str, *, max_connections: int = MAX_CONNECTIONS, migrate: bool = True, pool_wait_s: float = POOL_WAIT_S
+        self,
+        url: str,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        migrate: bool = True,
+        pool_wait_s: float = POOL_WAIT_S,
     ) -> None:
         if not is_postgres_url(url):
             raise ValueError("a PostgreSQL URL starts with postgresql:// or postgres://")
