@@ -12,14 +12,13 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Final, TypeVar
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from gateway.adapters.postgres import schema
 from gateway.domain.errors import StoreUnavailable
 
 T = TypeVar("T")
 # What a pooled connection is: every adapter's statements take one.
-Connection = asyncpg.Connection | PoolConnectionProxy
+Connection = schema.Connection
 
 # A webhook must get its answer (or a 503) well within Ringside's delivery timeout: a dead server fails fast.
 CONNECT_TIMEOUT_S: Final = 2.0

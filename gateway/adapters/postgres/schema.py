@@ -8,14 +8,16 @@ Tables live in the first schema of the connection's search_path, so one database
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
+import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from gateway.domain.errors import StoreUnavailable
 
-if TYPE_CHECKING:
-    from gateway.adapters.postgres.database import Connection
+# A connection of the pool, or a direct one (the statements are the same); database.Connection, which imports this.
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 # (version, what it does, statements). Append only: a released migration never changes.
 MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
