@@ -6,7 +6,7 @@
 
 Invariants:
 - Every delivery is built and signed before the clock starts, so the generator spends its time on I/O only. A
-  signature's `t` is the pre-signing time and the gateway accepts it for 300 s (CONTRACT 1), so a run (pre-signing
+  signature's `t` is the pre-signing time and the gateway accepts it for 300 s (docs/design.md), so a run (pre-signing
   included) must end within that window: `run` refuses a longer one.
 - Valid deliveries carry ids unique to the run (a run id prefixes them), so a rerun against the same store never
   turns them into duplicates. A duplicate repeats the exact bytes of an earlier valid delivery, as a Ringside
@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-# CONTRACT 1: |now - t| <= 300 s. Keep a margin for the clock reads on both sides.
+# docs/design.md, "Signature": |now - t| <= 300 s. Keep a margin for the clock reads on both sides.
 SIGNATURE_WINDOW_S = 290.0
 REQUEST_TIMEOUT_S = 10.0
 BENCH_SECRET = "whsec_bench_only_not_a_real_secret"

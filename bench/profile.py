@@ -33,6 +33,7 @@ from bench.wrk import WARMUP_SHARE, Spec, run_wrk, started, write_requests
 THREADS = {
     "sqlite-sync": "fsync thread",
     "sqlite-checkpoi": "checkpoint thread",
+    "log-writer": "logging: writer thread",
 }
 WRITER = "sqlite_0"
 WRITER_JOBS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -51,7 +52,16 @@ OWNERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sweep", ("gateway/service/sweep.py",)),
 )
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("logging", ("structlog/", "/logging/__init__.py", "gateway/app/logging.py")),
+    (
+        "logging",
+        (
+            "structlog/",
+            "/logging/__init__.py",
+            "gateway/app/logging.py",
+            "gateway/app/redaction.py",
+            "gateway/app/log_handler.py",
+        ),
+    ),
     ("metrics", ("prometheus_client/", "gateway/app/metrics.py")),
     ("signature", ("gateway/domain/signature.py",)),
     ("parse", ("gateway/domain/event.py",)),

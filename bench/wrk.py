@@ -1,7 +1,7 @@
 """Maximum throughput measured with wrk, the bare HMAC endpoint and the gateway side by side in one run.
 
     bench/setup                                    # once: wrk (Debian), py-spy and granian (the venv)
-    .venv/bin/python -m bench.wrk [--duration 9] [--repeat 2] [--only bare,sqlite,redis,postgres,postgres-w2,...]
+    .venv/bin/python -m bench.wrk [--duration 9] [--rounds 3] [--only bare,sqlite,redis,postgres,postgres-w2,...]
 
 wrk is a C load generator: on a 2-core machine it leaves the server far more of the CPU than bench/load.py does,
 which would otherwise squeeze the bare endpoint more than the gateway and flatter the ratios. Each target is a
@@ -15,6 +15,7 @@ server started as `gateway serve` (or bench.bare_app) starts it, one worker, and
 4. half load: bench/load.py's open loop at half that maximum -> p99 (no coordinated omission).
 Targets are interleaved per round (bare, gateway, bare, ...) so that a burst of outside load hits each alike, and
 every row's ratio is to the bare endpoint of the same round: the only ratios worth quoting on a shared machine.
+The summary gives each target's median over the rounds and the spread (lowest to highest).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,12 +54,13 @@ from bench.load import (
 )
 from bench.run import ROOT, Server, _flush_redis
 from bench.threads import cpu_seconds_by_thread, thread_ticks
+from gateway.app.server import worker_factory
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 WARMUP_SHARE = 0.2  # the file's tail the warm-up replays; the measured run must not reach it
 SEPARATOR = b"\0"  # between requests in the file: neither an HTTP head nor a JSON body holds a NUL
 SERVERS = ("uvicorn", "granian")
-VARIANTS = ("quiet", "nodispatch", "nogroup")
+VARIANTS = ("quiet", "nodispatch", "linelog", "nogroup")
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 KINDS = ("bare", "sqlite", "redis", "postgres")
 
@@ -67,7 +70,8 @@ class Spec:
     """One server: `kind` bare, sqlite or redis, on `server` uvicorn (as `gateway serve`) or granian (a prototype:
     the gateway's app factory under granian), with a `variant` that prices one part of the gateway: `quiet` runs it
     at GATEWAY_LOG_LEVEL=warning (no per-delivery log line), `nodispatch` without its in-process dispatcher,
-    `nogroup` without group commit (bench.ablate); `w2` runs two worker processes (`gateway serve --workers 2`)."""
+    `linelog` with GATEWAY_LOG_FLUSH_MS=0 (a write() per log line, as before the lines were batched), `nogroup`
+    without group commit (bench.ablate); `w2` runs two worker processes (`gateway serve --workers 2`)."""
 
     kind: str
     server: str = "uvicorn"
@@ -84,7 +88,8 @@ class Spec:
         unknown = set(options) - set(SERVERS) - set(VARIANTS) - {"w2"}
         if kind not in KINDS or unknown or len(options) > 2 or (kind == "bare" and (variant or workers > 1)):
             raise ValueError(
-                f"unknown target {name!r}: kind[-granian][-quiet|-nodispatch|-nogroup][-w2], kind {'|'.join(KINDS)}"
+                f"unknown target {name!r}: kind[-granian][-quiet|-nodispatch|-linelog|-nogroup][-w2],"
+                f" kind {'|'.join(KINDS)}"
             )
         return cls(kind, server, variant, workers)
 
@@ -223,11 +228,14 @@ def started(
         env["GATEWAY_STORE"] = f"sqlite:///{workdir / f'gateway-{number}.db'}"
     elif spec.kind == "redis":
         env["GATEWAY_STORE"] = redis_url
+        env.setdefault("GATEWAY_REDIS_ALLOW_VOLATILE", "true")  # the bench's Redis need not persist
         _flush_redis(redis_url)
     elif spec.kind == "postgres":
         env["GATEWAY_STORE"] = _fresh_postgres_schema(postgres_url, f"bench_{number}")
     if spec.variant == "quiet":
         env["GATEWAY_LOG_LEVEL"] = "warning"
+    elif spec.variant == "linelog":
+        env["GATEWAY_LOG_FLUSH_MS"] = "0"
     # bench.ablate with no switch serves as the real thing does, its threads named for bench/threads.py.
     without = "group-commit" if spec.variant == "nogroup" else ""
     wrapper = [sys.executable, "-m", "bench.ablate", "--without", without, "--"]
@@ -235,8 +243,7 @@ def started(
         argv = [*wrapper, "bare", "--port", str(port), "--server", spec.server]
         ready = "/healthz"
     elif spec.server == "granian":
-        factory = "ingest_app_from_env" if spec.variant == "nodispatch" else "app_from_env"
-        argv = granian_argv(f"gateway.app.http:{factory}", "127.0.0.1", port, 1)
+        argv = granian_argv(worker_factory(run_dispatcher=spec.variant != "nodispatch"), "127.0.0.1", port, 1)
         ready = "/readyz"
     else:
         argv = [*wrapper, "serve", *(["--no-dispatcher"] if spec.variant == "nodispatch" else [])]
@@ -373,6 +380,42 @@ def table(rows: list[Measured]) -> str:
     return "\n".join(lines)
 
 
+def _spread(values: list[float], form: str) -> str:
+    """The median, and the lowest to highest when there are several: `1.02 (0.95-1.10)`."""
+    if not values:
+        return "-"
+    median = statistics.median(values)
+    if len(values) == 1:
+        return format(median, form)
+    return f"{median:{form}} ({min(values):{form}}-{max(values):{form}})"
+
+
+def summary(rows: list[Measured]) -> str:
+    """Per target over the rounds: the median and spread of req/s, of its ratios to the bare endpoint of the same
+    round, of CPU per delivery and of the half-load p99."""
+    lines = [
+        "| target | rounds | req/s | vs bare (uvicorn) | vs bare (same HTTP server) | CPU us/delivery "
+        "| CPU ratio (bare/this) | p99 ms | p99 ms at half load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for spec in dict.fromkeys(row.spec for row in rows):
+        mine = [row for row in rows if row.spec == spec]
+
+        def ratios(of: list[str]) -> list[float]:
+            return [float(value) for value in of if value != "-"]
+
+        lines.append(
+            f"| {spec.name} | {len(mine)} | {_spread([r.full.rps for r in mine], ',.0f')} "
+            f"| {_spread(ratios([ratio(r, rows, 'uvicorn') for r in mine]), '.2f')} "
+            f"| {_spread(ratios([ratio(r, rows, spec.server) for r in mine]), '.2f')} "
+            f"| {_spread([r.cpu_us_per_delivery for r in mine], '.0f')} "
+            f"| {_spread(ratios([cpu_ratio(r, rows) for r in mine]), '.2f')} "
+            f"| {_spread([r.full.p99_ms for r in mine], '.1f')} "
+            f"| {_spread([r.half.p99_ms for r in mine if r.half], '.1f')} |"
+        )
+    return "\n".join(lines)
+
+
 def _per_delivery(seconds: float | None, row: Measured) -> str:
     return f"{seconds / row.full.requests * 1e6:.0f}" if seconds is not None and row.full.requests else "-"
 
@@ -398,7 +441,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--deliveries", type=int, default=250_000, help="pre-signed deliveries per file [250000]")
     parser.add_argument("--customers", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=2, help="rounds, each target once per round [2]")
+    parser.add_argument(
+        "--rounds", "--repeat", dest="repeat", type=int, default=2, help="rounds, each target once per round [2]"
+    )
     parser.add_argument("--no-half", dest="half", action="store_false", help="skip the half-load latency runs")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a database the bench may flush [db 14]")
     parser.add_argument(
@@ -435,6 +480,8 @@ def main(argv: list[str] | None = None) -> None:
             f"one worker, {args.deliveries:,} pre-signed deliveries over {args.customers} customers per file; "
             f"load average {os.getloadavg()[0]:.2f}"
         )
+        print(summary(rows))
+        print()
         print(table(rows))
         print()
         print(thread_table(rows))

@@ -67,13 +67,16 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
         return True
 
     async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
+        held = {
+            self.entries[event_id].billing_customer
+            for event_id, until in self._leases.items()
+            if until > now and event_id in self.entries and self.entries[event_id].state is State.PENDING
+        }
         due = sorted(
             (
                 entry
                 for entry in self.entries.values()
-                if entry.state is State.PENDING
-                and entry.next_attempt_at <= now
-                and self._leases.get(entry.event_id, 0.0) <= now
+                if entry.state is State.PENDING and entry.next_attempt_at <= now and entry.billing_customer not in held
             ),
             key=lambda entry: (entry.next_attempt_at, entry.created_at),
         )[:limit]
@@ -84,6 +87,15 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
     async def release(self, event_ids: list[str]) -> None:
         for event_id in event_ids:
             self._leases.pop(event_id, None)
+
+    async def renew(self, event_ids: Sequence[str], now: float, lease_s: float) -> list[str]:
+        renewed = []
+        for event_id in event_ids:
+            entry = self.entries.get(event_id)
+            if entry is not None and entry.state is State.PENDING and self._leases.get(event_id, 0.0) > now:
+                self._leases[event_id] = now + lease_s
+                renewed.append(event_id)
+        return renewed
 
     def _update(self, event_id: str, **changes: object) -> Entry | None:
         entry = self.entries.get(event_id)
@@ -231,7 +243,10 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
             current = window(*key)
             if entry.state is State.SENT:
                 windows[key] = msgspec.structs.replace(current, sent_units=current.sent_units + entry.units)
-            else:
+            elif (
+                record := self.parked.get(entry.event_id)
+            ) is not None and record.reason is ParkReason.BILLER_REJECTED:
+                # Only what the biller rejected is owed to it; an entry parked too_old never reached it.
                 windows[key] = msgspec.structs.replace(current, rejected_units=current.rejected_units + entry.units)
         for fix in self.fixes.values():
             if billing_customer not in (None, fix.billing_customer) or not since <= fix.window_start < until:
@@ -244,7 +259,11 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
                 corrected_units=current.corrected_units + fix.units,
                 last_corrected_at=max(fix.recorded_at, current.last_corrected_at or fix.recorded_at),
             )
-        return [windows[key] for key in sorted(windows)]
+        return [
+            window
+            for key, window in sorted(windows.items())
+            if window.sent_units or window.rejected_units or window.corrections
+        ]
 
     async def record_correction(self, correction: Correction) -> bool:
         if correction.identifier in self.fixes:

@@ -30,6 +30,12 @@ class StripeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_METER_EVENT_NAME: the Stripe meter's event_name."""
     portal_configuration_id: str | None = None
     """PORTAL_CONFIGURATION_ID: a Stripe portal configuration (bpc_...); unset, Stripe's default one is used."""
+    webhook_secrets: tuple[Secret, ...] = ()
+    """STRIPE_WEBHOOK_SECRET: the signing secret(s) (whsec_...) of the Stripe event destination that posts to
+    `POST /webhooks/stripe`, comma-separated; every one is live (rotation). Unset: that route answers 503."""
+    events_poll_s: float | None = None
+    """GATEWAY_STRIPE_EVENTS_POLL_S: poll Stripe's event list for meter error reports this often (seconds), for
+    deployments Stripe cannot reach; unset: no polling."""
 
 
 class LagoSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -53,6 +53,9 @@ class BillerProfile:
     - `max_rps`: the dispatcher's pace, the biller's rate limit.
     - `max_event_age_s`: older events are parked as too old; `meter_identifier`: an event id -> the biller's
       identifier for it (its end-to-end dedupe key).
+    - `totals`: the container's `biller_totals` key (the biller's own units per customer and hour, for
+      `gateway reconcile`), None when the biller offers no such totals (`totals_missing` says what is missing).
+    - `reports`: the biller reports what it dropped after answering (Stripe's meter error reports).
     """
 
     biller: Biller
@@ -64,6 +67,9 @@ class BillerProfile:
     max_rps: Callable[[BillerSettings], float]
     max_event_age_s: int
     meter_identifier: Callable[[str], str]
+    totals: str | None = None
+    totals_missing: str = ""
+    reports: bool = False
 
 
 def check_stripe_id(value: str) -> str:
@@ -104,6 +110,8 @@ STRIPE = BillerProfile(
     max_rps=_stripe_rate,
     max_event_age_s=stripe_rules.MAX_EVENT_AGE_S,
     meter_identifier=stripe_rules.meter_identifier,
+    totals="stripe",
+    reports=True,
 )
 # Lago bills subscriptions: its customers come from the customer store only. Its identifier (the transaction_id)
 # and age window are Stripe's rules, as they were when Lago joined: the transaction ids Lago already holds came
@@ -118,6 +126,10 @@ LAGO = BillerProfile(
     max_rps=lambda settings: settings.lago.max_rps,
     max_event_age_s=stripe_rules.MAX_EVENT_AGE_S,
     meter_identifier=stripe_rules.meter_identifier,
+    # current_usage/past_usage cover whole billing periods; the event list shows what Lago received, not what it
+    # bills. Nothing answers billed usage per hour, so no window could be judged (docs/reconcile.md).
+    totals_missing="Lago's API has no per-hour usage totals (current_usage and past_usage cover whole billing "
+    "periods; its event list shows events received, not billed), so the ledger cannot be reconciled against Lago",
 )
 # The local ledger biller stands in for Stripe: the same ids, identifiers and window, no portal, no remote limit.
 LEDGER = BillerProfile(
@@ -130,6 +142,7 @@ LEDGER = BillerProfile(
     max_rps=lambda _settings: _LEDGER_MAX_RPS,
     max_event_age_s=stripe_rules.MAX_EVENT_AGE_S,
     meter_identifier=stripe_rules.meter_identifier,
+    totals="ledger",
 )
 PROFILES = {profile.biller: profile for profile in (STRIPE, LAGO, LEDGER)}
 

@@ -39,11 +39,14 @@ from gateway.adapters.redis import (
 )
 from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
+from gateway.adapters.stripe.events import StripeReports
+from gateway.adapters.stripe.notifications import StripeNotificationVerifier
 from gateway.adapters.stripe.portal import StripeBillingPortal
 from gateway.adapters.stripe.sink import StripeBillingSink
 from gateway.adapters.stripe.stream import StripeStreamBillingSink
-from gateway.app.logging import register_secrets
+from gateway.adapters.stripe.summaries import StripeMeterTotals
 from gateway.app.metrics import PrometheusMetrics
+from gateway.app.redaction import register_secrets
 from gateway.app.secret import Secret
 from gateway.app.settings import Settings
 from gateway.domain.errors import PortalNotConfigured, StoreUnavailable
@@ -51,8 +54,10 @@ from gateway.domain.portal import ReturnUrlPolicy
 from gateway.domain.ports import CustomerStore
 from gateway.domain.signature import SignatureVerifier
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
+from gateway.service.feedback import ReportHandler, ReportPoller
 from gateway.service.ingest import Ingest
 from gateway.service.portal import PortalSessions
+from gateway.service.reconcile import Reconciler, Repairer
 from gateway.service.replay import Replayer
 from gateway.service.sweep import Sweep
 
@@ -102,6 +107,34 @@ def _stripe_stream_sink(settings: Settings) -> StripeStreamBillingSink:
         api_base=stripe.api_base,
         timeout_s=stripe.timeout_s,
     )
+
+
+def _stripe_reports(settings: Settings) -> StripeReports:
+    stripe = settings.stripe
+    assert stripe.api_key is not None  # checked by load_settings
+    return StripeReports(stripe.api_key.reveal(), api_base=stripe.api_base, timeout_s=stripe.timeout_s)
+
+
+def _stripe_totals(settings: Settings) -> StripeMeterTotals:
+    stripe = settings.stripe
+    assert stripe.api_key is not None  # checked by load_settings
+    return StripeMeterTotals(
+        stripe.api_key.reveal(),
+        event_name=stripe.meter_event_name,
+        api_base=stripe.api_base,
+        timeout_s=stripe.timeout_s,
+    )
+
+
+def _stripe_verifier(settings: Settings) -> StripeNotificationVerifier | None:
+    """None when no STRIPE_WEBHOOK_SECRET is set: `POST /webhooks/stripe` then answers 503 (not configured)."""
+    secrets_ = [s.reveal() for s in settings.stripe.webhook_secrets]
+    return StripeNotificationVerifier(secrets_) if secrets_ else None
+
+
+def totals_kind(settings: Settings) -> str:
+    """The `biller_totals` selector's key: the biller's own hourly totals, or `none` (Lago has none)."""
+    return settings.biller_profile().totals or "none"
 
 
 def _lago_sink(settings: Settings) -> LagoBillingSink:
@@ -241,6 +274,17 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
+    # The biller's own totals per customer and hour (`gateway reconcile`); the local ledger biller is its own.
+    biller_totals = providers.Selector(
+        providers.Callable(totals_kind, settings),
+        stripe=providers.Singleton(_stripe_totals, settings),
+        ledger=billing_sink,
+        none=providers.Object(None),
+    )
+    # Stripe's meter error reports (only with the Stripe biller; settings refuse the variables otherwise).
+    biller_reports = providers.Singleton(_stripe_reports, settings)
+    stripe_verifier = providers.Singleton(_stripe_verifier, settings)
+
     billing_portal = providers.Selector(
         providers.Callable(portal_kind, settings),
         stripe=providers.Singleton(_stripe_portal, settings),
@@ -285,6 +329,31 @@ class Container(containers.DeclarativeContainer):
         on_recorded=dispatcher.provided.wake,
         stripe_ids_on_events=providers.Callable(lambda s: s.biller_profile().names_billing_ids, settings),
         metrics=metrics,
+    )
+    report_handler = providers.Singleton(
+        ReportHandler,
+        ledger=ledger,
+        reports=biller_reports,
+        clock=clock,
+        identifier_of=providers.Callable(lambda s: s.biller_profile().meter_identifier, settings),
+    )
+    report_poller = providers.Singleton(
+        ReportPoller, handler=report_handler, reports=biller_reports, cursor=ledger, clock=clock
+    )
+    reconciler = providers.Factory(
+        Reconciler,
+        ledger=ledger,
+        biller=biller_totals,
+        clock=clock,
+        settle_s=settings.provided.reconcile_settle_s,
+    )
+    repairer = providers.Factory(
+        Repairer,
+        reconciler=reconciler,
+        ledger=ledger,
+        sink=billing_sink,
+        clock=clock,
+        max_age_s=providers.Callable(lambda s: s.biller_profile().max_event_age_s, settings),
     )
     replayer = providers.Factory(Replayer, ingest=ingest, ledger=ledger, customers=customer_resolver, clock=clock)
 
@@ -342,6 +411,15 @@ async def check_store_once(settings: Settings) -> None:
         await refuse_if_volatile(client, allow_volatile=settings.redis.allow_volatile, warn=False)
     finally:
         await client.aclose()
+
+
+async def close_biller_readers(container: Container) -> None:
+    """Close the clients that read the biller's side (reports, totals), when this biller has them."""
+    profile = container.settings().biller_profile()
+    if profile.reports:
+        await container.biller_reports().close()
+    if profile.totals == "stripe":
+        await container.biller_totals().close()
 
 
 async def close_store_clients(container: Container) -> None:

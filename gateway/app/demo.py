@@ -29,7 +29,8 @@ from gateway.app.output import usd
 from gateway.app.secret import Secret
 from gateway.app.server import ServerDidNotStart, create_app, server_config, server_limits, serving
 from gateway.app.settings import Settings, load_settings
-from gateway.app.simulate import UNMAPPED_CUSTOMER, SimulationConfig, SimulationReport, Simulator
+from gateway.app.simulate import UNMAPPED_CUSTOMER, SimulationConfig, Simulator
+from gateway.app.simulation_report import SimulationReport
 from gateway.domain.ledger import ParkReason
 from gateway.domain.units import Rounding
 from gateway.service.replay import ReplayStatus

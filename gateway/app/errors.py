@@ -24,6 +24,7 @@ from gateway.domain.errors import (
     PortalNotConfigured,
     SignatureError,
     StoreUnavailable,
+    StripeWebhookNotConfigured,
 )
 
 STORE_RETRY_AFTER_S = 5
@@ -43,6 +44,7 @@ _STATUS_OF: dict[type[GatewayError], int] = {
     PortalNotConfigured: 503,
     BillerUnavailable: 503,
     BillerRejected: 502,
+    StripeWebhookNotConfigured: 503,
 }
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from gateway.app.container import Container, check_store, close_store_clients
+from gateway.app.container import Container, check_store, close_biller_readers, close_store_clients
+from gateway.app.log_handler import flush_logs
 
 
 @asynccontextmanager
@@ -25,12 +26,16 @@ async def running(container: Container, *, checked: bool = False) -> AsyncIterat
             await check_store(container)
         yield container
     finally:
-        await _close(container)
+        try:
+            await _close(container)
+        finally:
+            flush_logs()  # the lines of a process that ends here are written before it does
 
 
 async def _close(container: Container) -> None:
     """The biller's clients, then the store's clients, then the resources (databases, pools) the container opened."""
     await container.billing_sink().close()
     await container.billing_portal().close()
+    await close_biller_readers(container)
     await close_store_clients(container)
     container.shutdown_resources()

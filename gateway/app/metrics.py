@@ -18,6 +18,7 @@ billing pipeline, which only the services can report.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -32,7 +33,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from gateway.domain.feedback import Handled, HandleResult
 from gateway.domain.ledger import LedgerStats
+from gateway.domain.reconcile import ReconcileTotals, Verdict
 from gateway.service.metrics import Delivered, Metrics
 from gateway.service.sweep import Sweep
 
@@ -42,6 +45,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4"
 # Stripe answers a meter event in tens to hundreds of milliseconds; the top buckets catch timeouts (10 s default).
 BILLER_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COUNTS_AS_SENT = frozenset({Delivered.SENT, Delivered.ALREADY_SENT, Delivered.ZERO_UNITS})
+
+# Stripe's error codes label a counter: only ones shaped like a code, so a surprise cannot explode cardinality.
+_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 M = TypeVar("M", Counter, Histogram)
 
@@ -118,6 +124,49 @@ class PrometheusMetrics(Metrics):
         self._parked_entries = gauge("ledger_parked_entries", "Parked records in the ledger.")
         self._sent_entries = gauge("ledger_sent_entries", "Entries the biller acknowledged.")
         self._store_up = gauge("ledger_up", "1 when the last read of the ledger's state succeeded, else 0.")
+        self._reports = _Children(
+            counter(
+                "stripe_reports",
+                "Stripe event notifications handled, by source (webhook, poll) and status (applied, duplicate, "
+                "ignored, refused, unavailable).",
+                ("source", "status"),
+            )
+        )
+        self._report_errors = _Children(
+            counter(
+                "stripe_report_errors",
+                "Meter events Stripe reported dropped (error_count of applied reports), by Stripe's error code.",
+                ("code",),
+            )
+        )
+        self._report_parked = counter(
+            "stripe_report_parked", "Sent entries parked biller_rejected by Stripe's reports."
+        )
+        self._reconcile_windows = Gauge(
+            "reconcile_windows",
+            "Windows of the last periodic reconciliation, by verdict.",
+            ("verdict",),
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._reconcile_units = Gauge(
+            "reconcile_units_difference",
+            "Units by which the ledger and the biller differ in the last periodic reconciliation, by verdict.",
+            ("verdict",),
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._reconcile_up = gauge("reconcile_up", "1 when the last periodic reconciliation could ask the biller.")
+        self._reconcile_at = gauge(
+            "reconcile_last_success_timestamp_seconds", "When the last periodic reconciliation completed."
+        )
+        self._paused = Gauge(
+            "dispatcher_paused",
+            "1 while this process's dispatcher is paused for `reason` (biller_configuration), else 0.",
+            ("reason",),
+            namespace=NAMESPACE,
+            registry=registry,
+        )
 
     def delivery(self, outcome: str, code: str = "") -> None:
         self._deliveries(outcome, code).inc()
@@ -154,6 +203,31 @@ class PrometheusMetrics(Metrics):
 
     def store_up(self, up: bool) -> None:
         self._store_up.set(1 if up else 0)
+
+    def report(self, source: str, result: HandleResult) -> None:
+        """One notification of Stripe's handled (app layer: the webhook and the poller)."""
+        self._reports(source, result.status.value).inc()
+        if result.status is Handled.APPLIED:
+            for code, count in result.errors_by_code.items():
+                self._report_errors(code if _CODE.match(code) else "other").inc(count)
+            self._report_parked.inc(result.parked)
+
+    def report_failed(self, source: str, status: str) -> None:
+        """A notification refused (bad signature) or not handled for now (Stripe or the store unavailable)."""
+        self._reports(source, status).inc()
+
+    def reconciled(self, totals: ReconcileTotals | None, now: float) -> None:
+        """The last periodic reconciliation's totals; None when the biller or the store could not be asked."""
+        self._reconcile_up.set(0 if totals is None else 1)
+        if totals is None:
+            return
+        self._reconcile_at.set(now)
+        for verdict in Verdict:
+            self._reconcile_windows.labels(verdict.value).set(totals.windows_by_verdict.get(verdict, 0))
+            self._reconcile_units.labels(verdict.value).set(totals.units_by_verdict.get(verdict, 0))
+
+    def dispatcher_paused(self, reason: str, paused: bool) -> None:
+        self._paused.labels(reason).set(1 if paused else 0)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format (version 0.0.4)."""

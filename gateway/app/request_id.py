@@ -23,6 +23,35 @@ HEADER = b"x-request-id"
 _SANE = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
+class _RandomIds:
+    """Fresh ids of 128 random bits (as uuid4().hex carries 122), drawn from the OS 256 at a time: a getrandom()
+    system call per request was one of the webhook's costliest lines under load (docs/performance.md, "Where the
+    CPU goes"). Each id is used once; a forked child starts a pool of its own."""
+
+    IDS_PER_DRAW = 256
+
+    def __init__(self) -> None:
+        self._pool = ""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def next(self) -> str:
+        at = self._at
+        pool = self._pool
+        if at >= len(pool):
+            pool = self._pool = os.urandom(16 * self.IDS_PER_DRAW).hex()
+            at = 0
+        self._at = at + 32
+        return pool[at : at + 32]
+
+    def _forget(self) -> None:
+        self._pool = ""
+        self._at = 0
+
+
+_fresh = _RandomIds()
+
+
 def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The incoming request id when it is sane, else a new random one."""
     for name, value in headers:
@@ -30,7 +59,7 @@ def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
             if _SANE.fullmatch(value):
                 return value.decode("ascii")
             break
-    return os.urandom(16).hex()  # 128 random bits, as uuid4().hex carries 122, at a sixth of its cost
+    return _fresh.next()
 
 
 class RequestIdMiddleware:

@@ -26,6 +26,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from gateway.app.background import background
 from gateway.app.container import Container, build_container
 from gateway.app.http import exception_handlers, healthz, readyz
 from gateway.app.lifecycle import running
@@ -36,6 +37,7 @@ from gateway.app.portal import portal_router
 from gateway.app.protocol import HeadLimitedHttpToolsProtocol
 from gateway.app.request_id import RequestIdMiddleware
 from gateway.app.settings import Settings, load_settings
+from gateway.app.stripe_webhook import stripe_webhook_route
 from gateway.app.webhook import served_first, webhook_route
 from gateway.domain.ports import Ledger, StoreDurability
 
@@ -74,7 +76,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with running(container, checked=True):
+        async with running(container, checked=True), background_jobs(container, enabled=run_dispatcher):
             dispatcher = container.dispatcher()
             task = asyncio.create_task(dispatcher.run(), name="dispatcher") if run_dispatcher else None
             sweep = container.sweep() if run_dispatcher else None
@@ -107,6 +109,7 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     app = Litestar(
         route_handlers=[
             webhook,
+            stripe_webhook_route(container),
             healthz,
             readyz,
             metrics_route(container.metrics, container.sweep),
@@ -131,6 +134,16 @@ def create_app(container: Container, *, run_dispatcher: bool = True) -> Litestar
     return app
 
 
+@asynccontextmanager
+async def background_jobs(container: Container, *, enabled: bool) -> AsyncIterator[None]:
+    """The periodic jobs (gateway.app.background) where the dispatcher runs; none in an ingest-only process."""
+    if not enabled:
+        yield
+        return
+    async with background(container):
+        yield
+
+
 def app_from_env() -> Litestar:
     """The app of one `gateway serve --workers N` worker (uvicorn factory): settings from this process's environment.
 
@@ -147,7 +160,7 @@ def ingest_app_from_env() -> Litestar:
 
 def _app_from_environment(*, run_dispatcher: bool) -> Litestar:
     settings = load_settings(os.environ)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, flush_ms=settings.log_flush_ms)
     if UVICORN_OPTIONS["access_log"] is False:
         # A worker runs this factory after uvicorn has switched its access log off, and configure_logging adopts
         # uvicorn's loggers again: switch it off once more, as uvicorn does, or every request gets a second line.

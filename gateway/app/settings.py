@@ -99,10 +99,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """GATEWAY_PENDING_ALERT_S: the sweep warns (log and metric) while the oldest pending entry is older than this."""
     sweep_interval_s: float = 15.0
     """GATEWAY_SWEEP_INTERVAL_S: how often the sweep measures the ledger's backlog."""
+    reconcile_settle_s: float = 3600.0
+    """GATEWAY_RECONCILE_SETTLE_S: a window younger than this (or corrected less than this ago) is `settling`, not
+    judged: the biller's totals are eventually consistent."""
+    reconcile_interval_s: float | None = None
+    """GATEWAY_RECONCILE_INTERVAL_S: reconcile the ledger against the biller this often (seconds) in `serve` and
+    `worker`, exporting the differences as metrics; unset: never (run `gateway reconcile` instead)."""
+    reconcile_lookback_s: float = 172_800.0
+    """GATEWAY_RECONCILE_LOOKBACK_S: how far back the periodic reconciliation looks (default two days)."""
     log_format: str = "auto"
     """GATEWAY_LOG_FORMAT: json | console | auto (console on a terminal, JSON otherwise)."""
     log_level: str = "info"
     """GATEWAY_LOG_LEVEL: debug | info | warning | error."""
+    log_flush_ms: int = 20
+    """GATEWAY_LOG_FLUSH_MS: `serve` and `worker` write their log lines in batches, at most this late (0: each line
+    at once). A killed process loses at most this much of its log; a stopped one loses nothing."""
     host: str = "127.0.0.1"
     """GATEWAY_HOST: address `gateway serve` binds to."""
     port: int = 8000
@@ -194,8 +205,14 @@ ENVIRONMENT: Mapping[str, str] = {
     "GATEWAY_RETRY_MAX_S": "retry_max_s",
     "GATEWAY_PENDING_ALERT_S": "pending_alert_s",
     "GATEWAY_SWEEP_INTERVAL_S": "sweep_interval_s",
+    "STRIPE_WEBHOOK_SECRET": "stripe.webhook_secrets",
+    "GATEWAY_STRIPE_EVENTS_POLL_S": "stripe.events_poll_s",
+    "GATEWAY_RECONCILE_SETTLE_S": "reconcile_settle_s",
+    "GATEWAY_RECONCILE_INTERVAL_S": "reconcile_interval_s",
+    "GATEWAY_RECONCILE_LOOKBACK_S": "reconcile_lookback_s",
     "GATEWAY_LOG_FORMAT": "log_format",
     "GATEWAY_LOG_LEVEL": "log_level",
+    "GATEWAY_LOG_FLUSH_MS": "log_flush_ms",
     "GATEWAY_HOST": "host",
     "GATEWAY_PORT": "port",
     "RINGSIDE_API_KEY": "ringside_api_key",
@@ -286,6 +303,8 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_PENDING_ALERT_S and GATEWAY_SWEEP_INTERVAL_S must be positive")
     if settings.log_format not in {"auto", "json", "console"}:
         raise SettingsError("GATEWAY_LOG_FORMAT must be json, console or auto")
+    if not 0 <= settings.log_flush_ms <= 1000:
+        raise SettingsError("GATEWAY_LOG_FLUSH_MS must be 0 (each line at once) to 1000 milliseconds")
     if not settings.store.startswith(
         ("sqlite:///", "redis://", "rediss://", "postgresql://", "postgres://", "memory://")
     ):
@@ -299,6 +318,7 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_DEDUPE_TTL_S must be at least 86400 (one day); the default is 40 days")
     _check_portal(settings)
     _check_biller(settings)
+    _check_reconcile(settings)
     max_age_s = settings.policy().max_age_s
     accepted_s = (max_age_s or 0) + settings.signature_tolerance_s
     if max_age_s is not None and settings.redis.dedupe_ttl_s < accepted_s:
@@ -365,3 +385,22 @@ def _check_biller(settings: Settings) -> None:
         raise SettingsError("LAGO_UNITS_PROPERTY must not be empty")
     if settings.lago.timeout_s <= 0 or settings.lago.max_rps <= 0:
         raise SettingsError("GATEWAY_LAGO_TIMEOUT_S and GATEWAY_LAGO_MAX_RPS must be positive")
+
+
+def _positive(value: float | None) -> bool:
+    return value is None or (math.isfinite(value) and value > 0)
+
+
+def _check_reconcile(settings: Settings) -> None:
+    if not (math.isfinite(settings.reconcile_settle_s) and settings.reconcile_settle_s >= 0):
+        raise SettingsError("GATEWAY_RECONCILE_SETTLE_S must be a finite number of seconds, 0 or more")
+    if not _positive(settings.reconcile_interval_s) or not _positive(settings.reconcile_lookback_s):
+        raise SettingsError("GATEWAY_RECONCILE_INTERVAL_S and GATEWAY_RECONCILE_LOOKBACK_S must be positive")
+    if not _positive(settings.stripe.events_poll_s):
+        raise SettingsError("GATEWAY_STRIPE_EVENTS_POLL_S must be a positive number of seconds")
+    stripe_feedback = settings.stripe.webhook_secrets or settings.stripe.events_poll_s is not None
+    if stripe_feedback and not settings.biller_profile().reports:
+        # Stripe's error reports name meter events Stripe received: with another biller there are none to read.
+        raise SettingsError(
+            "STRIPE_WEBHOOK_SECRET and GATEWAY_STRIPE_EVENTS_POLL_S need the Stripe biller (STRIPE_API_KEY)"
+        )

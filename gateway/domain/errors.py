@@ -93,6 +93,18 @@ class BillerUnavailable(BillerError):
         self.retry_after_s = retry_after_s
 
 
+class BillerMisconfigured(BillerUnavailable):
+    """The biller refuses this deployment's set-up (Stripe: a v2 meter event session refused with a 4xx), so every
+    call would fail alike: the entries stay pending, untouched, and the dispatcher pauses until the biller accepts
+    it again. Never a rejection of the events."""
+
+    code = "biller_misconfigured"
+    default_message = "the biller refuses this gateway's configuration"
+
+    def __init__(self, message: str | None = None, *, cause: str = "configuration") -> None:
+        super().__init__(message, cause=cause)
+
+
 class BillerRateLimited(BillerUnavailable):
     code = "biller_rate_limited"
     default_message = "the biller asked us to slow down (429)"
@@ -114,6 +126,13 @@ class PortalNotConfigured(GatewayError):
 
     code = "portal_not_configured"
     default_message = "the billing portal is not configured on this gateway"
+
+
+class StripeWebhookNotConfigured(GatewayError):
+    """`POST /webhooks/stripe` without STRIPE_WEBHOOK_SECRET: nothing could verify a notification (503)."""
+
+    code = "stripe_webhook_not_configured"
+    default_message = "the Stripe event destination is not configured on this gateway (set STRIPE_WEBHOOK_SECRET)"
 
 
 class PortalAuthError(GatewayError):

@@ -2,7 +2,7 @@
 
 Stripe validates meter events after answering them. What it then drops it reports in a
 `v1.billing.meter.error_report_triggered` (or `v1.billing.meter.no_meter_found`) event that names, per error code, a
-total `error_count` and at most a few sample identifiers. The inference (docs/notes/reconcile.md):
+total `error_count` and at most a few sample identifiers. The inference (docs/reconcile.md):
 - an error about the customer (CUSTOMER_ERROR_CODES) loses every event sent to that customer inside the report's
   validation window, so every entry sent to a customer named by a sample inside that window is rejected;
 - any other error is about one event, so only the samples are rejected; reconciliation finds the rest.

@@ -50,10 +50,20 @@ class DeliveryQueue(Protocol):
     """What the dispatcher needs: lease pending entries and settle each one's outcome."""
 
     async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
-        """Lease up to `limit` pending entries due by `now` and not leased by anyone, oldest first.
+        """Lease up to `limit` pending entries due by `now`, oldest first, of billing customers none of whose pending
+        entries is under a live lease (one whose deadline is after `now`).
 
-        A leased entry is not handed out again until `now + lease_s`, or until it is marked or released, so two
-        dispatchers never send one entry at the same time, and a crashed dispatcher's entries come back.
+        A leased entry is not handed out again until `now + lease_s`, or until it is marked, released or renewed, so
+        two dispatchers never send one entry at the same time, and a crashed dispatcher's entries come back. A
+        customer with a leased entry is skipped whole, so a customer's entries belong to one dispatcher at a time
+        (Stripe: one call in flight per customer), whatever entries came due since.
+        """
+        ...
+
+    async def renew(self, event_ids: Sequence[str], now: float, lease_s: float) -> list[str]:
+        """Move to `now + lease_s` the lease of each of `event_ids` that is pending and still leased at `now`; return
+        those ids. An entry whose lease ran out, or that was marked or released, is left alone: it may already be
+        another dispatcher's.
         """
         ...
 
@@ -169,9 +179,11 @@ class ReconcileLedger(Protocol):
 
     async def sent_windows(self, since: int, until: int, billing_customer: str | None = None) -> list[LedgerWindow]:
         """Per billing customer and per hour window (epoch-aligned, by event timestamp) in [since, until): the units
-        of the entries in state sent and of those in state parked (the biller rejected them), and the count, units
-        and latest `recorded_at` of the corrections recorded for the window. Pending entries are not counted.
-        Windows with none of these are absent. Sorted by customer, then window.
+        of the entries in state sent and of those parked with reason biller_rejected (still owed to the biller), and
+        the count, units and latest `recorded_at` of the corrections recorded for the window. Pending entries and
+        entries parked too_old (they never reached the biller) are not counted. Windows whose units and corrections
+        are all zero are absent. Sorted by customer, then window. `since` and `until` are hour boundaries (a store
+        may keep only hourly sums).
         """
         ...
 
@@ -185,11 +197,12 @@ class ReconcileLedger(Protocol):
 
 
 class FeedbackLedger(BillerFeedback, FeedbackCursor, ReconcileLedger, Protocol):
-    """The ledger's side of closing the loop with the biller. `Ledger` will include it once every store has it."""
+    """The ledger's side of closing the loop with the biller; every store has it, so `Ledger` includes it."""
 
 
-class Ledger(IngestLedger, DeliveryQueue, ParkedRecords, LedgerReports, Protocol):
-    """The ledger: claims on event ids, entries and their states, parked deliveries, customers' carries.
+class Ledger(IngestLedger, DeliveryQueue, ParkedRecords, LedgerReports, FeedbackLedger, Protocol):
+    """The ledger: claims on event ids, entries and their states, parked deliveries, customers' carries, and the
+    biller's feedback (error reports applied, polling cursors, corrections).
 
     One adapter class per store implements it whole; each use case depends only on the view it uses.
     """

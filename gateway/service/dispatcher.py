@@ -8,10 +8,14 @@ Rules it keeps (docs/design.md, "Ledger first"; Stripe's rules in docs/billers.m
 - Transient failures (5xx, 429, timeouts) are retried with exponential backoff and full jitter, never sooner than
   the biller's Retry-After; a 429 also pauses the whole dispatcher for that long. Every wait, the biller's
   included, is capped at `retry_max_s`.
+- A biller that refuses the set-up itself (BillerMisconfigured: a v2 stream session refused) fails every call alike:
+  the entries are released untouched and the whole dispatcher pauses until it accepts again (gateway/service/pause.py).
 - A permanent rejection parks the entry with the biller's message. An entry that stayed pending past the biller's
   window (35 days for Stripe) is parked `too_old` before it is sent, its units kept, since every attempt would fail.
 - Entries are leased, so several dispatchers (replicas, `gateway worker`) never send one entry at once, and a
-  crashed dispatcher's entries come back when its lease runs out.
+  crashed dispatcher's entries come back when its lease runs out. The store leases a customer to one dispatcher at
+  a time, and the round's leases are renewed while it runs (gateway/service/leases.py), so that a customer's queue
+  that outlasts a lease is never taken over while its calls are still going out.
 - A stopping dispatcher (SIGTERM) finishes the calls in flight, marks them, and releases the leases of the entries
   it had not started, so that another process (or this one, restarted) delivers them at once instead of waiting
   for the leases to expire.
@@ -34,7 +38,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable, StoreUnavailable
+from gateway.domain.errors import (
+    BillerMisconfigured,
+    BillerRateLimited,
+    BillerRejected,
+    BillerUnavailable,
+    StoreUnavailable,
+)
 from gateway.domain.ledger import Entry, ParkReason, retry_delay, usable_wait
 from gateway.domain.policy import past_window, window_days
 from gateway.domain.ports import (
@@ -46,8 +56,10 @@ from gateway.domain.ports import (
     DeliveryQueue,
     MeterEvent,
 )
+from gateway.service.leases import LeaseKeeper
 from gateway.service.logs import EventLogger
 from gateway.service.metrics import Delivered, Metrics, NoMetrics
+from gateway.service.pause import ConfigurationPause
 
 log = EventLogger("gateway.dispatcher")
 
@@ -92,6 +104,7 @@ class Dispatcher:
         self._next_slot = 0.0
         self._pacing = asyncio.Lock()
         self._slots = asyncio.Semaphore(config.concurrency)
+        self._refused = ConfigurationPause(self._metrics, base_s=config.retry_base_s, max_s=config.retry_max_s)
 
     def wake(self) -> None:
         """Called by ingest after a record: deliver now instead of at the next poll."""
@@ -136,13 +149,16 @@ class Dispatcher:
         if not leased:
             return 0
         entries = await self._park_too_old(leased, now)
-        if self._batch_sink is not None:
-            await self._dispatch_batches(self._batch_sink, entries)
-            return len(leased)
-        by_customer: dict[str, list[Entry]] = defaultdict(list)
-        for entry in entries:
-            by_customer[entry.billing_customer].append(entry)
-        await asyncio.gather(*(self._serve(queue) for queue in by_customer.values()))
+        ids = [entry.event_id for entry in entries]
+        # Renewed while the round runs, so that a slow customer's queue is never handed to another dispatcher.
+        async with LeaseKeeper(self._ledger, self._clock, ids, leased_at=now, lease_s=self._config.lease_s) as leases:
+            if self._batch_sink is not None:
+                await self._dispatch_batches(self._batch_sink, entries, leases)
+                return len(leased)
+            by_customer: dict[str, list[Entry]] = defaultdict(list)
+            for entry in entries:
+                by_customer[entry.billing_customer].append(entry)
+            await asyncio.gather(*(self._serve(queue, leases) for queue in by_customer.values()))
         return len(leased)
 
     async def _park_too_old(self, entries: list[Entry], now: float) -> list[Entry]:
@@ -172,7 +188,7 @@ class Dispatcher:
         parked = {entry.event_id for entry in stale}
         return [entry for entry in entries if entry.event_id not in parked]
 
-    async def _serve(self, queue: list[Entry]) -> None:
+    async def _serve(self, queue: list[Entry], leases: LeaseKeeper) -> None:
         """One customer's entries, strictly one after another; stop at the first transient failure.
 
         Invariant: each entry of `queue` leaves here marked (sent, retry or parked) or with its lease released,
@@ -182,9 +198,11 @@ class Dispatcher:
         try:
             async with self._slots:
                 for entry in queue:
-                    if self._stopping:
+                    if self._stopping or not leases.holds() or self._refused.active(self._clock.now()):
                         break
                     delivered = await self._deliver(entry)
+                    if delivered is None:
+                        break  # the biller refuses the set-up: the rest of the queue is released untouched
                     marked += 1
                     if not delivered:
                         break
@@ -202,8 +220,9 @@ class Dispatcher:
             # The leases run out by themselves; releasing only spares the next dispatcher the wait.
             log.warning("dispatcher.release_failed", entries=len(entries), error=exc.message)
 
-    async def _deliver(self, entry: Entry) -> bool:
-        """Deliver one entry; False when the biller failed transiently (the customer's queue waits)."""
+    async def _deliver(self, entry: Entry) -> bool | None:
+        """Deliver one entry; False when the biller failed transiently (the customer's queue waits), None when the
+        biller refused the set-up (the entry is left as it was, and the dispatcher pauses)."""
         bound = log.bind(event_id=entry.event_id, customer=entry.billing_customer, units=entry.units)
         if entry.units == 0:
             # Nothing to bill (a tiny cost whose fraction is carried): no call, and the entry is done.
@@ -228,12 +247,17 @@ class Dispatcher:
             self._metrics.parked(ParkReason.BILLER_REJECTED.value)
             bound.warning("dispatch.rejected", outcome="parked", error=exc.message, latency_ms=_ms(started))
             return True
+        except BillerMisconfigured as exc:
+            self._metrics.biller_call(time.perf_counter() - started, exc.cause)
+            self._pause_refused(exc, 1)
+            return None
         except BillerUnavailable as exc:
             self._metrics.biller_call(time.perf_counter() - started, exc.cause)
             await self._retry_later(entry, exc, bound)
             self._metrics.dispatched(Delivered.RETRY, 0)
             return False
         self._metrics.biller_call(time.perf_counter() - started)
+        self._refused.resumed(self._sink.name)
         await self._ledger.mark_sent(entry.event_id, self._clock.now())
         outcome = Delivered.SENT if delivery is Delivery.SENT else Delivered.ALREADY_SENT
         self._metrics.dispatched(outcome, entry.units)
@@ -253,6 +277,11 @@ class Dispatcher:
             error=exc.message,
         )
 
+    def _pause_refused(self, exc: BillerMisconfigured, entries: int) -> None:
+        """Pause the whole dispatcher: every call would be refused alike until the operator fixes the set-up."""
+        until = self._refused.refused(exc, self._clock.now(), self._sink.name, entries)
+        self._paused_until = max(self._paused_until, until)
+
     def _retry_delay(self, entry: Entry, exc: BillerUnavailable, now: float) -> float:
         """The entry's next backoff; a 429 also pauses the whole dispatcher (it speaks for the whole account)."""
         if isinstance(exc, BillerRateLimited):
@@ -270,13 +299,13 @@ class Dispatcher:
 
     # -- batches (BatchBillingSink) ----------------------------------------------------------------------------------
 
-    async def _dispatch_batches(self, sink: BatchBillingSink, entries: list[Entry]) -> None:
+    async def _dispatch_batches(self, sink: BatchBillingSink, entries: list[Entry], leases: LeaseKeeper) -> None:
         """Zero-unit entries are marked sent at once; the others go out `max_batch` per call, `concurrency` at once."""
         zero = [entry for entry in entries if entry.units == 0]
         billable = [entry for entry in entries if entry.units != 0]
         size = max(1, sink.max_batch)
         chunks = [billable[start : start + size] for start in range(0, len(billable), size)]
-        await asyncio.gather(self._mark_zero_units(zero), *(self._send_chunk(sink, chunk) for chunk in chunks))
+        await asyncio.gather(self._mark_zero_units(zero), *(self._send_chunk(sink, chunk, leases) for chunk in chunks))
 
     async def _mark_zero_units(self, entries: list[Entry]) -> None:
         if not entries:
@@ -285,12 +314,12 @@ class Dispatcher:
         self._metrics.dispatched(Delivered.ZERO_UNITS, 0, entries=len(entries))
         log.info("dispatch.batch_delivered", outcome="zero_units", entries=len(entries), biller=self._sink.name)
 
-    async def _send_chunk(self, sink: BatchBillingSink, chunk: list[Entry]) -> None:
+    async def _send_chunk(self, sink: BatchBillingSink, chunk: list[Entry], leases: LeaseKeeper) -> None:
         """One batch under a concurrency slot. Invariant as in `_serve`: every entry leaves marked or released."""
         marked = 0
         try:
             async with self._slots:
-                if not self._stopping:
+                if not self._stopping and leases.holds() and not self._refused.active(self._clock.now()):
                     marked = await self._deliver_batch(sink, chunk)
         finally:
             await self._release(chunk[marked:])
@@ -319,7 +348,10 @@ class Dispatcher:
                 for entry in chunk:
                     if self._stopping:
                         break
-                    marked += await self._deliver_batch(sink, [entry])
+                    done = await self._deliver_batch(sink, [entry])
+                    if done == 0:
+                        break  # the biller refused the set-up meanwhile: the rest is released untouched
+                    marked += done
                 return marked
             entry = chunk[0]
             await self._ledger.mark_rejected(entry.event_id, exc.message, self._clock.now())
@@ -335,6 +367,10 @@ class Dispatcher:
                 latency_ms=_ms(started),
             )
             return 1
+        except BillerMisconfigured as exc:
+            self._metrics.biller_call(time.perf_counter() - started, exc.cause)
+            self._pause_refused(exc, len(chunk))
+            return 0
         except BillerUnavailable as exc:
             self._metrics.biller_call(time.perf_counter() - started, exc.cause)
             now = self._clock.now()
@@ -348,6 +384,7 @@ class Dispatcher:
             )
             return len(chunk)
         self._metrics.biller_call(time.perf_counter() - started)
+        self._refused.resumed(self._sink.name)
         await self._mark_sent_all(chunk)
         # Counted once per call, and a line per entry only at DEBUG: at stream rates, per-entry work here costs more
         # than the call (docs/performance.md, "The dispatcher").

@@ -39,6 +39,9 @@ class EventLogger:
     def warning(self, event: str, **fields: object) -> None:
         self._log(logging.WARNING, event, fields)
 
+    def error(self, event: str, **fields: object) -> None:
+        self._log(logging.ERROR, event, fields)
+
     def exception(self, event: str, **fields: object) -> None:
         """An error line with the exception being handled."""
         self._log(logging.ERROR, event, fields, exc_info=True)

@@ -57,6 +57,10 @@ class Metrics(Protocol):
         """Whether the last read of the ledger's state succeeded."""
         ...
 
+    def dispatcher_paused(self, reason: str, paused: bool) -> None:
+        """Whether the dispatcher is paused for `reason` (`biller_configuration`: the biller refuses the set-up)."""
+        ...
+
 
 class NoMetrics(Metrics):
     """Keeps nothing. The default, so that the services need no monitoring system to run."""
@@ -80,4 +84,7 @@ class NoMetrics(Metrics):
         return None
 
     def store_up(self, up: bool) -> None:
+        return None
+
+    def dispatcher_paused(self, reason: str, paused: bool) -> None:
         return None

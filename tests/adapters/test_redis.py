@@ -216,13 +216,28 @@ async def test_no_id_is_leased_twice_when_two_replicas_lease_concurrently(
     ledgers: tuple[RedisLedger, RedisLedger],
 ) -> None:
     for index in range(200):
-        await ledgers[0].record(claim(f"evt_{index:03d}"), Rounding.CARRY, NOW + index / 1000)
+        billable = claim(f"evt_{index:03d}", customer=f"cus_{index}")
+        await ledgers[0].record(billable, Rounding.CARRY, NOW + index / 1000)
 
     batches = await asyncio.gather(*(ledgers[n % 2].lease_due(NOW + 1, 15, 30.0) for n in range(20)))
 
     leased = [entry.event_id for batch in batches for entry in batch]
     assert len(leased) == len(set(leased)) == 200
     assert await ledgers[1].lease_due(NOW + 29, 500, 30.0) == []
+
+
+async def test_no_customer_is_leased_by_two_replicas_leasing_concurrently(
+    ledgers: tuple[RedisLedger, RedisLedger],
+) -> None:
+    for index in range(200):
+        billable = claim(f"evt_{index:03d}", customer=f"cus_{index % 23}")
+        await ledgers[0].record(billable, Rounding.CARRY, NOW + index / 1000)
+
+    batches = await asyncio.gather(*(ledgers[n % 2].lease_due(NOW + 1, 15, 30.0) for n in range(20)))
+
+    holders = {(entry.billing_customer, n) for n, batch in enumerate(batches) for entry in batch}
+    customers = [customer for customer, _ in holders]
+    assert len(customers) == len(set(customers)) == 23
 
 
 async def test_expired_lease_is_taken_over_by_another_replica_and_the_entry_is_sent_once(

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.adapters.sqlite import SCHEMA_VERSION, SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
+from gateway.adapters.sqlite.feedback import SENT_WINDOWS
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
 from gateway.domain.ledger import LedgerStats, Parked, ParkReason
 from gateway.domain.ports import MeterEvent
@@ -250,7 +251,7 @@ async def test_two_processes_never_lease_one_entry_when_they_poll_together(
     one, other = SqliteDatabase(path), SqliteDatabase(path)
     databases.extend([one, other])
     for index in range(30):
-        await SqliteLedger(one).record(claim(f"evt_{index:02d}"), Rounding.CARRY, NOW)
+        await SqliteLedger(one).record(claim(f"evt_{index:02d}", customer=f"cus_{index}"), Rounding.CARRY, NOW)
 
     batches = await asyncio.gather(
         *(SqliteLedger(database).lease_due(NOW, 4, 30.0) for _ in range(5) for database in (one, other))
@@ -258,6 +259,23 @@ async def test_two_processes_never_lease_one_entry_when_they_poll_together(
 
     leased = [entry.event_id for batch in batches for entry in batch]
     assert len(leased) == len(set(leased)) == 30
+
+
+async def test_two_processes_never_lease_one_customer_when_they_poll_together(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    one, other = SqliteDatabase(path), SqliteDatabase(path)
+    databases.extend([one, other])
+    for index in range(30):
+        await SqliteLedger(one).record(claim(f"evt_{index:02d}", customer=f"cus_{index % 7}"), Rounding.CARRY, NOW)
+
+    batches = await asyncio.gather(
+        *(SqliteLedger(database).lease_due(NOW, 4, 30.0) for _ in range(5) for database in (one, other))
+    )
+
+    holders = {(entry.billing_customer, n) for n, batch in enumerate(batches) for entry in batch}
+    customers = [customer for customer, _ in holders]
+    assert len(customers) == len(set(customers)) == 7
 
 
 async def test_one_process_sees_another_processes_writes_when_both_are_open(
@@ -451,6 +469,59 @@ async def test_sent_counters_are_counted_once_when_a_version_1_file_is_upgraded(
         assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     finally:
         connection.close()
+
+
+async def test_a_version_2_file_gains_the_feedback_tables_and_indexes_when_upgraded(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    first = SqliteDatabase(path)
+    databases.append(first)
+    ledger = SqliteLedger(first)
+    await ledger.record(claim("evt_SENT", exact="3", timestamp=1_799_996_400), Rounding.CARRY, NOW)
+    await ledger.mark_sent("evt_SENT", NOW)
+    first.close()
+    # Make it a version-2 file, as the previous gateway left it: none of the feedback's tables or indexes.
+    connection = raw(path)
+    for table in ("handled_reports", "cursors", "corrections"):
+        connection.execute(f"DROP TABLE {table}")
+    for index in ("entries_sent", "entries_settled", "meter_events_by_customer"):
+        connection.execute(f"DROP INDEX {index}")
+    connection.execute("PRAGMA user_version = 2")
+    connection.close()
+
+    second = SqliteDatabase(path)
+    databases.append(second)
+    ledger = SqliteLedger(second)
+
+    assert [e.event_id for e in await ledger.sent_between(NOW, NOW)] == ["evt_SENT"]
+    assert await ledger.reject_sent("evt_test_REPORT", [], NOW) == 0
+    connection = raw(path)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        connection.close()
+
+
+async def test_feedback_queries_walk_their_own_indexes_when_planning(database: SqliteDatabase) -> None:
+    def plan(sql: str) -> str:
+        return " ".join(str(row[-1]) for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
+
+    connection = raw(database.path)
+    try:
+        sent = plan(
+            "SELECT event_id FROM entries INDEXED BY entries_sent"
+            " WHERE state = 'sent' AND sent_at >= 1 AND sent_at <= 2"
+        )
+        windows = plan(SENT_WINDOWS.replace(":customer", "NULL").replace(":since", "1").replace(":until", "2"))
+        totals = plan(
+            "SELECT SUM(value) FROM meter_events WHERE customer = 'cus_A' AND timestamp >= 1 AND timestamp < 2"
+        )
+    finally:
+        connection.close()
+
+    assert "USING INDEX entries_sent (sent_at>? AND sent_at<?)" in sent
+    assert "USING COVERING INDEX entries_settled (timestamp>? AND timestamp<?)" in windows
+    assert "USING COVERING INDEX meter_events_by_customer (customer=? AND timestamp>? AND timestamp<?)" in totals
 
 
 async def test_store_unavailable_when_database_is_closed(database: SqliteDatabase) -> None:

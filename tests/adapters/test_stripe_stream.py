@@ -18,12 +18,14 @@ from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryLedger
 from gateway.adapters.stripe.rules import meter_identifier
 from gateway.adapters.stripe.stream import StripeStreamBillingSink
-from gateway.domain.errors import BillerRejected, BillerUnavailable
+from gateway.domain.errors import BillerMisconfigured, BillerRejected, BillerUnavailable
 from gateway.domain.ledger import Claim, State
 from gateway.domain.ports import BatchBillingSink, Delivery, MeterEvent
 from gateway.domain.units import Rounding, exact_units
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
+from gateway.service.metrics import NoMetrics
 from tests.fakes.stripe_server import FAKE_API_KEY, METER_EVENT_STREAM, FakeStripe
+from tests.log_capture import captured_logs
 
 STAMP = 1_800_000_000
 SESSIONS = "/v2/billing/meter_event_session"
@@ -244,21 +246,24 @@ async def test_failing_session_creation_is_transient(fake_stripe: FakeStripe, si
     assert outcome == [Delivery.SENT]
 
 
+def backlog_claim(event_id: str, customer: str) -> Claim:
+    return Claim(
+        event_id=event_id,
+        event_type="chat.completion.finished",
+        billing_customer=customer,
+        ringside_customer=None,
+        cost_usd=Decimal("0.01"),
+        exact_units=exact_units(Decimal("0.01"), 100_000),
+        timestamp=STAMP,
+    )
+
+
 async def test_dispatcher_drains_a_backlog_through_the_stream_in_batches_of_100(
     fake_stripe: FakeStripe, sink: StripeStreamBillingSink, clock: FrozenClock
 ) -> None:
     ledger = MemoryLedger()
     for n in range(250):
-        claim = Claim(
-            event_id=f"evt_{n:03d}",
-            event_type="chat.completion.finished",
-            billing_customer=f"cus_{n % 3}",
-            ringside_customer=None,
-            cost_usd=Decimal("0.01"),
-            exact_units=exact_units(Decimal("0.01"), 100_000),
-            timestamp=STAMP,
-        )
-        await ledger.record(claim, Rounding.CARRY, clock.now())
+        await ledger.record(backlog_claim(f"evt_{n:03d}", f"cus_{n % 3}"), Rounding.CARRY, clock.now())
     config = DispatchConfig(batch=50, concurrency=4, max_rps=1_000_000)
     dispatcher = Dispatcher(ledger, sink, clock, config, jitter=lambda: 0.0)
 
@@ -269,3 +274,103 @@ async def test_dispatcher_drains_a_backlog_through_the_stream_in_batches_of_100(
     assert {e.state for e in ledger.entries.values()} == {State.SENT}
     assert fake_stripe.total_value() == 250 * 1000
     assert fake_stripe.invalid_requests == []
+
+
+# -- a refused session is a configuration fault ------------------------------------------------------------------
+
+
+class PausedGauge(NoMetrics):
+    def __init__(self) -> None:
+        self.paused: dict[str, bool] = {}
+
+    def dispatcher_paused(self, reason: str, paused: bool) -> None:
+        self.paused[reason] = paused
+
+
+@pytest.mark.parametrize(("status", "cause"), [(400, "session_refused"), (403, "auth"), (404, "session_refused")])
+async def test_refused_session_is_a_configuration_fault_never_a_rejection(
+    fake_stripe: FakeStripe, sink: StripeStreamBillingSink, status: int, cause: str
+) -> None:
+    fake_stripe.fail_next(1, status=status, path=SESSIONS, message="This key cannot create meter event sessions.")
+
+    with pytest.raises(BillerMisconfigured) as refused:
+        await sink.send_batch(events(3))
+
+    assert refused.value.cause == cause
+    assert not isinstance(refused.value, BillerRejected)
+    assert stream_requests(fake_stripe) == []
+
+
+@pytest.mark.parametrize("status", [400, 403])
+async def test_dispatcher_pauses_on_a_refused_session_keeps_the_backlog_and_resumes_once_granted(
+    fake_stripe: FakeStripe, sink: StripeStreamBillingSink, clock: FrozenClock, status: int
+) -> None:
+    # Arrange: a backlog of 250 entries (three stream calls in a round), and two refusals of the session.
+    ledger = MemoryLedger()
+    for n in range(250):
+        await ledger.record(backlog_claim(f"evt_{n:03d}", f"cus_{n % 3}"), Rounding.CARRY, clock.now())
+    before = dict(ledger.entries)
+    metrics = PausedGauge()
+    config = DispatchConfig(batch=250, concurrency=1, max_rps=1_000_000, retry_base_s=1.0, retry_max_s=600.0)
+    dispatcher = Dispatcher(ledger, sink, clock, config, jitter=lambda: 0.0, metrics=metrics)
+    fake_stripe.fail_next(2, status=status, path=SESSIONS, message="This key cannot create meter event sessions.")
+
+    # Act: the first refusal.
+    with captured_logs() as logs:
+        await dispatcher.run_once()
+
+    # Assert: nothing parked, nothing counted against the entries, one session request and no stream call.
+    assert ledger.entries == before
+    assert ledger.parked == {}
+    assert len([r for r in fake_stripe.requests if r.path == SESSIONS]) == 1
+    assert stream_requests(fake_stripe) == []
+    assert metrics.paused == {"biller_configuration": True}
+    [paused] = [line for line in logs.lines() if line["event"] == "dispatcher.paused"]
+    assert (paused["level"], paused["retry_in_s"], paused["entries_kept"]) == ("error", 1.0, 100)
+    assert await dispatcher.run_once() == 0  # paused: no call at all
+
+    # Act: the pause ends; the second refusal doubles it.
+    clock.advance(1.0)
+    await dispatcher.run_once()
+    assert ledger.entries == before
+    assert await dispatcher.run_once() == 0
+    clock.advance(1.999)
+    assert await dispatcher.run_once() == 0
+
+    # Act: the session is granted now.
+    clock.advance(0.001)
+    with captured_logs() as logs:
+        handled = await dispatcher.run_once()
+
+    # Assert: the whole backlog delivered, the pause over.
+    assert handled == 250
+    assert {e.state for e in ledger.entries.values()} == {State.SENT}
+    assert {e.attempts for e in ledger.entries.values()} == {0}
+    assert fake_stripe.total_value() == 250 * 1000
+    assert metrics.paused == {"biller_configuration": False}
+    assert [line["event"] for line in logs.lines()].count("dispatcher.resumed") == 1
+
+
+async def test_concurrent_calls_refused_together_ask_stripe_once_and_pause_once(
+    fake_stripe: FakeStripe, sink: StripeStreamBillingSink, clock: FrozenClock
+) -> None:
+    # Arrange: four stream calls in one round, all waiting for the first session.
+    ledger = MemoryLedger()
+    for n in range(400):
+        await ledger.record(backlog_claim(f"evt_{n:03d}", f"cus_{n % 7}"), Rounding.CARRY, clock.now())
+    before = dict(ledger.entries)
+    config = DispatchConfig(batch=400, concurrency=4, max_rps=1_000_000, retry_base_s=1.0)
+    dispatcher = Dispatcher(ledger, sink, clock, config, jitter=lambda: 0.0)
+    fake_stripe.fail_next(1, status=400, path=SESSIONS, message="This key cannot create meter event sessions.")
+
+    # Act
+    with captured_logs() as logs:
+        await dispatcher.run_once()
+
+    # Assert: one session request, one error line, a pause of retry_base_s, the backlog as it was.
+    assert len([r for r in fake_stripe.requests if r.path == SESSIONS]) == 1
+    assert [line["retry_in_s"] for line in logs.lines() if line["event"] == "dispatcher.paused"] == [1.0]
+    assert ledger.entries == before
+    clock.advance(1.0)
+    assert await dispatcher.run_once() == 400
+    assert {e.state for e in ledger.entries.values()} == {State.SENT}

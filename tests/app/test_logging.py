@@ -9,15 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import structlog
 
-from gateway.app.logging import (
-    REDACTED,
-    hot_line,
-    might_hold_secret,
-    redact,
-    redact_text,
-    register_secrets,
-    utc_timestamp,
-)
+from gateway.app.logging import hot_line, utc_timestamp
+from gateway.app.redaction import REDACTED, might_hold_secret, redact, redact_text, register_secrets
 from tests.log_capture import captured_logs
 
 JWT = (

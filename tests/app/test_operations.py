@@ -1,4 +1,4 @@
-"""Operations through the HTTP app (CONTRACT 4): /metrics, /readyz, request ids on every response and log line."""
+"""Operations through the HTTP app (docs/operations.md): /metrics, /readyz, request ids on responses and log lines."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The customer billing portal API (CONTRACT 3) through the HTTP app, with the fake Stripe server behind it."""
+"""The customer billing portal API (README, "Customer billing portal") through the HTTP app and the fake Stripe."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import structlog
 
-from gateway.app.logging import REDACTED
+from gateway.app.redaction import REDACTED
 from gateway.service.logs import EventLogger
 from tests.log_capture import captured_logs
 

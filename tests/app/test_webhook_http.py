@@ -1,4 +1,4 @@
-"""The webhook endpoint through Litestar's test client: every row of CONTRACT 1's response table."""
+"""The webhook endpoint through Litestar's test client: every row of the response table (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -292,18 +292,9 @@ def test_answers_500_as_json_and_logs_it_when_ingest_fails_unexpectedly(clock: F
     assert [line["event"] for line in logs.lines() if line["level"] == "error"] == ["http.unexpected_error"]
 
 
-async def _call(app: Any, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
-    """Call the ASGI app with the request messages as given (chunks, a disconnect); return what it sent."""
-    pending = iter(messages)
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return next(pending)
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
+def _post_scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The ASGI scope of a POST to the webhook, as a server hands it to the app."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -318,6 +309,20 @@ async def _call(app: Any, messages: list[dict[str, Any]], headers: list[tuple[by
         "server": ("127.0.0.1", 8000),
         "state": {},
     }
+
+
+async def _call(app: Any, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    """Call the ASGI app with the request messages as given (chunks, a disconnect); return what it sent."""
+    pending = iter(messages)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(pending)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = _post_scope(headers)
     await app(scope, receive, send)
     return sent
 
@@ -382,21 +387,7 @@ class StalledBody:
 
 
 async def _serve_stalled(app: Any, client: StalledBody, headers: list[tuple[bytes, bytes]]) -> None:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": URL,
-        "raw_path": URL.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
+    scope = _post_scope(headers)
     await asyncio.wait_for(app(scope, client.receive, client.send), timeout=5)
 
 

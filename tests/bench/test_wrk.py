@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from bench.load import BENCH_SECRET, Target
-from bench.wrk import Measured, Spec, WrkResult, cpu_ratio, parse_wrk, ratio, read_requests, write_requests
+from bench.wrk import (
+    Measured,
+    Spec,
+    WrkResult,
+    cpu_ratio,
+    parse_wrk,
+    ratio,
+    read_requests,
+    summary,
+    write_requests,
+)
 from gateway.domain.event import parse_event
 from gateway.domain.signature import SignatureVerifier
 
@@ -64,6 +74,7 @@ def test_wrk_output_without_the_json_line_is_an_error() -> None:
         ("redis-granian-nodispatch", Spec("redis", "granian", "nodispatch")),
         ("postgres-w2", Spec("postgres", workers=2)),
         ("postgres-nogroup", Spec("postgres", variant="nogroup")),
+        ("sqlite-linelog", Spec("sqlite", variant="linelog")),
     ],
 )
 def test_a_target_name_names_kind_server_and_variant_and_round_trips(name: str, expected: Spec) -> None:
@@ -100,3 +111,21 @@ def test_a_row_without_a_bare_endpoint_in_its_round_has_no_ratio() -> None:
     assert ratio(rows[1], rows, "uvicorn") == "-"
     assert ratio(rows[1], rows, "granian") == "-"
     assert cpu_ratio(rows[1], rows) == "-"
+
+
+def test_the_summary_gives_each_targets_median_and_spread_over_the_rounds() -> None:
+    rows = [
+        measured("bare", 1, 100_000, 8.0),
+        measured("sqlite", 1, 50_000, 6.0),  # 0.50 of bare, 120 us
+        measured("bare", 2, 50_000, 4.0),
+        measured("sqlite", 2, 40_000, 4.8),  # 0.80, 120 us
+        measured("bare", 3, 100_000, 8.0),
+        measured("sqlite", 3, 70_000, 7.0),  # 0.70, 100 us
+    ]
+
+    lines = summary(rows).splitlines()
+
+    assert lines[2].startswith("| bare | 3 | 10,000 (5,000-10,000) | 1.00 (1.00-1.00) |")
+    assert lines[3].startswith(
+        "| sqlite | 3 | 5,000 (4,000-7,000) | 0.70 (0.50-0.80) | 0.70 (0.50-0.80) | 120 (100-120)"
+    )

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from redis.asyncio import Redis
@@ -31,8 +32,12 @@ from tests.fakes.lago_server import FAKE_LAGO_KEY, METRIC_CODE, SUBSCRIPTION, Fa
 from tests.fakes.ringside_server import FAKE_RINGSIDE_KEY, FakeRingside
 from tests.fakes.stripe_server import FAKE_API_KEY, METER_EVENT_STREAM, FakeStripe
 
-# Short enough that a test of a hung call stays quick, long enough for a shared machine's fake to answer.
-REMOTE_TIMEOUT_S = 0.5
+# A remote sink's timeout: long enough that a fake on a loaded machine always answers within it. A shorter one made
+# a call time out while the fake was still busy with it; the test's scripted answer (a 429) then went to the next
+# call instead, and the test saw a different story than the one it scripted.
+REMOTE_TIMEOUT_S = 10.0
+# For the tests of a hung call only, so that they stay quick.
+HUNG_CALL_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,12 @@ class BillerPortal:
     fail_next: Callable[[int, float | str | None], None]
 
 
+class SinkBuilder(Protocol):
+    def __call__(
+        self, key: str | None, url: str | None, timeout_s: float = REMOTE_TIMEOUT_S
+    ) -> BillingSink: ...  # pragma: no cover
+
+
 @dataclass(frozen=True)
 class RemoteBiller:
     """A remote BillingSink adapter talking to its biller's fake, and that biller's side of things.
@@ -65,7 +76,8 @@ class RemoteBiller:
     `customer` is a billing id the biller accepts; `stored()` lists the identifiers the biller holds;
     `repeat` is what the adapter answers for an event the biller already holds (Stripe's stream drops it silently,
     so SENT; the others say ALREADY_SENT); `fail_next(status, retry_after)` and `hang_next(seconds)` act on the
-    adapter's next event call; `build(key, url)` makes another adapter for the same biller (the caller closes it).
+    adapter's next event call; `build(key, url, timeout_s)` makes another adapter for the same biller (the caller
+    closes it).
     """
 
     sink: BillingSink
@@ -75,7 +87,7 @@ class RemoteBiller:
     invalid_requests: Callable[[], list[object]]
     fail_next: Callable[[int, float | str | None], None]
     hang_next: Callable[[float], None]
-    build: Callable[[str | None, str | None], BillingSink]
+    build: SinkBuilder
     url: str
 
 
@@ -210,8 +222,8 @@ async def lago_biller(fake_lago: FakeLago) -> AsyncIterator[LocalBiller]:
 
 @pytest.fixture
 async def stripe_sink(fake_stripe: FakeStripe) -> AsyncIterator[RemoteBiller]:
-    def build(key: str | None, url: str | None) -> BillingSink:
-        return StripeBillingSink(key or FAKE_API_KEY, api_base=url or fake_stripe.url, timeout_s=REMOTE_TIMEOUT_S)
+    def build(key: str | None, url: str | None, timeout_s: float = REMOTE_TIMEOUT_S) -> BillingSink:
+        return StripeBillingSink(key or FAKE_API_KEY, api_base=url or fake_stripe.url, timeout_s=timeout_s)
 
     sink = build(None, None)
     yield RemoteBiller(
@@ -233,9 +245,9 @@ async def stripe_stream_sink(fake_stripe: FakeStripe) -> AsyncIterator[RemoteBil
     # The sink compares its clock with the session's real `expires_at`, so the clock starts at the real time.
     clock = FrozenClock(time.time())
 
-    def build(key: str | None, url: str | None) -> BillingSink:
+    def build(key: str | None, url: str | None, timeout_s: float = REMOTE_TIMEOUT_S) -> BillingSink:
         return StripeStreamBillingSink(
-            key or FAKE_API_KEY, api_base=url or fake_stripe.url, timeout_s=REMOTE_TIMEOUT_S, clock=clock
+            key or FAKE_API_KEY, api_base=url or fake_stripe.url, timeout_s=timeout_s, clock=clock
         )
 
     def fail_next(status: int, retry_after: float | str | None) -> None:
@@ -258,9 +270,9 @@ async def stripe_stream_sink(fake_stripe: FakeStripe) -> AsyncIterator[RemoteBil
 
 @pytest.fixture
 async def lago_sink(fake_lago: FakeLago) -> AsyncIterator[RemoteBiller]:
-    def build(key: str | None, url: str | None) -> BillingSink:
+    def build(key: str | None, url: str | None, timeout_s: float = REMOTE_TIMEOUT_S) -> BillingSink:
         return LagoBillingSink(
-            key or FAKE_LAGO_KEY, metric_code=METRIC_CODE, api_url=url or fake_lago.url, timeout_s=REMOTE_TIMEOUT_S
+            key or FAKE_LAGO_KEY, metric_code=METRIC_CODE, api_url=url or fake_lago.url, timeout_s=timeout_s
         )
 
     sink = build(None, None)

@@ -1,6 +1,7 @@
 """The BillerTotals contract: what the biller holds per customer and hour, for every biller that can say.
 
-The local ledger biller (in memory today) and Stripe (its meter event summaries, against the fake) answer alike.
+The local ledger billers (in memory, SQLite and Redis) and Stripe (its meter event summaries, against the fake) answer
+alike.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from dataclasses import dataclass
 
 import pytest
 import stripe
+from redis.asyncio import Redis
 
 from gateway.adapters.memory import MemoryBiller
 from gateway.adapters.postgres import PostgresBiller, PostgresDatabase
+from gateway.adapters.redis import RedisBiller
+from gateway.adapters.sqlite import SqliteBiller, SqliteDatabase
 from gateway.adapters.stripe.summaries import StripeMeterTotals
 from gateway.domain.ports import BillerTotals, MeterEvent
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
@@ -31,6 +35,26 @@ class Biller:
 @pytest.fixture
 def memory_totals() -> Biller:
     biller = MemoryBiller()
+
+    async def record(event: MeterEvent) -> None:
+        await biller.send(event)
+
+    return Biller(biller, record)
+
+
+@pytest.fixture
+def sqlite_totals(sqlite_database: SqliteDatabase) -> Biller:
+    biller = SqliteBiller(sqlite_database)
+
+    async def record(event: MeterEvent) -> None:
+        await biller.send(event)
+
+    return Biller(biller, record)
+
+
+@pytest.fixture
+def redis_totals(redis_client: Redis, redis_prefix: str) -> Biller:
+    biller = RedisBiller(redis_client, prefix=redis_prefix)
 
     async def record(event: MeterEvent) -> None:
         await biller.send(event)
@@ -75,7 +99,7 @@ async def stripe_totals(fake_stripe: FakeStripe) -> AsyncIterator[Biller]:
     assert fake_stripe.invalid_requests == []
 
 
-@pytest.fixture(params=["memory_totals", "postgres_totals", "stripe_totals"])
+@pytest.fixture(params=["memory_totals", "sqlite_totals", "redis_totals", "postgres_totals", "stripe_totals"])
 def biller(request: pytest.FixtureRequest) -> Biller:
     found: Biller = request.getfixturevalue(request.param)
     return found

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable
 from gateway.domain.ports import Delivery, MeterEvent
-from tests.contract.conftest import RemoteBiller, closed_port_url
+from tests.contract.conftest import HUNG_CALL_TIMEOUT_S, RemoteBiller, closed_port_url
 
 
 @pytest.fixture(params=["stripe_sink", "stripe_stream_sink", "lago_sink"])
@@ -78,11 +78,15 @@ async def test_server_error_passes_on_its_retry_after(biller: RemoteBiller) -> N
 
 
 async def test_hang_longer_than_the_timeout_raises_unavailable_timeout_promptly(biller: RemoteBiller) -> None:
+    sink = biller.build(None, None, HUNG_CALL_TIMEOUT_S)
     biller.hang_next(10)
     started = time.monotonic()
 
-    with pytest.raises(BillerUnavailable) as unavailable:
-        await biller.sink.send(meter_event(biller))
+    try:
+        with pytest.raises(BillerUnavailable) as unavailable:
+            await sink.send(meter_event(biller))
+    finally:
+        await sink.close()
 
     assert unavailable.value.cause == "timeout"
     assert time.monotonic() - started < 2.0

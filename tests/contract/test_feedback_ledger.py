@@ -1,6 +1,6 @@
 """The FeedbackLedger contract: the ledger's side of error reports, the polling cursor, reconciliation, corrections.
 
-Every store that implements FeedbackLedger joins `params` below (the in-memory ledger today).
+Every store that implements FeedbackLedger joins `params` below.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from gateway.domain.feedback import Rejection
 from gateway.domain.ledger import ParkReason, State
-from gateway.domain.ports import FeedbackLedger, Ledger
+from gateway.domain.ports import BatchLedger, FeedbackLedger
 from gateway.domain.reconcile import HOUR_S, Correction, LedgerWindow
 from gateway.domain.units import Rounding
 from tests.builders import claim
@@ -20,11 +20,11 @@ NOW = 1_800_000_000.0
 HOUR = 1_799_996_400  # an hour boundary before NOW
 
 
-class Store(Ledger, FeedbackLedger, Protocol):
-    """A ledger that closes the loop with the biller."""
+class Store(BatchLedger, FeedbackLedger, Protocol):
+    """A ledger that closes the loop with the biller (every store marks batches sent, too)."""
 
 
-@pytest.fixture(params=["memory_ledger", "postgres_ledger"])
+@pytest.fixture(params=["memory_ledger", "sqlite_ledger", "redis_ledger", "postgres_ledger"])
 def ledger(request: pytest.FixtureRequest) -> Store:
     store: Store = request.getfixturevalue(request.param)
     return store
@@ -145,3 +145,50 @@ async def test_entries_the_biller_rejected_count_as_rejected_units_of_their_wind
     await ledger.reject_sent("evt_test_REPORT", [Rejection("evt_LOST", "code: gone")], NOW)
 
     assert await ledger.sent_windows(HOUR, HOUR + HOUR_S) == [LedgerWindow("cus_A", HOUR, 10, rejected_units=4)]
+
+
+async def test_entries_rejected_by_a_report_leave_the_sent_figures_of_stats(ledger: Store) -> None:
+    await sent(ledger, "evt_KEPT", units=10)
+    await sent(ledger, "evt_LOST", units=4)
+
+    await ledger.reject_sent("evt_test_REPORT", [Rejection("evt_LOST", "code: gone")], NOW)
+
+    stats = await ledger.stats()
+    assert (stats.sent, stats.units_sent, stats.parked) == (1, 10, 1)
+
+
+async def test_windows_follow_rejection_replay_and_resend_of_an_entry(ledger: Store) -> None:
+    await sent(ledger, "evt_LOST", units=4, at=HOUR)
+    await ledger.record(claim("evt_REFUSED", exact="3", timestamp=HOUR), Rounding.CARRY, NOW)
+    await ledger.mark_rejected("evt_REFUSED", "resource_missing: no such customer", NOW)
+    await ledger.reject_sent("evt_test_REPORT", [Rejection("evt_LOST", "code: gone")], NOW)
+    assert await ledger.sent_windows(HOUR, HOUR + 2 * HOUR_S) == [LedgerWindow("cus_A", HOUR, 0, rejected_units=7)]
+
+    await ledger.requeue("evt_LOST", NOW + 1, billing_customer="cus_B", timestamp=HOUR + HOUR_S)
+    assert await ledger.sent_windows(HOUR, HOUR + 2 * HOUR_S) == [LedgerWindow("cus_A", HOUR, 0, rejected_units=3)]
+
+    await ledger.mark_sent("evt_LOST", NOW + 2)
+    assert await ledger.sent_windows(HOUR, HOUR + 2 * HOUR_S) == [
+        LedgerWindow("cus_A", HOUR, 0, rejected_units=3),
+        LedgerWindow("cus_B", HOUR + HOUR_S, 4),
+    ]
+
+
+async def test_entries_parked_too_old_never_reached_the_biller_and_are_not_counted(ledger: Store) -> None:
+    await ledger.record(claim("evt_OLD", exact="5", timestamp=HOUR), Rounding.CARRY, NOW)
+    await ledger.mark_too_old("evt_OLD", "timestamp too far in the past", NOW)
+
+    assert await ledger.sent_windows(HOUR, HOUR + HOUR_S) == []
+
+
+async def test_a_batch_marked_sent_counts_in_its_windows_and_in_sent_between(ledger: Store) -> None:
+    for event_id, customer in [("evt_1", "cus_A"), ("evt_2", "cus_A"), ("evt_3", "cus_B")]:
+        await ledger.record(claim(event_id, exact="2", customer=customer, timestamp=HOUR), Rounding.CARRY, NOW)
+
+    await ledger.mark_sent_many(["evt_1", "evt_2", "evt_3", "evt_1"], NOW)
+
+    assert await ledger.sent_windows(HOUR, HOUR + HOUR_S) == [
+        LedgerWindow("cus_A", HOUR, 4),
+        LedgerWindow("cus_B", HOUR, 2),
+    ]
+    assert [e.event_id for e in await ledger.sent_between(NOW, NOW, "cus_A")] == ["evt_1", "evt_2"]

@@ -339,8 +339,8 @@ async def test_lease_due_returns_entries_in_due_order_when_several_are_due(ledge
 
 
 async def test_lease_due_returns_at_most_limit_entries_when_more_are_due(ledger: Ledger) -> None:
-    for index in range(5):
-        await recorded_entry(ledger, f"evt_{index}", now=NOW + index)
+    for index in range(5):  # one customer each: a customer with a leased entry is not leased again
+        await recorded_entry(ledger, f"evt_{index}", now=NOW + index, customer=f"cus_{index}")
 
     assert await leased_ids(ledger, NOW + 10, limit=2) == ["evt_0", "evt_1"]
     assert await leased_ids(ledger, NOW + 10, limit=2) == ["evt_2", "evt_3"]
@@ -364,7 +364,7 @@ async def test_lease_due_skips_leased_entry_until_lease_expires(ledger: Ledger) 
 
 async def test_lease_due_returns_entry_again_when_lease_is_released(ledger: Ledger) -> None:
     await recorded_entry(ledger, "evt_RELEASED")
-    await recorded_entry(ledger, "evt_KEPT")
+    await recorded_entry(ledger, "evt_KEPT", customer="cus_B")
     await ledger.lease_due(NOW, 10, 30.0)
 
     await ledger.release(["evt_RELEASED", "evt_UNKNOWN"])
@@ -424,50 +424,32 @@ async def test_mark_retry_counts_attempt_and_schedules_next_when_entry_is_pendin
     )
 
 
-async def test_mark_rejected_parks_entry_with_biller_message_when_it_is_pending(ledger: Ledger) -> None:
-    await recorded_entry(ledger, "evt_REJECTED", exact="9")
-    message = "No such customer: 'cus_A'"
-
-    await ledger.mark_rejected("evt_REJECTED", message, NOW + 4)
-
-    entry = await ledger.get("evt_REJECTED")
-    assert entry is not None
-    assert (entry.state, entry.last_error, entry.units) == (State.PARKED, message, 9)
-    record_ = await ledger.get_parked("evt_REJECTED")
-    assert record_ is not None
-    assert (record_.key, record_.reason, record_.message, record_.parked_at) == (
-        "evt_REJECTED",
-        ParkReason.BILLER_REJECTED,
-        message,
-        NOW + 4,
-    )
-    assert (record_.event_type, record_.ringside_customer, record_.signed_at) == (BILLABLE, "rs_A", entry.timestamp)
-    assert msgspec.json.decode(record_.body, type=Entry) == entry
-    assert await ledger.list_parked(ParkReason.BILLER_REJECTED) == [record_]
-
-
-async def test_mark_too_old_parks_entry_with_its_units_when_it_is_pending(ledger: Ledger) -> None:
-    await recorded_entry(ledger, "evt_STALE", exact="9")
+@pytest.mark.parametrize(
+    ("mark", "reason", "other"),
+    [
+        ("mark_rejected", ParkReason.BILLER_REJECTED, ParkReason.TOO_OLD),
+        ("mark_too_old", ParkReason.TOO_OLD, ParkReason.BILLER_REJECTED),
+    ],
+)
+async def test_marking_a_pending_entry_rejected_or_too_old_parks_it_with_its_units_and_the_message(
+    ledger: Ledger, mark: str, reason: ParkReason, other: ParkReason
+) -> None:
+    await recorded_entry(ledger, "evt_PARKED", exact="9")
     await ledger.lease_due(NOW, 10, 30.0)
-    message = "the event is past the biller's 35-day window"
+    message = "No such customer: 'cus_A'" if reason is ParkReason.BILLER_REJECTED else "past the 35-day window"
 
-    await ledger.mark_too_old("evt_STALE", message, NOW + 4)
+    await getattr(ledger, mark)("evt_PARKED", message, NOW + 4)
 
-    entry = await ledger.get("evt_STALE")
+    entry = await ledger.get("evt_PARKED")
     assert entry is not None
     assert (entry.state, entry.last_error, entry.units) == (State.PARKED, message, 9)
-    record_ = await ledger.get_parked("evt_STALE")
+    record_ = await ledger.get_parked("evt_PARKED")
     assert record_ is not None
-    assert (record_.key, record_.reason, record_.message, record_.parked_at) == (
-        "evt_STALE",
-        ParkReason.TOO_OLD,
-        message,
-        NOW + 4,
-    )
+    assert (record_.key, record_.reason, record_.message, record_.parked_at) == ("evt_PARKED", reason, message, NOW + 4)
     assert (record_.event_type, record_.ringside_customer, record_.signed_at) == (BILLABLE, "rs_A", entry.timestamp)
     assert msgspec.json.decode(record_.body, type=Entry) == entry
-    assert await ledger.list_parked(ParkReason.TOO_OLD) == [record_]
-    assert await ledger.list_parked(ParkReason.BILLER_REJECTED) == []
+    assert await ledger.list_parked(reason) == [record_]
+    assert await ledger.list_parked(other) == []
     assert await ledger.stats() == LedgerStats(0, 0, 1, None, 0, 0)
     assert await leased_ids(ledger, NOW + 3600) == []
     assert await ledger.usage() == []

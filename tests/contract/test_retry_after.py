@@ -87,10 +87,11 @@ async def test_next_attempt_is_finite_and_within_the_cap_when_the_biller_rate_li
     # Act
     await dispatcher.run_once()
 
-    # Assert: pending, due again within the cap.
+    # Assert: pending after the 429 it got, due again within the cap.
     entry = ledger.entries["evt_LIMITED"]
     assert entry.state is State.PENDING
     assert entry.attempts == 1
+    assert entry.last_error is not None and entry.last_error.startswith("rate_limited:")
     assert math.isfinite(entry.next_attempt_at)
     assert clock.now() < entry.next_attempt_at <= clock.now() + RETRY_MAX_S
 

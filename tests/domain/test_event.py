@@ -1,4 +1,4 @@
-"""Specification of the tolerant Ringside event parser (CONTRACT 1, "Event").
+"""Specification of the tolerant Ringside event parser (docs/design.md, "Event").
 
 Ringside documents `{"id", "type", "data"}` and no example payload: every field we need is looked up in each place
 the contract allows, everything else is ignored, and money is an exact decimal, never a float.

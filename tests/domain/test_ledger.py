@@ -1,4 +1,4 @@
-"""Specification of the dispatcher's retry schedule, `retry_delay` (CONTRACT 1, "Ledger first, then the biller").
+"""Specification of the dispatcher's retry schedule, `retry_delay` (docs/design.md, "Ledger first, then the biller").
 
 Transient failures are retried with exponential backoff and jitter, capped, and never sooner than the biller's
 `Retry-After`. The jitter is a number in [0, 1) handed in by the caller, so the rule is pure.

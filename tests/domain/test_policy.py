@@ -1,4 +1,4 @@
-"""Specification of `assess`: what a signed, parsed event becomes (CONTRACT 1, "Event" and "Responses").
+"""Specification of `assess`: what a signed, parsed event becomes (docs/design.md, "Event" and "Responses").
 
 Not a billable type: parked `unknown_type` when it carries a cost (unless unknown types are ignored), else ignored.
 Billable but not billable as it is: parked, `invalid_payload` or `too_old` (older than the biller's window, given

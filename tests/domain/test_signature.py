@@ -1,4 +1,4 @@
-"""Specification of Ringside's webhook signature check (CONTRACT 1, "Signature").
+"""Specification of Ringside's webhook signature check (docs/design.md, "Signature").
 
 `X-FC-Signature: t=<unix seconds>,v1=<lowercase hex>`, `v1 = hex(HMAC-SHA256(secret, "<t>." + raw body))`, valid
 when any `v1` matches any live secret and `|now - t| <= tolerance`. The expected digests below are computed with
@@ -190,7 +190,7 @@ def test_signature_errors_carry_the_contract_codes_when_raised() -> None:
     # Act
     codes = {error: error().code for error in errors}
 
-    # Assert: CONTRACT 1, the 401 error codes.
+    # Assert: the 401 error codes of docs/design.md, "Responses".
     assert codes == {
         MissingSignature: "missing_signature",
         MalformedSignature: "malformed_signature",

@@ -1,4 +1,4 @@
-"""Specification of dollars -> integer meter units (CONTRACT 1, "Units").
+"""Specification of dollars -> integer meter units (docs/design.md, "Units").
 
 `units = cost_usd * units_per_usd` in exact decimal arithmetic; under `carry` each customer's sub-unit remainder
 is carried into its next event, so the units billed always equal floor(exact total): nothing invented or lost.

@@ -286,7 +286,7 @@ async def test_exactly_one_meter_event_per_billable_event_through_faults_and_kil
     assert len(identifiers) == len(set(identifiers))
     expected = {k: e.units for k, e in entries.items() if e.state is State.SENT and e.units > 0}
     assert {e["identifier"]: e["value"] for e in meter_events} == expected
-    # Each customer's total is the floor of its exact spend (CONTRACT 1, carry), whatever the order of arrival.
+    # Each customer's total is the floor of its exact spend (the carry, docs/design.md), whatever the order of arrival.
     spend: dict[str, Decimal] = defaultdict(Decimal)
     for customer, cost in plan.billable.values():
         spend[customer] += cost * 100_000

@@ -1,7 +1,7 @@
 """The two crash windows of exactly-once delivery, each forced open on purpose; still exactly one meter event.
 
 1. After the biller accepted but before the ledger marked the entry `sent`: the gateway retries, Stripe answers
-   "an event already exists with identifier", and that counts as sent (CONTRACT 2). Forced twice: a call that
+   "an event already exists with identifier", and that counts as sent (docs/billers.md). Forced twice: a call that
    times out on our side although Stripe recorded it, and a gateway SIGKILLed while Stripe's answer is on its way.
 2. After the claim was committed but before the response reached Ringside: Ringside retries, the retry is a
    duplicate, and the dispatcher sends the one entry once.

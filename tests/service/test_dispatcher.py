@@ -6,7 +6,7 @@ import pytest
 
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryLedger
-from gateway.domain.errors import BillerRateLimited, BillerRejected, BillerUnavailable
+from gateway.domain.errors import BillerMisconfigured, BillerRateLimited, BillerRejected, BillerUnavailable
 from gateway.domain.ledger import ParkReason, State
 from gateway.domain.ports import MeterEvent
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
@@ -220,3 +220,23 @@ async def test_sends_entry_as_old_as_the_window_allows(
 
     assert list(biller.events) == ["evt_EDGE"]
     assert ledger.entries["evt_EDGE"].state is State.SENT
+
+
+async def test_keeps_every_entry_untouched_and_pauses_when_the_biller_refuses_the_set_up(
+    dispatcher: Dispatcher, ledger: MemoryLedger, biller: ScriptedBiller, clock: FrozenClock
+) -> None:
+    for n in range(3):
+        await record(ledger, f"evt_{n}", clock.now(), customer="cus_1")
+    before = dict(ledger.entries)
+    biller.failures = [BillerMisconfigured("session refused", cause="session_refused")]
+
+    await dispatcher.run_once()
+
+    # The refused entry and the rest of its customer's queue: as they were, and free to be leased again.
+    assert ledger.entries == before
+    assert ledger.parked == {}
+    assert biller.calls == 1
+    assert await dispatcher.run_once() == 0  # paused for retry_base_s
+    clock.advance(FAST.retry_base_s)
+    assert await dispatcher.run_once() == 3
+    assert {entry.state for entry in ledger.entries.values()} == {State.SENT}

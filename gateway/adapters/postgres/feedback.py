@@ -104,10 +104,11 @@ class PostgresFeedback:
         rows = await self._db.read(
             f"""
             WITH ledger AS (
+                -- Only what the biller rejected is owed to it; an entry parked too_old never reached it.
                 SELECT billing_customer, {_HOUR} AS window_start,
                        COALESCE(SUM(units) FILTER (WHERE state = 'sent'), 0) AS sent_units,
-                       COALESCE(SUM(units) FILTER (WHERE state = 'parked'), 0) AS rejected_units
-                FROM entries
+                       COALESCE(SUM(units) FILTER (WHERE p.reason = 'biller_rejected'), 0) AS rejected_units
+                FROM entries LEFT JOIN parked AS p ON p.key = entries.event_id AND entries.state = 'parked'
                 WHERE state <> 'pending' AND timestamp >= $1 AND timestamp < $2
                   AND ($3::text IS NULL OR billing_customer = $3)
                 GROUP BY 1, 2
@@ -122,6 +123,7 @@ class PostgresFeedback:
                    COALESCE(l.rejected_units, 0) AS rejected_units, COALESCE(f.corrections, 0) AS corrections,
                    COALESCE(f.corrected_units, 0) AS corrected_units, f.last_corrected_at
             FROM ledger AS l FULL JOIN fixes AS f USING (billing_customer, window_start)
+            WHERE COALESCE(l.sent_units, 0) <> 0 OR COALESCE(l.rejected_units, 0) <> 0 OR f.corrections IS NOT NULL
             ORDER BY billing_customer COLLATE "C", window_start
             """,
             since,

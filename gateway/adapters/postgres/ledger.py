@@ -22,6 +22,7 @@ from gateway.domain.ledger import (
 from gateway.domain.ports import BatchLedger, FeedbackLedger
 from gateway.domain.units import Rounding
 
+_LEASE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('ringside-gateway-lease:' || current_schema(), 0))"
 _INSERT_PARKED = f"INSERT INTO parked ({PARKED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
@@ -59,26 +60,52 @@ class PostgresLedger(PostgresFeedback, BatchLedger, FeedbackLedger):
             return []
 
         async def work(connection: Connection) -> list[Entry]:
-            # SKIP LOCKED: a dispatcher in another replica leasing at the same moment takes other rows, never waits.
+            # A customer's entries belong to one dispatcher at a time: two replicas choosing at once could each take
+            # an entry of one customer (neither sees the other's lease before it commits), so lease_due calls take
+            # turns on one lock per schema; a choice is a few milliseconds, and the next one sees the last one's
+            # leases (a fresh snapshot per statement).
+            await connection.execute(_LEASE_LOCK)
             rows = await connection.fetch(
                 f"""
                 UPDATE entries SET leased_until = $1
                 WHERE event_id IN (
-                    SELECT event_id FROM entries
+                    SELECT event_id FROM entries AS due
                     WHERE state = 'pending' AND next_attempt_at <= $2 AND leased_until <= $2
-                    ORDER BY next_attempt_at, created_at
+                    AND NOT EXISTS (
+                        SELECT 1 FROM entries AS held
+                        WHERE held.billing_customer = due.billing_customer
+                        AND held.state = 'pending' AND held.leased_until > $2
+                    )
+                    ORDER BY next_attempt_at, created_at, seq
                     LIMIT $3
                     FOR UPDATE SKIP LOCKED
                 )
-                RETURNING {ENTRY_COLUMNS}
+                RETURNING seq, {ENTRY_COLUMNS}
                 """,
                 now + lease_s,
                 now,
                 limit,
             )
-            entries = [entry_from(row) for row in rows]
             # RETURNING gives no order guarantee: restore the subquery's.
-            return sorted(entries, key=lambda entry: (entry.next_attempt_at, entry.created_at))
+            rows = sorted(rows, key=lambda row: (row["next_attempt_at"], row["created_at"], row["seq"]))
+            return [entry_from(row) for row in rows]
+
+        return await self._db.run(work)
+
+    async def renew(self, event_ids: Sequence[str], now: float, lease_s: float) -> list[str]:
+        if not event_ids:
+            return []
+
+        async def work(connection: Connection) -> list[str]:
+            rows = await connection.fetch(
+                "UPDATE entries SET leased_until = $1"
+                " WHERE event_id = ANY($2::text[]) AND state = 'pending' AND leased_until > $3 RETURNING event_id",
+                now + lease_s,
+                list(event_ids),
+                now,
+            )
+            renewed = {row["event_id"] for row in rows}
+            return [event_id for event_id in event_ids if event_id in renewed]
 
         return await self._db.run(work)
 

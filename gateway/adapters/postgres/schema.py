@@ -40,11 +40,15 @@ MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
                 next_attempt_at   double precision NOT NULL,
                 last_error        text,
                 sent_at           double precision,
-                leased_until      double precision NOT NULL DEFAULT 0
+                leased_until      double precision NOT NULL DEFAULT 0,
+                seq               bigserial NOT NULL  -- the insertion order: ties in lease_due go oldest first
             ) WITH (fillfactor = 90)
             """,
             # lease_due walks this partial index (pending is small in steady state) in ORDER BY order.
-            "CREATE INDEX entries_due ON entries (next_attempt_at, created_at) WHERE state = 'pending'",
+            "CREATE INDEX entries_due ON entries (next_attempt_at, created_at, seq) WHERE state = 'pending'",
+            # lease_due's check that a customer has no live lease; leased_until is left out, so that a lease's
+            # update writes no index entry (HOT).
+            "CREATE INDEX entries_pending_by_customer ON entries (billing_customer) WHERE state = 'pending'",
             "CREATE INDEX entries_sent ON entries (sent_at) WHERE state = 'sent'",
             # Room on each page for the lease's update to stay there (a HOT update: no index entry written); and
             # reports scan by event time through a BRIN index, a few pages for millions of rows (event times grow

@@ -14,7 +14,8 @@ client. The rules of each port stay MemoryLedger's; what Redis adds is that they
 
 Modules: `client` (connect), `durability` (the server-settings checks), `keys` (the key layout), `scripts` (the Lua
 scripts under lua/), `codec` (values and replies), `errors`, and the adapters `ledger` (with `recording`, its group
-commit), `customers` and `biller`. Imports of redis-py are absolute (`redis.*`), never this package.
+commit, and `feedback`, the biller's error reports and reconciliation), `customers` and `biller`. Imports of
+redis-py are absolute (`redis.*`), never this package.
 
 Redis Cluster is not supported: the lease script reads entry keys it learns from the queue, which Cluster does not
 allow. Use one primary (with replicas, Sentinel or a managed failover).

@@ -11,10 +11,11 @@ from gateway.adapters.redis.codec import decode_meter_event, encode, raw
 from gateway.adapters.redis.errors import store_errors
 from gateway.adapters.redis.keys import DEFAULT_PREFIX, Keys
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
-from gateway.domain.ports import BatchBillingSink, Delivery, MeterEvent
+from gateway.domain.ports import BatchBillingSink, BillerTotals, Delivery, MeterEvent
+from gateway.domain.reconcile import hour_floor
 
 
-class RedisBiller(BatchBillingSink):
+class RedisBiller(BatchBillingSink, BillerTotals):
     """The local ledger biller in Redis: records meter events instead of sending them.
 
     Invariant: one event per identifier, like Stripe's de-duplication of `identifier`; a second send returns
@@ -38,7 +39,14 @@ class RedisBiller(BatchBillingSink):
             with store_errors():
                 stored = await self._send_many(
                     keys=[keys.meter_events, *(keys.meter_event(event.identifier) for event in events)],
-                    args=[encode(event) for event in events],
+                    args=[
+                        keys.meter_hours(""),
+                        *(
+                            value
+                            for event in events
+                            for value in (encode(event), event.customer, hour_floor(event.timestamp), event.value)
+                        ),
+                    ],
                 )
         except StoreUnavailable as exc:
             raise BillerUnavailable(exc.message, cause="store_unavailable") from exc
@@ -46,6 +54,16 @@ class RedisBiller(BatchBillingSink):
 
     async def send(self, event: MeterEvent) -> Delivery:
         return (await self.send_batch([event]))[0]
+
+    async def hourly_units(self, billing_customer: str, start: int, end: int) -> dict[int, int]:
+        """The units recorded for `billing_customer` per hour of the event timestamp, over [start, end)."""
+        try:
+            with store_errors():
+                held = await self._client.hgetall(self._keys.meter_hours(billing_customer))
+        except StoreUnavailable as exc:
+            raise BillerUnavailable(exc.message, cause="store_unavailable") from exc
+        hours = {int(hour): int(units) for hour, units in held.items()}
+        return {hour: units for hour, units in hours.items() if start <= hour < end}
 
     async def events(self) -> list[MeterEvent]:
         """Every recorded meter event, in the order they were first sent."""

@@ -19,8 +19,23 @@ Per-record keys and index keys have distinct first segments, so an event id can 
     P meter_events       list    its meter events (msgpack MeterEvent) in the order they were first sent.
     P heartbeat          string  a counter ping() increments: the write that proves Redis accepts writes.
 
+The biller's feedback (docs/notes/reconcile.md):
+
+    P fr:<report id>     string  the claim of an error report reject_sent applied. Expires GATEWAY_DEDUPE_TTL_S after.
+    P cursors            hash    polling cursor name -> its value (a float); a script moves it only upward.
+    P ix:sent            zset    sent event ids scored by sent_at (sent_between); ids sent more than
+                                 GATEWAY_DEDUPE_TTL_S ago (their entries expired) are trimmed as new ones are added.
+    P h:<hour>           hash    per hour of the event timestamp (the window's start, unix seconds): `s:<customer>`
+                                 the units of its sent entries, `r:<customer>` those of its entries parked
+                                 biller_rejected; kept by the scripts that move entries between those states, a
+                                 field deleted at 0. Expires GATEWAY_DEDUPE_TTL_S after its last change.
+    P ix:hours           zset    every hour that has (or had) an h:<hour>, scored by the hour (24 members a day).
+    P fixes              hash    correction identifier -> msgpack Correction (the first one recorded wins).
+    P ix:fixes           zset    correction identifiers scored by their window's start.
+    P mh:<customer>      hash    the local ledger biller's units per hour of the event timestamp (BillerTotals).
+
 The record and lease scripts also build entry, parked and carry keys themselves, from the prefixes passed to them
-(`entry("")`, `parked("")`, `carry("")`).
+(`entry("")`, `parked("")`, `carry("")`), as the scripts that count units per hour build `h:` and `mh:` keys.
 """
 
 from __future__ import annotations
@@ -57,6 +72,35 @@ class Keys:
 
     def every_reason_index(self) -> list[str]:
         return [self.parked_index(reason) for reason in ParkReason]
+
+    def report(self, report_id: str) -> str:
+        return f"{self.prefix}fr:{report_id}"
+
+    def window(self, hour: int | str) -> str:
+        return f"{self.prefix}h:{hour}"
+
+    def meter_hours(self, customer: str) -> str:
+        return f"{self.prefix}mh:{customer}"
+
+    @property
+    def cursors(self) -> str:
+        return f"{self.prefix}cursors"
+
+    @property
+    def sent_index(self) -> str:
+        return f"{self.prefix}ix:sent"
+
+    @property
+    def hours(self) -> str:
+        return f"{self.prefix}ix:hours"
+
+    @property
+    def fixes(self) -> str:
+        return f"{self.prefix}fixes"
+
+    @property
+    def fix_index(self) -> str:
+        return f"{self.prefix}ix:fixes"
 
     @property
     def due(self) -> str:

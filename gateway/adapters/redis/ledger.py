@@ -12,6 +12,7 @@ from redis.typing import EncodableT
 from gateway.adapters.redis import scripts
 from gateway.adapters.redis.codec import decode_entry, decode_parked, encode, glob_escape, members, raw
 from gateway.adapters.redis.errors import MAX_CONFLICTS, store_errors
+from gateway.adapters.redis.feedback import RedisFeedback
 from gateway.adapters.redis.keys import DEFAULT_PREFIX, Keys
 from gateway.adapters.redis.recording import RecordBatcher
 from gateway.domain.errors import StoreUnavailable
@@ -28,22 +29,29 @@ from gateway.domain.ledger import (
     entry_record,
 )
 from gateway.domain.ports import BatchLedger
+from gateway.domain.reconcile import hour_floor
 from gateway.domain.units import Rounding
 
 # Longer than the oldest event ingest accepts (35 days) plus the signature tolerance, so that a late redelivery of a
 # sent event is still a duplicate. Stripe's own identifier de-duplication only lasts "at least 24 hours"
 # (docs/billers.md), so ours must outlive every redelivery the gateway would still accept.
 DEFAULT_DEDUPE_TTL_S: Final = 40 * 24 * 3600
+# lease_due looks at no more than max(this, 4 x limit) due ids per call: customers under another dispatcher's lease
+# are skipped, and a large backlog of theirs must not turn one lease step into a long stop of the whole server.
+LEASE_SCAN_MIN: Final = 1000
 
 
-class RedisLedger(BatchLedger):
+class RedisLedger(BatchLedger, RedisFeedback):
     """The ledger in Redis, with MemoryLedger's semantics, shared by every replica.
 
     Invariants: an id is claimed by at most one entry or one parked record (a biller-rejected entry keeps its entry
     and gains a parked record of the same key); each method is one atomic server-side step; a pending id is in
     exactly one of q:due and q:leased, so a lease is held by one dispatcher at a time, and an expired lease is
-    taken over by the next lease_due of any replica; sent entries expire `dedupe_ttl_s` after they are sent,
-    pending ones never. lease_due orders by next_attempt_at, then by event id (MemoryLedger: then by created_at).
+    taken over by the next lease_due of any replica; a customer with an id in q:leased is not leased again until
+    that lease ends, so a customer belongs to one dispatcher at a time; sent entries expire `dedupe_ttl_s` after
+    they are sent, pending ones never. lease_due orders by next_attempt_at, then by event id (MemoryLedger: then
+    by created_at).
+    The biller's feedback is in RedisFeedback.
     """
 
     def __init__(
@@ -58,10 +66,12 @@ class RedisLedger(BatchLedger):
         self._park = scripts.register(client, "park")
         self._lease = scripts.register(client, "lease")
         self._release = scripts.register(client, "release")
+        self._renew = scripts.register(client, "renew")
         self._mark_sent_many = scripts.register(client, "mark_sent_many")
         self._mark_retry = scripts.register(client, "mark_retry")
         self._mark_rejected = scripts.register(client, "mark_rejected")
         self._requeue = scripts.register(client, "requeue")
+        self._register_feedback()
 
     def __repr__(self) -> str:
         return f"RedisLedger(prefix={self._keys.prefix!r})"
@@ -91,7 +101,7 @@ class RedisLedger(BatchLedger):
         with store_errors():
             blobs = await self._lease(
                 keys=[keys.due, keys.leased, keys.held],
-                args=[now, limit, now + lease_s, keys.entry("")],
+                args=[now, limit, now + lease_s, keys.entry(""), max(LEASE_SCAN_MIN, limit * 4)],
             )
         return [decode_entry(blob) for blob in blobs]
 
@@ -101,6 +111,13 @@ class RedisLedger(BatchLedger):
         keys = self._keys
         with store_errors():
             await self._release(keys=[keys.due, keys.leased, keys.held], args=list(event_ids))
+
+    async def renew(self, event_ids: Sequence[str], now: float, lease_s: float) -> list[str]:
+        if not event_ids:
+            return []
+        with store_errors():
+            renewed = await self._renew(keys=[self._keys.leased], args=[now, now + lease_s, *event_ids])
+        return members(renewed)
 
     async def mark_sent(self, event_id: str, now: float) -> None:
         await self.mark_sent_many([event_id], now)
@@ -117,7 +134,7 @@ class RedisLedger(BatchLedger):
             for _ in range(MAX_CONFLICTS):
                 blobs = await self._client.mget([keys.entry(event_id) for event_id in ids])
                 entry_keys: list[str] = []
-                args: list[EncodableT] = [self._ttl_s]
+                args: list[EncodableT] = [self._ttl_s, now, now - self._ttl_s, keys.window("")]
                 for event_id, read in zip(ids, blobs, strict=True):
                     if read is None:
                         continue
@@ -127,11 +144,22 @@ class RedisLedger(BatchLedger):
                         continue
                     sent = msgspec.structs.replace(entry, state=State.SENT, sent_at=now)
                     entry_keys.append(keys.entry(event_id))
-                    args += [blob, encode(sent), event_id, entry.units]
+                    args += [blob, encode(sent), event_id, entry.units, hour_floor(entry.timestamp)]
+                    args.append(entry.billing_customer)
                 if not entry_keys:
                     return
                 changed = await self._mark_sent_many(
-                    keys=[keys.due, keys.leased, keys.held, keys.age, keys.stats, *entry_keys], args=args
+                    keys=[
+                        keys.due,
+                        keys.leased,
+                        keys.held,
+                        keys.age,
+                        keys.stats,
+                        keys.sent_index,
+                        keys.hours,
+                        *entry_keys,
+                    ],
+                    args=args,
                 )
                 if not changed:
                     return
@@ -173,6 +201,7 @@ class RedisLedger(BatchLedger):
                     keys.parked(event_id),
                     keys.parked_index(),
                     keys.parked_index(reason),
+                    keys.hours,
                     *keys.every_reason_index(),
                 ],
                 args=[
@@ -182,6 +211,12 @@ class RedisLedger(BatchLedger):
                     -entry.units,
                     encode(entry_record(rejected, reason, message, now)),
                     now,
+                    self._ttl_s,
+                    keys.window(""),
+                    # Only what the biller rejected is owed to it (sent_windows); too_old never reached it.
+                    hour_floor(entry.timestamp) if reason is ParkReason.BILLER_REJECTED else "",
+                    entry.billing_customer,
+                    entry.units,
                 ],
             )
 
@@ -197,8 +232,10 @@ class RedisLedger(BatchLedger):
                 if entry_blob is None or parked_blob is None:
                     return None
                 entry = decode_entry(raw(entry_blob))
-                if entry.state is not State.PARKED or decode_parked(raw(parked_blob)).reason not in REQUEUEABLE:
+                reason = decode_parked(raw(parked_blob)).reason
+                if entry.state is not State.PARKED or reason not in REQUEUEABLE:
                     return None
+                counted = hour_floor(entry.timestamp) if reason is ParkReason.BILLER_REJECTED else ""
                 requeued = msgspec.structs.replace(
                     entry,
                     state=State.PENDING,
@@ -215,9 +252,23 @@ class RedisLedger(BatchLedger):
                         keys.age,
                         keys.stats,
                         keys.parked_index(),
+                        keys.hours,
                         *keys.every_reason_index(),
                     ],
-                    args=[entry_blob, parked_blob, encode(requeued), event_id, now, entry.created_at, entry.units],
+                    args=[
+                        entry_blob,
+                        parked_blob,
+                        encode(requeued),
+                        event_id,
+                        now,
+                        entry.created_at,
+                        entry.units,
+                        self._ttl_s,
+                        keys.window(""),
+                        counted,
+                        entry.billing_customer,
+                        -entry.units,
+                    ],
                 ):
                     return requeued
         raise StoreUnavailable(f"entry {event_id!r} kept changing; retry later")

@@ -20,11 +20,15 @@ ScriptName = Literal[
     "park",
     "lease",
     "release",
+    "renew",
     "mark_sent_many",
     "mark_retry",
     "mark_rejected",
     "requeue",
     "send_many",
+    "reject_sent",
+    "set_cursor",
+    "record_correction",
 ]
 
 # The member every queue holds at +inf to stay a skiplist (lua/anchored.lua says why); the same string as there.
@@ -32,14 +36,17 @@ ANCHOR: Final = "\x00anchor: a member over 64 bytes keeps this sorted set a skip
 
 # The scripts that add to a queue, and so begin with lua/anchored.lua's `anchor` and `zadd`.
 _ANCHORED: Final[frozenset[ScriptName]] = frozenset({"record_many", "lease", "release", "mark_retry", "requeue"})
+# The scripts that count units per customer and hour, and so begin with lua/windows.lua's `count`.
+_WINDOWED: Final[frozenset[ScriptName]] = frozenset({"mark_sent_many", "mark_rejected", "requeue", "reject_sent"})
 _PACKAGE: Final = __name__.rpartition(".")[0]
 
 
 @cache
 def source(name: ScriptName) -> str:
-    """The Lua text of script `name`, with the anchor prelude first for the scripts that add to a queue."""
-    body = _read(name)
-    return _read("anchored") + body if name in _ANCHORED else body
+    """The Lua text of script `name`, after the preludes it uses: the anchor's (scripts that add to a queue) and the
+    hour counters' (scripts that count units per customer and hour)."""
+    preludes = [prelude for prelude, users in (("anchored", _ANCHORED), ("windows", _WINDOWED)) if name in users]
+    return "".join(_read(prelude) for prelude in preludes) + _read(name)
 
 
 def register(client: Redis, name: ScriptName) -> AsyncScript:

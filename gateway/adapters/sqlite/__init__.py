@@ -17,7 +17,8 @@ commands) may share the file, so:
 
 The modules, one job each: `database` (the handle: opening the file, `from_url`), `group_commit` (the writer
 thread and its transactions), `durability` (the WAL fsync and the checkpoints), `schema` (tables and migration),
-and the stores on top: `ledger` (with `ledger_rows`), `customers`, `biller` (the local ledger biller).
+and the stores on top: `ledger` (with `ledger_rows`, and `feedback`: the biller's error reports and
+reconciliation), `customers`, `biller` (the local ledger biller).
 """
 
 from gateway.adapters.sqlite.biller import SqliteBiller

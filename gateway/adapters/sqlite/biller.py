@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from gateway.adapters.sqlite.database import SqliteDatabase
 from gateway.adapters.sqlite.sql import in_list, insert_rows
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
-from gateway.domain.ports import BatchBillingSink, Delivery, MeterEvent
+from gateway.domain.ports import BatchBillingSink, BillerTotals, Delivery, MeterEvent
+from gateway.domain.reconcile import HOUR_S
 
 
-class SqliteBiller(BatchBillingSink):
+class SqliteBiller(BatchBillingSink, BillerTotals):
     """The local ledger biller: records meter events in the store's file instead of sending them.
 
     Invariant: one row per identifier (its PRIMARY KEY), like Stripe's de-duplication of `identifier`; a second
@@ -59,6 +60,23 @@ class SqliteBiller(BatchBillingSink):
 
         try:
             return await self._db.write(work)
+        except StoreUnavailable as exc:
+            raise BillerUnavailable(exc.message, cause="store_unavailable") from exc
+
+    async def hourly_units(self, billing_customer: str, start: int, end: int) -> dict[int, int]:
+        """The units recorded for `billing_customer` per hour of the event timestamp, over [start, end)."""
+
+        def work(connection: sqlite3.Connection) -> dict[int, int]:
+            # hour_floor in SQL; `%` truncates towards zero, so it is folded back for a negative timestamp.
+            rows = connection.execute(
+                f"SELECT timestamp - ((timestamp % {HOUR_S}) + {HOUR_S}) % {HOUR_S} AS hour, SUM(value)"
+                " FROM meter_events WHERE customer = ? AND timestamp >= ? AND timestamp < ? GROUP BY hour",
+                (billing_customer, start, end),
+            ).fetchall()
+            return {int(hour): int(units) for hour, units in rows}
+
+        try:
+            return await self._db.read(work)
         except StoreUnavailable as exc:
             raise BillerUnavailable(exc.message, cause="store_unavailable") from exc
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from gateway.adapters.sqlite.database import SqliteDatabase
+from gateway.adapters.sqlite.feedback import SqliteFeedback
 from gateway.adapters.sqlite.ledger_rows import (
     ENTRY_COLUMNS,
     PARKED_COLUMNS,
@@ -109,12 +110,12 @@ def _record_many(connection: sqlite3.Connection, items: list[_Record]) -> list[R
     return recorded
 
 
-class SqliteLedger(BatchLedger):
+class SqliteLedger(BatchLedger, SqliteFeedback):
     """The ledger in SQLite, with MemoryLedger's semantics.
 
     Invariants: an id is claimed by at most one entry or one parked record (a biller-rejected entry keeps its entry
     and gains a parked record of the same key); every method is one transaction; a lease is `leased_until` on the
-    entry, so leases are shared by every process using the file.
+    entry, so leases are shared by every process using the file. The biller's feedback is in SqliteFeedback.
     """
 
     def __init__(self, database: SqliteDatabase) -> None:
@@ -142,14 +143,20 @@ class SqliteLedger(BatchLedger):
             return []
 
         def work(connection: sqlite3.Connection) -> list[Entry]:
-            # One statement: the subquery walks entries_due; the write lock (BEGIN IMMEDIATE) means no other
-            # process can lease the same rows between the choice and the update.
+            # One statement: the subquery walks entries_due, skipping customers with a live lease (entries_leased
+            # answers that per row); the write lock (BEGIN IMMEDIATE) means no other process can lease the same
+            # rows, or another entry of the same customers, between the choice and the update.
             rows = connection.execute(
                 f"""
                 UPDATE entries SET leased_until = :until
                 WHERE rowid IN (
-                    SELECT rowid FROM entries
+                    SELECT rowid FROM entries AS due
                     WHERE state = 'pending' AND next_attempt_at <= :now AND leased_until <= :now
+                    AND NOT EXISTS (
+                        SELECT 1 FROM entries AS held
+                        WHERE held.billing_customer = due.billing_customer
+                        AND held.leased_until > 0 AND held.leased_until > :now AND held.state = 'pending'
+                    )
                     ORDER BY next_attempt_at, created_at, rowid
                     LIMIT :limit
                 )
@@ -173,6 +180,22 @@ class SqliteLedger(BatchLedger):
             )
 
         await self._db.write(work)
+
+    async def renew(self, event_ids: Sequence[str], now: float, lease_s: float) -> list[str]:
+        if not event_ids:
+            return []
+
+        def work(connection: sqlite3.Connection) -> list[str]:
+            marks, ids = in_list(list(event_ids))
+            rows = connection.execute(
+                f"UPDATE entries SET leased_until = ? WHERE event_id IN ({marks})"
+                " AND state = 'pending' AND leased_until > ? RETURNING event_id",
+                [now + lease_s, *ids, now],
+            ).fetchall()
+            renewed = {row[0] for row in rows}
+            return [event_id for event_id in event_ids if event_id in renewed]
+
+        return await self._db.write(work)
 
     async def mark_sent(self, event_id: str, now: float) -> None:
         def work(connection: sqlite3.Connection) -> None:

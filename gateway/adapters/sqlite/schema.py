@@ -6,7 +6,7 @@ import sqlite3
 
 from gateway.domain.errors import StoreUnavailable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Idempotent: run on every open, inside one transaction with the user_version bump.
 STATEMENTS = (
@@ -31,6 +31,9 @@ STATEMENTS = (
     # lease_due runs every poll of every dispatcher: state + next_attempt_at find the due entries and
     # created_at finishes the ORDER BY, so the query walks the index instead of sorting the table.
     "CREATE INDEX IF NOT EXISTS entries_due ON entries (state, next_attempt_at, created_at)",
+    # lease_due asks, for each due row, whether its customer has a live lease. Only pending entries that were leased
+    # and not yet marked or released have leased_until > 0, so this index stays as small as the leases.
+    "CREATE INDEX IF NOT EXISTS entries_leased ON entries (billing_customer, leased_until) WHERE leased_until > 0",
     """
     CREATE TABLE IF NOT EXISTS parked (
         key               TEXT PRIMARY KEY NOT NULL,
@@ -68,9 +71,9 @@ STATEMENTS = (
     # ping() writes here: a committed write is the only proof that the file can be written now.
     "CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), beats INTEGER NOT NULL)",
     # stats() reads the sent figures here instead of scanning every sent entry (millions, on the writer thread).
-    # Every statement that moves an entry into 'sent' (mark_sent, mark_sent_many: nothing else changes a state
-    # to or from 'sent', and entries are never deleted) adds to it in its own transaction; migrate() fills it from
-    # one scan when a file is upgraded from schema version 1.
+    # Every statement that moves an entry into 'sent' (mark_sent, mark_sent_many) adds to it, and the only one that
+    # moves an entry out of it (reject_sent) subtracts, each in its own transaction (entries are never deleted);
+    # migrate() fills it from one scan when a file is upgraded from schema version 1.
     """
     CREATE TABLE IF NOT EXISTS ledger_counters (
         state   TEXT PRIMARY KEY NOT NULL,
@@ -78,6 +81,33 @@ STATEMENTS = (
         units   INTEGER NOT NULL
     ) WITHOUT ROWID
     """,
+    # Version 3: the biller's feedback (docs/reconcile.md). The error reports applied (reject_sent claims
+    # each report id here, so a report is applied once), the polling cursors, and the corrections repair sent.
+    """
+    CREATE TABLE IF NOT EXISTS handled_reports (
+        report_id  TEXT PRIMARY KEY NOT NULL,
+        handled_at REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY NOT NULL, value REAL NOT NULL) WITHOUT ROWID",
+    """
+    CREATE TABLE IF NOT EXISTS corrections (
+        identifier       TEXT PRIMARY KEY NOT NULL,
+        billing_customer TEXT NOT NULL,
+        window_start     INTEGER NOT NULL,
+        units            INTEGER NOT NULL,
+        timestamp        INTEGER NOT NULL,
+        recorded_at      REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS corrections_by_window ON corrections (window_start, billing_customer, recorded_at)",
+    # Partial indexes, so that recording a (pending) entry never touches them: sent_between walks the sent entries
+    # by sent_at; sent_windows reads the sent and parked entries of a time range from the index alone (covering).
+    "CREATE INDEX IF NOT EXISTS entries_sent ON entries (sent_at) WHERE state = 'sent'",
+    "CREATE INDEX IF NOT EXISTS entries_settled ON entries (timestamp, billing_customer, units, state, event_id)"
+    " WHERE state IN ('sent', 'parked')",
+    # The local ledger biller's hourly totals (BillerTotals) read one customer's time range from this index alone.
+    "CREATE INDEX IF NOT EXISTS meter_events_by_customer ON meter_events (customer, timestamp, value)",
 )
 
 

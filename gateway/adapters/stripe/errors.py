@@ -16,6 +16,7 @@ import stripe
 
 from gateway.adapters.http_retry import delta_seconds, retry_after_seconds
 from gateway.domain.errors import (
+    BillerMisconfigured,
     BillerRateLimited,
     BillerRejected,
     BillerUnavailable,
@@ -85,6 +86,17 @@ def raise_stream_error(exc: stripe.StripeError) -> NoReturn:
     meter_event_outcome(exc)
     # It returns only for v1's "an event already exists", which neither the session nor the stream ever says.
     raise BillerUnavailable(f"unexpected answer from Stripe: {type(exc).__name__}", cause="unknown") from exc
+
+
+def raise_session_error(exc: stripe.StripeError) -> NoReturn:
+    """A failed `POST /v2/billing/meter_event_session`. Any 4xx but 409 and 429 refuses this deployment's key or
+    account (Stripe says nothing of the events there), so it is a configuration fault, never a rejection of the
+    events: BillerMisconfigured keeps them pending and pauses the dispatcher. Anything else: as a stream call."""
+    status = exc.http_status
+    if status is not None and 400 <= status < 500 and status not in (409, 429):
+        cause = "auth" if status in (401, 403) else "session_refused"
+        raise BillerMisconfigured(f"meter event session refused: {_described(exc)}", cause=cause) from exc
+    raise_stream_error(exc)
 
 
 def portal_error(exc: stripe.StripeError) -> GatewayError:

@@ -11,6 +11,9 @@ Invariants:
 - A 401 from the stream (Stripe: `billing_meter_event_session_expired`, raised by the SDK as
   TemporarySessionExpiredError) refreshes the session and retries the same request once; a second 401 is a
   transient auth failure for the dispatcher to wait out, never a rejection of the events.
+- A refused session (any 4xx but 409 and 429: a wrong, restricted or revoked key, another account) is the
+  deployment's fault, not the events': BillerMisconfigured, so the dispatcher keeps every entry pending and pauses
+  until a session is granted (never `biller_rejected`, which would park the whole backlog).
 - The request is all or nothing: transient failures raise BillerUnavailable for the whole batch, and the
   identifiers make a retry of the batch harmless (the stream de-duplicates them for at least 24 hours).
 - The SDK runs with `max_network_retries=0` and every call gets a fresh Idempotency-Key, as in the v1 adapter; errors
@@ -32,6 +35,7 @@ from gateway.adapters.stripe import errors
 from gateway.adapters.stripe.errors import raise_stream_error
 from gateway.adapters.stripe.meter import CUSTOMER_KEY, DEFAULT_EVENT_NAME, VALUE_KEY, meter_value
 from gateway.adapters.stripe.rules import meter_identifier
+from gateway.domain.errors import BillerMisconfigured
 from gateway.domain.ports import BatchBillingSink, Clock, Delivery, MeterEvent
 
 # "Supports up to 100 events per request" (v2 meter_event_stream, OpenAPI excerpt and SDK docstring).
@@ -85,6 +89,9 @@ class StripeStreamBillingSink(BatchBillingSink):
         self._client = self._new_client(api_key)
         self._session: _Session | None = None
         self._refreshing: asyncio.Lock | None = None
+        # Session attempts finished so far, and the refusal of the last one (None when it did not end in a refusal).
+        self._settled = 0
+        self._refusal: BillerMisconfigured | None = None
 
     def _new_client(self, key: str) -> stripe.StripeClient:
         # The SDK's own retries would reuse one Idempotency-Key and stack under the dispatcher's.
@@ -147,12 +154,23 @@ class StripeStreamBillingSink(BatchBillingSink):
             return self._session
         if self._refreshing is None:
             self._refreshing = asyncio.Lock()
+        settled = self._settled
         async with self._refreshing:
             # Another call may have refreshed it while this one waited for the lock.
             if self._fresh(self._session, stale):
                 assert self._session is not None
                 return self._session
-            self._session = await self._create_session()
+            if self._settled != settled and self._refusal is not None:
+                # Refused while this call waited: the same answer, without asking Stripe once per waiting call.
+                raise BillerMisconfigured(self._refusal.message, cause=self._refusal.cause)
+            self._refusal = None
+            try:
+                self._session = await self._create_session()
+            except BillerMisconfigured as refused:
+                self._refusal = refused
+                raise
+            finally:
+                self._settled += 1
             return self._session
 
     def _fresh(self, session: _Session | None, stale: _Session | None) -> bool:
@@ -167,7 +185,7 @@ class StripeStreamBillingSink(BatchBillingSink):
             async with asyncio.timeout(self._timeout_s):
                 created = await self._client.v2.billing.meter_event_session.create_async()
         except stripe.StripeError as exc:
-            raise_stream_error(exc)
+            errors.raise_session_error(exc)
         except TimeoutError as exc:
             raise errors.timed_out(self._timeout_s) from exc
         except Exception as exc:  # the boundary, as in _post

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import msgspec
 
@@ -24,22 +26,25 @@ def ledger_stats(since: str | None, until: str | None, as_json: bool) -> None:
     from datetime import UTC, datetime
 
     from gateway.domain.ledger import CustomerUsage, LedgerStats
+    from gateway.domain.reconcile import Correction
 
     now = time.time()
     start = (
-        _instant(since, "--since")
+        instant(since, "--since")
         if since
         else int(datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())
     )
-    end = _instant(until, "--until") if until else None
+    end = instant(until, "--until") if until else None
     settings = env_settings()
 
-    async def work() -> tuple[LedgerStats, list[CustomerUsage]]:
+    async def work() -> tuple[LedgerStats, list[CustomerUsage], list[Correction]]:
         async with opened(settings) as container:
             store = container.ledger()
-            return await store.stats(), await store.usage(start, end)
+            # The repairs `gateway reconcile --repair` recorded for windows in the period.
+            fixes: list[Correction] = await store.corrections(start, end)
+            return await store.stats(), await store.usage(start, end), fixes
 
-    stats, usage = run(work())
+    stats, usage, fixes = run(work())
     oldest_age = None if stats.oldest_pending_at is None else round(now - stats.oldest_pending_at, 3)
     scale = settings.units_per_usd
     if as_json:
@@ -53,12 +58,14 @@ def ledger_stats(since: str | None, until: str | None, as_json: bool) -> None:
                     {**msgspec.structs.asdict(row), "usd": usd(row.units_sent + row.units_pending, scale)}
                     for row in usage
                 ],
+                "corrections": [{**msgspec.structs.asdict(fix), "usd": usd(fix.units, scale)} for fix in fixes],
             }
         )
         return
     click.echo(f"pending  {stats.pending:,}" + (f" (oldest {age(oldest_age)} old)" if oldest_age is not None else ""))
     click.echo(f"sent     {stats.sent:,}")
     click.echo(f"parked   {stats.parked:,}")
+    _print_corrections(fixes, scale)
     click.echo(f"\nUnits per customer, events from {timestamp(start)} to {timestamp(end) if end else 'now'}:")
     if not usage:
         click.echo("  (none)")
@@ -79,7 +86,28 @@ def ledger_stats(since: str | None, until: str | None, as_json: bool) -> None:
     table(["customer", "events", "units sent", "units pending", "USD"], rows, right=(1, 2, 3, 4))
 
 
-def _instant(value: str, option: str) -> int:
+def _print_corrections(fixes: list[Any], scale: int) -> None:
+    """The repairs (`gateway reconcile --repair`) for windows in the period, one line each."""
+    click.echo(f"repairs  {len(fixes):,}")
+    if fixes:
+        table(
+            ["  customer", "window", "units", "USD", "identifier", "recorded at"],
+            [
+                (
+                    f"  {f.billing_customer}",
+                    timestamp(f.window_start),
+                    f.units,
+                    usd(f.units, scale),
+                    f.identifier,
+                    timestamp(f.recorded_at),
+                )
+                for f in fixes
+            ],
+            right=(2, 3),
+        )
+
+
+def instant(value: str, option: str) -> int:
     """Unix seconds from unix seconds or an ISO 8601 date or time (UTC unless it says otherwise)."""
     from datetime import UTC, datetime
 

@@ -55,7 +55,7 @@ def serve(host: str | None, port: int | None, dev: bool, no_dispatcher: bool, wo
             "RINGSIDE_WEBHOOK_SECRETS is not set: the gateway cannot verify deliveries. Set it to the signing "
             "secret Ringside showed when you registered the endpoint, or run `gateway serve --dev` to try it out."
         )
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, flush_ms=settings.log_flush_ms)
     _refuse_a_volatile_store(settings)
     container = build_container(settings)
     _announce(container, settings, workers)
@@ -107,6 +107,12 @@ def _announce(container: Container, settings: Settings, workers: int = 1) -> Non
             message="no biller is selected (STRIPE_API_KEY unset, or GATEWAY_BILLER=ledger): meter events are "
             "recorded in the local ledger, NOT sent to Stripe or Lago",
         )
+    if settings.biller_profile().reports and not (settings.stripe.webhook_secrets or settings.stripe.events_poll_s):
+        log.warning(
+            "stripe.reports_off",
+            message="neither STRIPE_WEBHOOK_SECRET nor GATEWAY_STRIPE_EVENTS_POLL_S is set: meter events Stripe "
+            "answers and then drops (an unknown customer, say) are never parked; see docs/reconcile.md",
+        )
     if workers > 1 and store_kind(settings) == "sqlite":
         log.warning(
             "gateway.sqlite_workers",
@@ -136,7 +142,7 @@ def _print_dev_banner(secret: str, settings: Settings) -> None:
 def worker() -> None:
     """Run the dispatcher alone (no HTTP), for deployments that scale ingest and delivery apart."""
     settings = env_settings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, flush_ms=settings.log_flush_ms)
     container = build_container(settings)
     _announce(container, settings)
     try:
@@ -146,7 +152,9 @@ def worker() -> None:
 
 
 async def _run_worker(container: Container) -> None:
-    async with running(container, checked=True):
+    from gateway.app.background import background
+
+    async with running(container, checked=True), background(container):
         dispatcher = container.dispatcher()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
