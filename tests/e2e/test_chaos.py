@@ -8,7 +8,7 @@ restarted twice. Afterwards, read through the gateway's own store adapter:
 - nothing is pending, and ignored events left no trace.
 
 Size: CHAOS_EVENTS events (default 2,000: about 30 s per store on a 2-core machine, to keep each run under a
-minute; the issue's 5,000 took 66 s on SQLite and 109 s on Redis on a busy one:
+minute; the issue's 5,000 took 66 s on SQLite, 109 s on Redis and 118 s on PostgreSQL on a busy one:
 `CHAOS_EVENTS=5000 .venv/bin/pytest tests/e2e/test_chaos.py -s`). The run is reproducible from CHAOS_SEED. Stores
 are fixtures: a new store joins with one name in STORES.
 """
