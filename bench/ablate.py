@@ -35,6 +35,12 @@ def apply(without: list[str]) -> None:
         import gateway.adapters.sqlite.group_commit
 
         gateway.adapters.sqlite.group_commit.MAX_GROUP_COMMIT = 1
+        from gateway.adapters.postgres import PostgresLedger
+
+        # PostgreSQL: every record() its own transaction (and its own commit) instead of sharing one.
+        defaults = PostgresLedger.__init__.__kwdefaults__
+        assert defaults is not None
+        defaults["group_commit"] = False
     if "batch-biller" in without:
         # The dispatcher's own name for the port, looked up at each isinstance check.
         vars(importlib.import_module("gateway.service.dispatcher"))["BatchBillingSink"] = _NoBatches

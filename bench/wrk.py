@@ -1,7 +1,7 @@
 """Maximum throughput measured with wrk, the bare HMAC endpoint and the gateway side by side in one run.
 
     bench/setup                                    # once: wrk (Debian), py-spy and granian (the venv)
-    .venv/bin/python -m bench.wrk [--duration 9] [--rounds 3] [--only bare,sqlite,redis,bare-granian,...]
+    .venv/bin/python -m bench.wrk [--duration 9] [--rounds 3] [--only bare,sqlite,redis,postgres,postgres-w2,...]
 
 wrk is a C load generator: on a 2-core machine it leaves the server far more of the CPU than bench/load.py does,
 which would otherwise squeeze the bare endpoint more than the gateway and flatter the ratios. Each target is a
@@ -60,7 +60,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 WARMUP_SHARE = 0.2  # the file's tail the warm-up replays; the measured run must not reach it
 SEPARATOR = b"\0"  # between requests in the file: neither an HTTP head nor a JSON body holds a NUL
 SERVERS = ("uvicorn", "granian")
-VARIANTS = ("quiet", "nodispatch", "linelog")
+VARIANTS = ("quiet", "nodispatch", "linelog", "nogroup")
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+KINDS = ("bare", "sqlite", "redis", "postgres")
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,13 @@ class Spec:
     """One server: `kind` bare, sqlite or redis, on `server` uvicorn (as `gateway serve`) or granian (a prototype:
     the gateway's app factory under granian), with a `variant` that prices one part of the gateway: `quiet` runs it
     at GATEWAY_LOG_LEVEL=warning (no per-delivery log line), `nodispatch` without its in-process dispatcher,
-    `linelog` with GATEWAY_LOG_FLUSH_MS=0 (a write() per log line, as before the lines were batched)."""
+    `linelog` with GATEWAY_LOG_FLUSH_MS=0 (a write() per log line, as before the lines were batched), `nogroup`
+    without group commit (bench.ablate); `w2` runs two worker processes (`gateway serve --workers 2`)."""
 
     kind: str
     server: str = "uvicorn"
     variant: str = ""
+    workers: int = 1
 
     @classmethod
     def parse(cls, name: str) -> Spec:
@@ -80,18 +84,20 @@ class Spec:
         kind, *options = name.split("-")
         server = next((option for option in options if option in SERVERS), "uvicorn")
         variant = next((option for option in options if option in VARIANTS), "")
-        unknown = set(options) - set(SERVERS) - set(VARIANTS)
-        if kind not in ("bare", "sqlite", "redis") or unknown or len(options) > 2 or (kind == "bare" and variant):
+        workers = 2 if "w2" in options else 1
+        unknown = set(options) - set(SERVERS) - set(VARIANTS) - {"w2"}
+        if kind not in KINDS or unknown or len(options) > 2 or (kind == "bare" and (variant or workers > 1)):
             raise ValueError(
-                f"unknown target {name!r}: kind[-granian][-quiet|-nodispatch|-linelog], kind bare|sqlite|redis"
+                f"unknown target {name!r}: kind[-granian][-quiet|-nodispatch|-linelog|-nogroup][-w2],"
+                f" kind {'|'.join(KINDS)}"
             )
-        return cls(kind, server, variant)
+        return cls(kind, server, variant, workers)
 
     @property
     def name(self) -> str:
-        return "-".join(
-            part for part in (self.kind, "" if self.server == "uvicorn" else self.server, self.variant) if part
-        )
+        server = "" if self.server == "uvicorn" else self.server
+        workers = "w2" if self.workers == 2 else ""
+        return "-".join(part for part in (self.kind, server, self.variant, workers) if part)
 
     @property
     def stateless(self) -> bool:
@@ -205,7 +211,9 @@ def run_wrk(port: int, requests_file: Path, *, duration_s: float, connections: i
 
 
 @contextlib.contextmanager
-def started(spec: Spec, workdir: Path, redis_url: str, number: int) -> Iterator[Server]:
+def started(
+    spec: Spec, workdir: Path, redis_url: str, number: int, postgres_url: str = DEFAULT_POSTGRES_URL
+) -> Iterator[Server]:
     """The server of `spec`, one worker, with its dispatcher and the local ledger biller, on a free port."""
     port = free_port()
     env = {
@@ -222,12 +230,15 @@ def started(spec: Spec, workdir: Path, redis_url: str, number: int) -> Iterator[
         env["GATEWAY_STORE"] = redis_url
         env.setdefault("GATEWAY_REDIS_ALLOW_VOLATILE", "true")  # the bench's Redis need not persist
         _flush_redis(redis_url)
+    elif spec.kind == "postgres":
+        env["GATEWAY_STORE"] = _fresh_postgres_schema(postgres_url, f"bench_{number}")
     if spec.variant == "quiet":
         env["GATEWAY_LOG_LEVEL"] = "warning"
     elif spec.variant == "linelog":
         env["GATEWAY_LOG_FLUSH_MS"] = "0"
     # bench.ablate with no switch serves as the real thing does, its threads named for bench/threads.py.
-    wrapper = [sys.executable, "-m", "bench.ablate", "--without", "", "--"]
+    without = "group-commit" if spec.variant == "nogroup" else ""
+    wrapper = [sys.executable, "-m", "bench.ablate", "--without", without, "--"]
     if spec.kind == "bare":
         argv = [*wrapper, "bare", "--port", str(port), "--server", spec.server]
         ready = "/healthz"
@@ -236,6 +247,7 @@ def started(spec: Spec, workdir: Path, redis_url: str, number: int) -> Iterator[
         ready = "/readyz"
     else:
         argv = [*wrapper, "serve", *(["--no-dispatcher"] if spec.variant == "nodispatch" else [])]
+        argv += ["--workers", str(spec.workers)] if spec.workers > 1 else []
         ready = "/readyz"
     server = Server(argv, env, workdir / f"{number:02d}-{spec.name}.log", port)
     try:
@@ -243,6 +255,22 @@ def started(spec: Spec, workdir: Path, redis_url: str, number: int) -> Iterator[
         yield server
     finally:
         server.stop()
+
+
+def _fresh_postgres_schema(url: str, schema: str) -> str:
+    """`url` with its tables in `schema`, emptied first (dropped and created again)."""
+    import asyncpg
+
+    async def recreate() -> None:
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
+        finally:
+            await connection.close()
+
+    asyncio.run(recreate())
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}"
 
 
 def measure(
@@ -304,7 +332,7 @@ def redis_pid(url: str) -> int:
 def measure_target(
     spec: Spec, args: argparse.Namespace, workdir: Path, round_: int, number: int, bare_file: Path
 ) -> Measured:
-    with started(spec, workdir, args.redis_url, number) as server:
+    with started(spec, workdir, args.redis_url, number, args.postgres_url) as server:
         # One file for the bare endpoint, signed anew before the signatures' tolerance runs out.
         if spec.stateless and (not bare_file.exists() or time.time() - bare_file.stat().st_mtime > 200):
             target = Target("127.0.0.1", server.port, "/webhooks/ringside")
@@ -418,6 +446,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-half", dest="half", action="store_false", help="skip the half-load latency runs")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a database the bench may flush [db 14]")
+    parser.add_argument(
+        "--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database where the bench may drop and create schemas"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args(argv)
     specs = [Spec.parse(name.strip()) for name in args.only.split(",") if name.strip()]

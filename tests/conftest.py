@@ -9,7 +9,7 @@ import pytest
 from gateway.adapters.clock import FrozenClock
 from tests import hostile_tally
 
-pytest_plugins = ["tests.fakes.fixtures", "tests.redis_fixtures"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.redis_fixtures", "tests.postgres_fixtures"]
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """The composition root: the one module that names concrete adapters and wires them to the ports.
 
-`GATEWAY_STORE` picks the stores (memory, SQLite, Redis) and `GATEWAY_BILLER` the biller and its portal (Stripe,
-Lago, or the local ledger biller that records meter events in the store instead of sending them; unset, Stripe when
-`STRIPE_API_KEY` is set). The selectors pick by the biller's profile (gateway/app/billers.py): a new biller is a
-profile and its entries in the `billing_sink` and `billing_portal` selectors.
+`GATEWAY_STORE` picks the stores (memory, SQLite, Redis, PostgreSQL) and `GATEWAY_BILLER` the biller and its portal
+(Stripe, Lago, or the local ledger biller that records meter events in the store instead of sending them; unset,
+Stripe when `STRIPE_API_KEY` is set). The selectors pick by the biller's profile (gateway/app/billers.py): a new
+biller is a profile and its entries in the `billing_sink` and `billing_portal` selectors.
 Tests build a Container with settings of their own and override providers as they need
 (`container.ledger.override(...)`).
 """
@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Iterator
 
 import msgspec
+import structlog
 from dependency_injector import containers, providers
 
 from gateway.adapters.clock import SystemClock
@@ -21,6 +22,13 @@ from gateway.adapters.disabled_portal import DisabledBillingPortal
 from gateway.adapters.lago.portal import LagoBillingPortal
 from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
+from gateway.adapters.postgres import (
+    PostgresBiller,
+    PostgresCustomers,
+    PostgresDatabase,
+    PostgresDurability,
+    PostgresLedger,
+)
 from gateway.adapters.redis import (
     RedisBiller,
     RedisCustomers,
@@ -41,7 +49,7 @@ from gateway.app.metrics import PrometheusMetrics
 from gateway.app.redaction import register_secrets
 from gateway.app.secret import Secret
 from gateway.app.settings import Settings
-from gateway.domain.errors import PortalNotConfigured
+from gateway.domain.errors import PortalNotConfigured, StoreUnavailable
 from gateway.domain.portal import ReturnUrlPolicy
 from gateway.domain.ports import CustomerStore
 from gateway.domain.signature import SignatureVerifier
@@ -53,9 +61,13 @@ from gateway.service.reconcile import Reconciler, Repairer
 from gateway.service.replay import Replayer
 from gateway.service.sweep import Sweep
 
+log = structlog.get_logger("gateway.store")
+
 
 def store_kind(settings: Settings) -> str:
-    return settings.store.split(":", 1)[0].replace("rediss", "redis")
+    """memory, sqlite, redis (redis:// or rediss://) or postgres (postgresql:// or postgres://)."""
+    scheme = settings.store.split(":", 1)[0]
+    return {"rediss": "redis", "postgresql": "postgres"}.get(scheme, scheme)
 
 
 def _open_sqlite(url: str) -> Iterator[SqliteDatabase]:
@@ -213,6 +225,9 @@ class Container(containers.DeclarativeContainer):
     # One client (and connection pool) per process, shared by the Redis adapters; closed by close_store_clients.
     redis = providers.Singleton(connect, settings.provided.store)
     _redis_prefix = settings.provided.redis.prefix
+    # One asyncpg pool per process, shared by the PostgreSQL adapters; made on first use, closed by
+    # close_store_clients.
+    postgres = providers.Singleton(PostgresDatabase, settings.provided.store)
 
     ledger = providers.Selector(
         _store_kind,
@@ -221,19 +236,22 @@ class Container(containers.DeclarativeContainer):
         redis=providers.Singleton(
             RedisLedger, redis, prefix=_redis_prefix, dedupe_ttl_s=settings.provided.redis.dedupe_ttl_s
         ),
+        postgres=providers.Singleton(PostgresLedger, postgres),
     )
-    # What the sweep and /readyz re-check while the process runs; only Redis has settings that can lose data.
+    # What the sweep and /readyz re-check while the process runs: Redis's and PostgreSQL's settings can lose data.
     store_durability = providers.Selector(
         _store_kind,
         memory=providers.Object(None),
         sqlite=providers.Object(None),
         redis=providers.Singleton(RedisDurability, redis, allow_volatile=settings.provided.redis.allow_volatile),
+        postgres=providers.Singleton(PostgresDurability, postgres),
     )
     customers = providers.Selector(
         _store_kind,
         memory=providers.Singleton(MemoryCustomers),
         sqlite=providers.Singleton(SqliteCustomers, sqlite),
         redis=providers.Singleton(RedisCustomers, redis, prefix=_redis_prefix),
+        postgres=providers.Singleton(PostgresCustomers, postgres),
     )
     # Ingest, replay and the portal resolve customers through Ringside's customer API when RINGSIDE_API_KEY is
     # set and the biller takes the Stripe ids it holds; operator commands read and write the store.
@@ -253,6 +271,7 @@ class Container(containers.DeclarativeContainer):
             memory=providers.Singleton(MemoryBiller),
             sqlite=providers.Singleton(SqliteBiller, sqlite),
             redis=providers.Singleton(RedisBiller, redis, prefix=_redis_prefix),
+            postgres=providers.Singleton(PostgresBiller, postgres),
         ),
     )
 
@@ -365,6 +384,22 @@ async def check_store(container: Container) -> None:
     settings = container.settings()
     if store_kind(settings) == "redis":
         await refuse_if_volatile(container.redis(), allow_volatile=settings.redis.allow_volatile)
+    if store_kind(settings) == "postgres":
+        await _open_postgres(container.postgres())
+
+
+async def _open_postgres(database: PostgresDatabase) -> None:
+    """Connect and migrate now, so that the first delivery does not wait for it; a server that is down only warns
+    (the pool is made on the next call), and one that could lose acknowledged events is logged (and /readyz says so).
+    """
+    try:
+        await database.pool()
+    except StoreUnavailable as exc:
+        log.warning("postgres.unavailable", message=exc.message)
+        return
+    problem = await PostgresDurability(database).problem()
+    if problem is not None:
+        log.warning("postgres.not_durable", message=problem)
 
 
 async def check_store_once(settings: Settings) -> None:
@@ -400,3 +435,6 @@ async def close_store_clients(container: Container) -> None:
     if store_kind(container.settings()) == "redis":
         await container.redis().aclose()
         container.redis.reset()
+    if store_kind(container.settings()) == "postgres":
+        await container.postgres().close()
+        container.postgres.reset()

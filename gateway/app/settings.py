@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
@@ -70,7 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rounding: Rounding = Rounding.CARRY
     """GATEWAY_ROUNDING: carry | half_even | up | down."""
     store: str = "sqlite:///gateway.db"
-    """GATEWAY_STORE: sqlite:///relative.db, sqlite:////absolute.db, redis://host:port/db or memory://."""
+    """GATEWAY_STORE: sqlite:///relative.db, sqlite:////absolute.db, redis://host:port/db,
+    postgresql://user:password@host:5432/dbname (or postgres://, with ?sslmode=...) or memory://."""
     biller: str | None = None
     """GATEWAY_BILLER: stripe | lago | ledger. Unset: stripe when STRIPE_API_KEY is set, else ledger (the local
     ledger biller). See `selected_biller`."""
@@ -311,8 +313,14 @@ def _check(settings: Settings) -> None:
         raise SettingsError("GATEWAY_LOG_FORMAT must be json, console or auto")
     if not 0 <= settings.log_flush_ms <= 1000:
         raise SettingsError("GATEWAY_LOG_FLUSH_MS must be 0 (each line at once) to 1000 milliseconds")
-    if not settings.store.startswith(("sqlite:///", "redis://", "rediss://", "memory://")):
-        raise SettingsError("GATEWAY_STORE must be sqlite:///path.db, redis://host:port/db or memory://")
+    if not settings.store.startswith(
+        ("sqlite:///", "redis://", "rediss://", "postgresql://", "postgres://", "memory://")
+    ):
+        raise SettingsError(
+            "GATEWAY_STORE must be sqlite:///path.db, redis://host:port/db, "
+            "postgresql://user:password@host:5432/dbname or memory://"
+        )
+    _check_postgres_url(settings.store)
     if settings.redis.dedupe_ttl_s < MIN_DEDUPE_TTL_S:
         # A redelivery after the claim expired would be billed again: the retention must outlast Ringside's retries.
         raise SettingsError("GATEWAY_DEDUPE_TTL_S must be at least 86400 (one day); the default is 40 days")
@@ -327,6 +335,23 @@ def _check(settings: Settings) -> None:
             f"GATEWAY_DEDUPE_TTL_S must be at least {accepted_s} (the oldest event ingest accepts,"
             f" {max_age_s // 86400} days, plus GATEWAY_SIGNATURE_TOLERANCE_S); the default is 40 days"
         )
+
+
+_SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+
+
+def _check_postgres_url(url: str) -> None:
+    """A PostgreSQL URL names a host and a database, and an sslmode libpq knows (a typo must not mean no TLS)."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.path.strip("/"):
+        raise SettingsError(
+            "GATEWAY_STORE must name a host and a database: postgresql://user:password@host:5432/dbname"
+        )
+    for mode in parse_qs(parts.query).get("sslmode", []):
+        if mode not in _SSL_MODES:
+            raise SettingsError(f"GATEWAY_STORE's sslmode must be one of {', '.join(sorted(_SSL_MODES))}")
 
 
 def _check_portal(settings: Settings) -> None:

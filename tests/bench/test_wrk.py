@@ -72,6 +72,8 @@ def test_wrk_output_without_the_json_line_is_an_error() -> None:
         ("bare-granian", Spec("bare", "granian")),
         ("sqlite-quiet", Spec("sqlite", variant="quiet")),
         ("redis-granian-nodispatch", Spec("redis", "granian", "nodispatch")),
+        ("postgres-w2", Spec("postgres", workers=2)),
+        ("postgres-nogroup", Spec("postgres", variant="nogroup")),
         ("sqlite-linelog", Spec("sqlite", variant="linelog")),
     ],
 )
@@ -80,7 +82,7 @@ def test_a_target_name_names_kind_server_and_variant_and_round_trips(name: str, 
     assert expected.name == name
 
 
-@pytest.mark.parametrize("name", ["postgres", "sqlite-fast", "bare-quiet", "sqlite-quiet-quiet-granian"])
+@pytest.mark.parametrize("name", ["mysql", "sqlite-fast", "bare-quiet", "bare-w2", "sqlite-quiet-quiet-granian"])
 def test_an_unknown_target_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="unknown target"):
         Spec.parse(name)

@@ -20,6 +20,7 @@ from gateway.adapters.clock import FrozenClock
 from gateway.adapters.lago.portal import LagoBillingPortal
 from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
+from gateway.adapters.postgres import PostgresBiller, PostgresCustomers, PostgresDatabase, PostgresLedger
 from gateway.adapters.redis import RedisBiller, RedisCustomers, RedisLedger
 from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
@@ -127,6 +128,11 @@ def redis_ledger(redis_client: Redis, redis_prefix: str) -> RedisLedger:
     return RedisLedger(redis_client, prefix=redis_prefix)
 
 
+@pytest.fixture
+def postgres_ledger(postgres_database: PostgresDatabase) -> PostgresLedger:
+    return PostgresLedger(postgres_database)
+
+
 # -- CustomerStore ----------------------------------------------------------------------------------------------
 
 
@@ -143,6 +149,11 @@ def sqlite_customers(sqlite_database: SqliteDatabase) -> SqliteCustomers:
 @pytest.fixture
 def redis_customers(redis_client: Redis, redis_prefix: str) -> RedisCustomers:
     return RedisCustomers(redis_client, prefix=redis_prefix)
+
+
+@pytest.fixture
+def postgres_customers(postgres_database: PostgresDatabase) -> PostgresCustomers:
+    return PostgresCustomers(postgres_database)
 
 
 @pytest.fixture
@@ -175,6 +186,12 @@ def sqlite_biller(sqlite_database: SqliteDatabase) -> LocalBiller:
 @pytest.fixture
 def redis_biller(redis_client: Redis, redis_prefix: str) -> LocalBiller:
     biller = RedisBiller(redis_client, prefix=redis_prefix)
+    return LocalBiller(sink=biller, events=biller.events)
+
+
+@pytest.fixture
+def postgres_biller(postgres_database: PostgresDatabase) -> LocalBiller:
+    biller = PostgresBiller(postgres_database)
     return LocalBiller(sink=biller, events=biller.events)
 
 

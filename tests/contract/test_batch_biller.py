@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from tests.contract.conftest import LocalBiller
 
 
-@pytest.fixture(params=["sqlite_biller", "redis_biller", "lago_biller"])
+@pytest.fixture(params=["sqlite_biller", "redis_biller", "postgres_biller", "lago_biller"])
 def biller(request: pytest.FixtureRequest) -> LocalBiller:
     local: LocalBiller = request.getfixturevalue(request.param)
     assert isinstance(local.sink, BatchBillingSink)

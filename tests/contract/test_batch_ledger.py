@@ -16,7 +16,7 @@ from gateway.domain.units import Rounding
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture(params=["memory_ledger", "sqlite_ledger", "redis_ledger"])
+@pytest.fixture(params=["memory_ledger", "sqlite_ledger", "redis_ledger", "postgres_ledger"])
 def ledger(request: pytest.FixtureRequest) -> BatchLedger:
     store = request.getfixturevalue(request.param)
     assert isinstance(store, BatchLedger)

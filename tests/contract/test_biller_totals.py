@@ -15,6 +15,7 @@ import stripe
 from redis.asyncio import Redis
 
 from gateway.adapters.memory import MemoryBiller
+from gateway.adapters.postgres import PostgresBiller, PostgresDatabase
 from gateway.adapters.redis import RedisBiller
 from gateway.adapters.sqlite import SqliteBiller, SqliteDatabase
 from gateway.adapters.stripe.summaries import StripeMeterTotals
@@ -62,6 +63,16 @@ def redis_totals(redis_client: Redis, redis_prefix: str) -> Biller:
 
 
 @pytest.fixture
+def postgres_totals(postgres_database: PostgresDatabase) -> Biller:
+    biller = PostgresBiller(postgres_database)
+
+    async def record(event: MeterEvent) -> None:
+        await biller.send(event)
+
+    return Biller(biller, record)
+
+
+@pytest.fixture
 async def stripe_totals(fake_stripe: FakeStripe) -> AsyncIterator[Biller]:
     sdk = stripe.StripeClient(
         FAKE_API_KEY,
@@ -88,7 +99,7 @@ async def stripe_totals(fake_stripe: FakeStripe) -> AsyncIterator[Biller]:
     assert fake_stripe.invalid_requests == []
 
 
-@pytest.fixture(params=["memory_totals", "sqlite_totals", "redis_totals", "stripe_totals"])
+@pytest.fixture(params=["memory_totals", "sqlite_totals", "redis_totals", "postgres_totals", "stripe_totals"])
 def biller(request: pytest.FixtureRequest) -> Biller:
     found: Biller = request.getfixturevalue(request.param)
     return found

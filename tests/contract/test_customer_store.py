@@ -13,7 +13,9 @@ import pytest
 from gateway.domain.ports import CustomerStore
 
 
-@pytest.fixture(params=["memory_customers", "sqlite_customers", "redis_customers", "ringside_customers"])
+@pytest.fixture(
+    params=["memory_customers", "sqlite_customers", "redis_customers", "postgres_customers", "ringside_customers"]
+)
 def customers(request: pytest.FixtureRequest) -> CustomerStore:
     store: CustomerStore = request.getfixturevalue(request.param)
     return store

@@ -24,7 +24,7 @@ class Store(BatchLedger, FeedbackLedger, Protocol):
     """A ledger that closes the loop with the biller (every store marks batches sent, too)."""
 
 
-@pytest.fixture(params=["memory_ledger", "sqlite_ledger", "redis_ledger"])
+@pytest.fixture(params=["memory_ledger", "sqlite_ledger", "redis_ledger", "postgres_ledger"])
 def ledger(request: pytest.FixtureRequest) -> Store:
     store: Store = request.getfixturevalue(request.param)
     return store

@@ -25,7 +25,7 @@ NOW = 1_800_000_000.0
 BILLABLE = "chat.completion.finished"
 
 
-@pytest.fixture(params=["memory_ledger", "sqlite_ledger", "redis_ledger"])
+@pytest.fixture(params=["memory_ledger", "sqlite_ledger", "redis_ledger", "postgres_ledger"])
 def ledger(request: pytest.FixtureRequest) -> Ledger:
     store: Ledger = request.getfixturevalue(request.param)
     return store

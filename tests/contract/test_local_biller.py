@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from tests.contract.conftest import LocalBiller
 
 
-@pytest.fixture(params=["memory_biller", "sqlite_biller", "redis_biller", "lago_biller"])
+@pytest.fixture(params=["memory_biller", "sqlite_biller", "redis_biller", "postgres_biller", "lago_biller"])
 def biller(request: pytest.FixtureRequest) -> LocalBiller:
     local: LocalBiller = request.getfixturevalue(request.param)
     return local

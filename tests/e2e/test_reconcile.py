@@ -24,6 +24,7 @@ import msgspec
 import pytest
 from click.testing import CliRunner, Result
 
+from gateway.adapters.postgres import PostgresDatabase, PostgresLedger
 from gateway.adapters.redis import RedisLedger
 from gateway.adapters.sqlite import SqliteDatabase, SqliteLedger
 from gateway.app.cli import main
@@ -32,6 +33,7 @@ from tests.app.cli_runner import cli_env
 from tests.builders import SECRET, event
 from tests.e2e.process import GatewayProcess, deliver_like_ringside
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
+from tests.postgres_fixtures import POSTGRES_URL, create_schema, drop_schema, with_schema
 from tests.redis_fixtures import REDIS_URL, open_test_redis
 from tests.service.stripe_loop import HOUR, create_meter, hours_ago
 
@@ -103,6 +105,16 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield Store({"GATEWAY_STORE": url}, SqliteLedger(database))
         database.close()
         return
+    if request.param == "postgres":
+        schema = await create_schema()
+        url = with_schema(POSTGRES_URL, schema)
+        pool = PostgresDatabase(url, max_connections=2)
+        try:
+            yield Store({"GATEWAY_STORE": url}, PostgresLedger(pool))
+        finally:
+            await pool.close()
+            await drop_schema(schema)
+        return
     client = await open_test_redis()
     prefix = f"test:{uuid.uuid4().hex}:"
     # The shared test Redis runs without persistence: allowed here, as in the replica tests.
@@ -125,8 +137,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         ("v2_stream", "polling", "sqlite"),
         ("v1", "webhook", "sqlite"),
         ("v2_stream", "polling", "redis"),
+        ("v2_stream", "polling", "postgres"),
     ],
-    ids=["v2_stream-webhook", "v2_stream-polling", "v1-webhook", "v2_stream-polling-redis"],
+    ids=[
+        "v2_stream-webhook",
+        "v2_stream-polling",
+        "v1-webhook",
+        "v2_stream-polling-redis",
+        "v2_stream-polling-postgres",
+    ],
     indirect=["store"],
 )
 async def test_stripe_report_reconcile_replay_and_repair_close_the_loop(

@@ -1,4 +1,5 @@
-"""End to end: two `gateway serve` replicas sharing one Redis and one fake Stripe, one of them SIGKILLed mid-run.
+"""End to end: two `gateway serve` replicas sharing one store (Redis, PostgreSQL) and one fake Stripe, one of them
+SIGKILLed mid-run.
 
 1,000 signed deliveries of 300 events are spread over both replicas, some of them the same event arriving at both at
 the same instant; Stripe fails some calls; replica B is killed with SIGKILL (no shutdown hook: its leases stay taken,
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 
@@ -20,8 +23,10 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from gateway.adapters.postgres import PostgresDatabase, PostgresLedger
 from gateway.adapters.redis import RedisLedger
 from gateway.domain.ledger import State
+from gateway.domain.ports import Ledger
 from tests.builders import SECRET, event
 from tests.e2e.process import GatewayProcess, deliver_like_ringside
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
@@ -34,6 +39,39 @@ CUSTOMERS = 7
 SINGLE_DELIVERIES = 650  # each event once, then 350 redeliveries to either replica
 SIMULTANEOUS_PAIRS = 175  # the same event to both replicas at the same instant: 1,000 deliveries in all
 IN_FLIGHT = 48
+
+
+@dataclass(frozen=True)
+class Shared:
+    """A store both replicas share: how they are told about it, the test's own ledger on it, and the warning the
+    replicas must log about it (None: nothing to warn about)."""
+
+    environment: dict[str, str]
+    ledger: Ledger
+    warning: str | None
+
+
+@pytest.fixture
+def redis_shared(redis_client: Redis, redis_prefix: str) -> Shared:
+    return Shared(
+        # The test Redis runs without AOF: warned, not refused.
+        {"GATEWAY_STORE": REDIS_URL, "GATEWAY_REDIS_PREFIX": redis_prefix, "GATEWAY_REDIS_ALLOW_VOLATILE": "true"},
+        RedisLedger(redis_client, prefix=redis_prefix),
+        '"redis.no_persistence"',
+    )
+
+
+@pytest.fixture
+async def postgres_shared(postgres_url: str) -> AsyncIterator[Shared]:
+    database = PostgresDatabase(postgres_url, max_connections=2)
+    yield Shared({"GATEWAY_STORE": postgres_url}, PostgresLedger(database), None)
+    await database.close()
+
+
+@pytest.fixture(params=["redis_shared", "postgres_shared"])
+def shared(request: pytest.FixtureRequest) -> Shared:
+    chosen: Shared = request.getfixturevalue(request.param)
+    return chosen
 
 
 def _events(seed: int) -> list[dict[str, object]]:
@@ -62,7 +100,7 @@ def _plan(bodies: list[bytes], seed: int) -> list[tuple[bytes, str]]:
 
 
 async def test_two_replicas_send_exactly_one_meter_event_per_event_when_one_is_killed_mid_run(
-    tmp_path: Path, redis_client: Redis, redis_prefix: str
+    tmp_path: Path, shared: Shared
 ) -> None:
     events = _events(seed=11)
     bodies = [msgspec.json.encode(e) for e in events]
@@ -75,9 +113,7 @@ async def test_two_replicas_send_exactly_one_meter_event_per_event_when_one_is_k
         stripe.fail_next(2, 429, retry_after=0.3)
         env = {
             "RINGSIDE_WEBHOOK_SECRETS": SECRET,
-            "GATEWAY_STORE": REDIS_URL,
-            "GATEWAY_REDIS_PREFIX": redis_prefix,
-            "GATEWAY_REDIS_ALLOW_VOLATILE": "true",  # the test Redis runs without AOF: warned, not refused
+            **shared.environment,
             "STRIPE_API_KEY": FAKE_API_KEY,
             "STRIPE_API_BASE": stripe.url,
             "GATEWAY_STRIPE_MAX_RPS": "500",
@@ -110,7 +146,7 @@ async def test_two_replicas_send_exactly_one_meter_event_per_event_when_one_is_k
             await asyncio.gather(*(deliver(body, target) for body, target in last))
 
         received = await asyncio.to_thread(stripe.wait_for_meter_events, EVENTS, 60.0)
-        ledger = RedisLedger(redis_client, prefix=redis_prefix)
+        ledger = shared.ledger
         await _wait_until_nothing_is_pending(ledger)
         await asyncio.sleep(1.0)  # anything extra that was going to arrive has had time to
         replica_a.terminate()
@@ -132,7 +168,8 @@ async def test_two_replicas_send_exactly_one_meter_event_per_event_when_one_is_k
     _assert_customer_totals_are_floor_of_exact_spend(events, received)
     logs_b = replica_b.logs()
     assert logs_b.count('"gateway.starting"') == 2  # the SIGKILL and restart really happened
-    assert '"redis.no_persistence"' in replica_a.logs()  # the shared test Redis runs without AOF: allowed, still warned
+    if shared.warning is not None:
+        assert shared.warning in replica_a.logs()  # the shared test Redis runs without AOF: allowed, still warned
     assert SECRET not in replica_a.logs() + logs_b
 
 
@@ -141,7 +178,7 @@ def _kill_and_restart(replica: GatewayProcess) -> None:
     replica.start()
 
 
-async def _wait_until_nothing_is_pending(ledger: RedisLedger, timeout_s: float = 30.0) -> None:
+async def _wait_until_nothing_is_pending(ledger: Ledger, timeout_s: float = 30.0) -> None:
     for _ in range(int(timeout_s / 0.1)):
         if (await ledger.stats()).pending == 0:
             return

@@ -137,3 +137,18 @@ def migrate(connection: sqlite3.Connection) -> None:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
+
+
+def file_version(path: str) -> int | None:
+    """The schema version of the SQLite file at `path`, read without changing it; None when there is no file."""
+    import os
+
+    if not os.path.exists(path):
+        return None
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(connection.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"cannot read the SQLite store at {path}: {exc}") from exc
+    finally:
+        connection.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from gateway.app.cli.customers import customers
+from gateway.app.cli.db import db
 from gateway.app.cli.ledger import ledger
 from gateway.app.cli.parked import parked
 from gateway.app.cli.reconcile import reconcile
@@ -19,5 +20,17 @@ def main() -> None:
     """Ringside -> Stripe billing gateway. Settings come from the environment (see README)."""
 
 
-for _command in (serve, worker, stripe_setup, ringside_register, customers, parked, ledger, reconcile, simulate, demo):
+for _command in (
+    serve,
+    worker,
+    stripe_setup,
+    ringside_register,
+    customers,
+    parked,
+    ledger,
+    reconcile,
+    db,
+    simulate,
+    demo,
+):
     main.add_command(_command)

@@ -1,0 +1,169 @@
+"""Recording claims in PostgreSQL, several to a transaction (group commit).
+
+Exactly once across replicas rests on three things, all inside one transaction per batch:
+
+- a transaction-scoped advisory lock per claimed key (taken in one statement, in a fixed order, so two batches never
+  deadlock): record() and park() of one id, in any replica, run one after the other, and the second sees the first's
+  claim in the entries or parked table;
+- the claim itself is the entries table's primary key: the INSERT ... ON CONFLICT DO NOTHING must insert every new
+  entry, else the transaction is rolled back (a backstop: the lock means it never conflicts);
+- each customer's carry row is locked (INSERT ... ON CONFLICT DO UPDATE, in a fixed order) before it is read, and
+  written in the same transaction as the entries it settled.
+
+The answer waits for the COMMIT, so a webhook is acknowledged only once its entry is durable. Concurrent deliveries
+share commits: calls that arrive while MAX_IN_FLIGHT batches are being written queue up and go together in the
+next one, so one commit (one WAL flush) acknowledges many deliveries (measured: docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Final
+
+from gateway.adapters.postgres.database import Connection, PostgresDatabase, is_connection_lost
+from gateway.adapters.postgres.rows import ENTRY_ARRAYS, ENTRY_COLUMNS, entry_columns, entry_from
+from gateway.domain.errors import StoreUnavailable
+from gateway.domain.ledger import Claim, Entry, Recorded, pending_entry
+from gateway.domain.units import ZERO, Rounding, settle
+
+# One record() call: the claim, its rounding rule, the time, and the parked key it replaces (a replay) or None.
+Item = tuple[Claim, Rounding, float, str | None]
+
+MAX_BATCH: Final = 128
+# Batches written at the same time by one process; more calls wait for the next batch (and join it).
+MAX_IN_FLIGHT: Final = 4
+
+# Sorted, distinct lock keys, taken in that order by every transaction: lock waits can never form a cycle.
+LOCK_KEYS = (
+    "SELECT count(pg_advisory_xact_lock(h)) FROM"
+    " (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS keys"
+)
+
+
+async def record_many(connection: Connection, items: list[Item]) -> list[Recorded]:
+    """PostgresLedger.record for several claims in one transaction, each treated in order as if recorded alone after
+    the ones before it (a second claim of an id is a duplicate of the first; a customer's carry goes from one claim
+    to the next; a replay takes the place of the parked record it replaces, which is deleted)."""
+    ids = [claim.event_id for claim, _, _, _ in items]
+    await connection.execute(LOCK_KEYS, ids + [replaces for _, _, _, replaces in items if replaces is not None])
+    entries: dict[str, Entry | None] = {
+        row["event_id"]: entry_from(row)
+        for row in await connection.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE event_id = ANY($1::text[])", ids)
+    }
+    parked = {row["key"] for row in await connection.fetch("SELECT key FROM parked WHERE key = ANY($1::text[])", ids)}
+    customers = list({claim.billing_customer for claim, _, _, _ in items if claim.event_id not in entries})
+    carries: dict[str, Decimal] = {}
+    if customers:
+        # Inserts a zero carry for a new customer and locks every row (a new one too) until the COMMIT.
+        rows = await connection.fetch(
+            "INSERT INTO carries (billing_customer, carry) SELECT c, '0' FROM unnest($1::text[]) AS c ORDER BY c"
+            " ON CONFLICT (billing_customer) DO UPDATE SET carry = carries.carry RETURNING billing_customer, carry",
+            customers,
+        )
+        carries = {row["billing_customer"]: Decimal(row["carry"]) for row in rows}
+    recorded: list[Recorded] = []
+    created: list[Entry] = []
+    replaced: list[str] = []
+    for claim, rounding, now, replaces in items:
+        if claim.event_id in entries:
+            recorded.append(Recorded(created=False, entry=entries[claim.event_id]))
+            continue
+        if claim.event_id in parked and claim.event_id != replaces:
+            recorded.append(Recorded(created=False, entry=None))
+            continue
+        units, carries[claim.billing_customer] = settle(
+            claim.exact_units, carries.get(claim.billing_customer, ZERO), rounding
+        )
+        entry = pending_entry(claim, units, now)
+        entries[claim.event_id] = entry
+        created.append(entry)
+        recorded.append(Recorded(created=True, entry=entry))
+        if replaces is not None:
+            replaced.append(replaces)
+            parked.discard(replaces)
+    if created:
+        inserted = await connection.fetch(
+            f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM unnest({ENTRY_ARRAYS})"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            *entry_columns(created),
+        )
+        if len(inserted) != len(created):
+            raise StoreUnavailable("an event id was claimed concurrently; nothing was recorded, retry")
+        settled = list(dict.fromkeys(entry.billing_customer for entry in created))
+        await connection.execute(
+            "UPDATE carries SET carry = v.carry FROM unnest($1::text[], $2::text[]) AS v(customer, carry)"
+            " WHERE carries.billing_customer = v.customer",
+            settled,
+            [str(carries[customer]) for customer in settled],
+        )
+    if replaced:
+        await connection.execute("DELETE FROM parked WHERE key = ANY($1::text[])", replaced)
+    return recorded
+
+
+class GroupCommit:
+    """Queues record() calls and writes them MAX_BATCH at a time, at most MAX_IN_FLIGHT transactions at once.
+
+    A batch that fails for anything but a lost server is written again one call per transaction, so that one bad
+    claim fails alone and the others are recorded.
+    """
+
+    def __init__(self, database: PostgresDatabase, *, max_batch: int = MAX_BATCH, in_flight: int = MAX_IN_FLIGHT):
+        self._db = database
+        self._max_batch = max_batch
+        self._max_in_flight = in_flight
+        self._queue: list[tuple[Item, asyncio.Future[Recorded]]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def record(self, item: Item) -> Recorded:
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._in_flight < self._max_in_flight:
+            self._in_flight += 1
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                await self._commit(batch)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._queue:
+                # Cancelled (shutdown) with calls still queued: nobody would write them; their callers must not hang.
+                queued, self._queue = self._queue, []
+                _fail(queued, asyncio.CancelledError())
+
+    async def _commit(self, batch: list[tuple[Item, asyncio.Future[Recorded]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            results = await self._db.run(lambda connection: record_many(connection, items))
+        except StoreUnavailable as exc:
+            if len(batch) > 1 and not is_connection_lost(exc):
+                for one in batch:
+                    await self._commit([one])
+                return
+            _fail(batch, exc)
+        except asyncio.CancelledError as exc:
+            _fail(batch, exc)
+            raise
+        except Exception as exc:  # a bug: its callers hear of it, and the queue goes on
+            _fail(batch, exc)
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+
+def _fail(batch: list[tuple[Item, asyncio.Future[Recorded]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
