@@ -31,10 +31,10 @@ from typing import IO, Any, TextIO
 
 from bench.load import install_fast_loop
 from gateway.app.container import Container, build_container
+from gateway.app.environment import load_settings
 from gateway.app.lifecycle import running
 from gateway.app.logging import configure_logging
 from gateway.app.secret import Secret
-from gateway.app.settings import load_settings
 from gateway.domain.ledger import Claim
 from gateway.domain.units import exact_units
 from tests.fakes.stripe_server import FAKE_API_KEY

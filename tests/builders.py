@@ -7,8 +7,9 @@ from typing import Any
 
 import msgspec
 
+from gateway.app.environment import load_settings
 from gateway.app.secret import Secret
-from gateway.app.settings import Settings, load_settings
+from gateway.app.settings import Settings
 from gateway.domain.ledger import Claim
 from gateway.domain.signature import sign
 

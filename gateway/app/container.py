@@ -1,4 +1,5 @@
-"""The composition root: the one module that names concrete adapters and wires them to the ports.
+"""The composition root: the one place (with gateway/app/biller_adapters.py, which builds each biller's adapters from
+its settings) that names concrete adapters and wires them to the ports.
 
 `GATEWAY_STORE` picks the stores (memory, SQLite, Redis, PostgreSQL) and `GATEWAY_BILLER` the biller and its portal
 (Stripe, Lago, or the local ledger biller that records meter events in the store instead of sending them; unset,
@@ -19,8 +20,6 @@ from dependency_injector import containers, providers
 
 from gateway.adapters.clock import SystemClock
 from gateway.adapters.disabled_portal import DisabledBillingPortal
-from gateway.adapters.lago.portal import LagoBillingPortal
-from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers, MemoryLedger
 from gateway.adapters.postgres import (
     PostgresBiller,
@@ -39,12 +38,7 @@ from gateway.adapters.redis import (
 )
 from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.adapters.sqlite import SqliteBiller, SqliteCustomers, SqliteDatabase, SqliteLedger
-from gateway.adapters.stripe.events import StripeReports
-from gateway.adapters.stripe.notifications import StripeNotificationVerifier
-from gateway.adapters.stripe.portal import StripeBillingPortal
-from gateway.adapters.stripe.sink import StripeBillingSink
-from gateway.adapters.stripe.stream import StripeStreamBillingSink
-from gateway.adapters.stripe.summaries import StripeMeterTotals
+from gateway.app import biller_adapters
 from gateway.app.metrics import PrometheusMetrics
 from gateway.app.redaction import register_secrets
 from gateway.app.secret import Secret
@@ -87,83 +81,9 @@ def _verifier(settings: Settings) -> SignatureVerifier:
     return SignatureVerifier(secrets_, settings.signature_tolerance_s)
 
 
-def _stripe_sink(settings: Settings) -> StripeBillingSink:
-    stripe = settings.stripe
-    assert stripe.api_key is not None  # checked by load_settings
-    return StripeBillingSink(
-        api_key=stripe.api_key.reveal(),
-        event_name=stripe.meter_event_name,
-        api_base=stripe.api_base,
-        timeout_s=stripe.timeout_s,
-    )
-
-
-def _stripe_stream_sink(settings: Settings) -> StripeStreamBillingSink:
-    stripe = settings.stripe
-    assert stripe.api_key is not None  # checked by load_settings
-    return StripeStreamBillingSink(
-        api_key=stripe.api_key.reveal(),
-        event_name=stripe.meter_event_name,
-        api_base=stripe.api_base,
-        timeout_s=stripe.timeout_s,
-    )
-
-
-def _stripe_reports(settings: Settings) -> StripeReports:
-    stripe = settings.stripe
-    assert stripe.api_key is not None  # checked by load_settings
-    return StripeReports(stripe.api_key.reveal(), api_base=stripe.api_base, timeout_s=stripe.timeout_s)
-
-
-def _stripe_totals(settings: Settings) -> StripeMeterTotals:
-    stripe = settings.stripe
-    assert stripe.api_key is not None  # checked by load_settings
-    return StripeMeterTotals(
-        stripe.api_key.reveal(),
-        event_name=stripe.meter_event_name,
-        api_base=stripe.api_base,
-        timeout_s=stripe.timeout_s,
-    )
-
-
-def _stripe_verifier(settings: Settings) -> StripeNotificationVerifier | None:
-    """None when no STRIPE_WEBHOOK_SECRET is set: `POST /webhooks/stripe` then answers 503 (not configured)."""
-    secrets_ = [s.reveal() for s in settings.stripe.webhook_secrets]
-    return StripeNotificationVerifier(secrets_) if secrets_ else None
-
-
 def totals_kind(settings: Settings) -> str:
     """The `biller_totals` selector's key: the biller's own hourly totals, or `none` (Lago has none)."""
     return settings.biller_profile().totals or "none"
-
-
-def _lago_sink(settings: Settings) -> LagoBillingSink:
-    lago = settings.lago
-    assert lago.api_key is not None and lago.metric_code is not None  # checked by load_settings
-    return LagoBillingSink(
-        api_key=lago.api_key.reveal(),
-        metric_code=lago.metric_code,
-        api_url=lago.api_url,
-        units_property=lago.units_property,
-        timeout_s=lago.timeout_s,
-    )
-
-
-def _lago_portal(settings: Settings) -> LagoBillingPortal:
-    lago = settings.lago
-    assert lago.api_key is not None
-    return LagoBillingPortal(api_key=lago.api_key.reveal(), api_url=lago.api_url, timeout_s=lago.timeout_s)
-
-
-def _stripe_portal(settings: Settings) -> StripeBillingPortal:
-    stripe = settings.stripe
-    assert stripe.api_key is not None
-    return StripeBillingPortal(
-        api_key=stripe.api_key.reveal(),
-        api_base=stripe.api_base,
-        timeout_s=stripe.timeout_s,
-        configuration_id=stripe.portal_configuration_id,
-    )
 
 
 def sink_kind(settings: Settings) -> str:
@@ -262,9 +182,9 @@ class Container(containers.DeclarativeContainer):
     )
     billing_sink = providers.Selector(
         providers.Callable(sink_kind, settings),
-        stripe_v1=providers.Singleton(_stripe_sink, settings),
-        stripe_stream=providers.Singleton(_stripe_stream_sink, settings),
-        lago=providers.Singleton(_lago_sink, settings),
+        stripe_v1=providers.Singleton(biller_adapters.stripe_sink, settings),
+        stripe_stream=providers.Singleton(biller_adapters.stripe_stream_sink, settings),
+        lago=providers.Singleton(biller_adapters.lago_sink, settings),
         # The local ledger biller lives in the selected store.
         ledger=providers.Selector(
             _store_kind,
@@ -278,18 +198,18 @@ class Container(containers.DeclarativeContainer):
     # The biller's own totals per customer and hour (`gateway reconcile`); the local ledger biller is its own.
     biller_totals = providers.Selector(
         providers.Callable(totals_kind, settings),
-        stripe=providers.Singleton(_stripe_totals, settings),
+        stripe=providers.Singleton(biller_adapters.stripe_totals, settings),
         ledger=billing_sink,
         none=providers.Object(None),
     )
     # Stripe's meter error reports (only with the Stripe biller; settings refuse the variables otherwise).
-    biller_reports = providers.Singleton(_stripe_reports, settings)
-    stripe_verifier = providers.Singleton(_stripe_verifier, settings)
+    biller_reports = providers.Singleton(biller_adapters.stripe_reports, settings)
+    stripe_verifier = providers.Singleton(biller_adapters.stripe_verifier, settings)
 
     billing_portal = providers.Selector(
         providers.Callable(portal_kind, settings),
-        stripe=providers.Singleton(_stripe_portal, settings),
-        lago=providers.Singleton(_lago_portal, settings),
+        stripe=providers.Singleton(biller_adapters.stripe_portal, settings),
+        lago=providers.Singleton(biller_adapters.lago_portal, settings),
         none=providers.Singleton(DisabledBillingPortal),
     )
     portal_sessions = providers.Singleton(

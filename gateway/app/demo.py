@@ -25,10 +25,11 @@ import msgspec
 
 from gateway.app.billers import Biller
 from gateway.app.container import Container, build_container
+from gateway.app.environment import load_settings
 from gateway.app.output import usd
 from gateway.app.secret import Secret
 from gateway.app.server import ServerDidNotStart, create_app, server_config, server_limits, serving
-from gateway.app.settings import Settings, load_settings
+from gateway.app.settings import Settings
 from gateway.app.simulate import UNMAPPED_CUSTOMER, SimulationConfig, Simulator
 from gateway.app.simulation_report import SimulationReport
 from gateway.domain.ledger import ParkReason

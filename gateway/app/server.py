@@ -28,6 +28,7 @@ from litestar.di import Provide
 
 from gateway.app.background import background
 from gateway.app.container import Container, build_container
+from gateway.app.environment import load_settings
 from gateway.app.http import exception_handlers, healthz, readyz
 from gateway.app.lifecycle import running
 from gateway.app.logging import configure_logging
@@ -36,7 +37,7 @@ from gateway.app.openapi import document_webhook, openapi_config
 from gateway.app.portal import portal_router
 from gateway.app.protocol import HeadLimitedHttpToolsProtocol
 from gateway.app.request_id import RequestIdMiddleware
-from gateway.app.settings import Settings, load_settings
+from gateway.app.settings import Settings
 from gateway.app.stripe_webhook import stripe_webhook_route
 from gateway.app.webhook import served_first, webhook_route
 from gateway.domain.ports import Ledger, StoreDurability

@@ -27,8 +27,9 @@ from gateway.adapters.postgres import (
 )
 from gateway.adapters.postgres.schema import LATEST, MIGRATIONS
 from gateway.app.container import build_container, close_store_clients
+from gateway.app.environment import load_settings
 from gateway.app.server import create_app
-from gateway.app.settings import SettingsError, load_settings
+from gateway.app.settings_checks import SettingsError
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.ledger import LedgerStats, Parked, ParkReason
 from gateway.domain.units import Rounding

@@ -34,8 +34,9 @@ from gateway.adapters.redis import (
 )
 from gateway.adapters.redis.scripts import ANCHOR, ScriptName, source
 from gateway.app.container import build_container, close_store_clients
+from gateway.app.environment import load_settings
 from gateway.app.server import create_app
-from gateway.app.settings import SettingsError, load_settings
+from gateway.app.settings_checks import SettingsError
 from gateway.domain.errors import BillerUnavailable, StoreUnavailable
 from gateway.domain.ledger import Entry, LedgerStats, Parked, ParkReason, State
 from gateway.domain.ports import MeterEvent

@@ -14,7 +14,8 @@ from redis.asyncio import Redis
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryBiller, MemoryCustomers
 from gateway.adapters.redis import DEFAULT_DEDUPE_TTL_S, RedisLedger
-from gateway.app.settings import SettingsError, load_settings
+from gateway.app.environment import load_settings
+from gateway.app.settings_checks import SettingsError
 from gateway.domain.outcome import Status
 from gateway.domain.signature import SignatureVerifier, sign
 from gateway.service.dispatcher import DispatchConfig, Dispatcher

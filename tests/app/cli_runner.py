@@ -9,7 +9,7 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from gateway.app.cli import main
-from gateway.app.settings import ENVIRONMENT
+from gateway.app.environment import ENVIRONMENT
 
 
 def cli_env(**values: str) -> dict[str, str | None]:

@@ -19,7 +19,8 @@ from gateway.adapters.ringside.customers import RingsideCustomerLookup
 from gateway.adapters.stripe.portal import StripeBillingPortal
 from gateway.adapters.stripe.sink import StripeBillingSink
 from gateway.app.container import build_container
-from gateway.app.settings import SettingsError, load_settings
+from gateway.app.environment import load_settings
+from gateway.app.settings_checks import SettingsError
 from gateway.service.ingest import Status
 from tests.builders import encode, event, settings
 

@@ -16,9 +16,9 @@ import pytest
 
 from gateway.adapters.sqlite import SqliteBiller
 from gateway.app.container import Container, build_container
+from gateway.app.environment import load_settings
 from gateway.app.lifecycle import running
 from gateway.app.secret import Secret
-from gateway.app.settings import load_settings
 from gateway.domain.ledger import State
 from gateway.domain.ports import MeterEvent
 from gateway.domain.signature import sign

@@ -12,7 +12,8 @@ import pytest
 
 from gateway.adapters.clock import SystemClock
 from gateway.adapters.sqlite import SqliteBiller, SqliteDatabase, SqliteLedger
-from gateway.app.settings import SettingsError, load_settings
+from gateway.app.environment import load_settings
+from gateway.app.settings_checks import SettingsError
 from gateway.domain.ports import MeterEvent
 from gateway.domain.units import Rounding
 from gateway.service.dispatcher import DispatchConfig, Dispatcher

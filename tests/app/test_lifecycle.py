@@ -15,10 +15,11 @@ from uvicorn.importer import import_from_string
 
 from gateway.adapters.sqlite import SqliteBiller
 from gateway.app.container import build_container
+from gateway.app.environment import load_settings
 from gateway.app.lifecycle import running
 from gateway.app.secret import Secret
 from gateway.app.server import app_from_env, ingest_app_from_env, worker_factory
-from gateway.app.settings import Settings, load_settings
+from gateway.app.settings import Settings
 from gateway.domain.signature import sign
 from gateway.service.ingest import Status
 from tests.builders import SECRET, encode, event

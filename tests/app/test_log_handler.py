@@ -16,11 +16,12 @@ import pytest
 import structlog
 
 from gateway.app.container import build_container
+from gateway.app.environment import load_settings
 from gateway.app.lifecycle import running
 from gateway.app.log_handler import FAILURES_BEFORE_FALLBACK, BatchedStream, flush_logs
 from gateway.app.logging import configure_logging, hot_line, reset_logging
 from gateway.app.secret import Secret
-from gateway.app.settings import SettingsError, load_settings
+from gateway.app.settings_checks import SettingsError
 from tests.builders import SECRET
 
 LONG_S = 30.0  # an interval no test waits out: lines move only when the test makes them

@@ -17,8 +17,9 @@ from litestar.testing import TestClient
 
 from gateway.adapters.clock import FrozenClock
 from gateway.app.container import Container, build_container
+from gateway.app.environment import load_settings
 from gateway.app.server import create_app
-from gateway.app.settings import SettingsError, load_settings
+from gateway.app.settings_checks import SettingsError
 from tests.builders import settings
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
 

@@ -87,7 +87,7 @@ async def test_the_app_does_not_start_on_a_volatile_redis_unless_allowed(tmp_pat
 
 
 def test_allow_volatile_is_read_from_the_environment() -> None:
-    from gateway.app.settings import load_settings
+    from gateway.app.environment import load_settings
 
     assert load_settings({"GATEWAY_REDIS_ALLOW_VOLATILE": "true"}).redis.allow_volatile is True
     assert load_settings({}).redis.allow_volatile is False

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from gateway.app.cli import main
 from gateway.app.cli.serve import _announce
 from gateway.app.container import build_container
+from gateway.app.environment import load_settings
 from gateway.app.secret import Secret
-from gateway.app.settings import load_settings
 from gateway.domain.signature import sign
 from tests.e2e.process import free_port
 from tests.log_capture import captured_logs

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.app.settings import SettingsError, load_settings
+from gateway.app.environment import load_settings
+from gateway.app.settings_checks import SettingsError
 from gateway.domain.policy import UnknownTypes
 
 

@@ -7,7 +7,8 @@ import pytest
 from gateway.adapters.stripe.sink import StripeBillingSink
 from gateway.adapters.stripe.stream import StripeStreamBillingSink
 from gateway.app.container import build_container
-from gateway.app.settings import SettingsError, load_settings
+from gateway.app.environment import load_settings
+from gateway.app.settings_checks import SettingsError
 from gateway.domain.ports import BatchBillingSink
 
 ENVIRONMENT = {"RINGSIDE_WEBHOOK_SECRETS": "whsec_test", "GATEWAY_STORE": "memory://", "STRIPE_API_KEY": "sk_test_x"}

@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 from gateway.adapters.memory import MemoryLedger
 from gateway.app.container import Container, build_container
 from gateway.app.server import create_app
-from gateway.app.settings import SettingsError
+from gateway.app.settings_checks import SettingsError
 from gateway.domain.ledger import ParkReason, State
 from gateway.domain.units import Rounding
 from tests.builders import claim, settings

@@ -438,7 +438,8 @@ async def test_answers_408_when_the_body_does_not_arrive_within_the_deadline(clo
 
 
 def test_reads_the_request_limits_from_the_environment() -> None:
-    from gateway.app.settings import SettingsError, load_settings
+    from gateway.app.environment import load_settings
+    from gateway.app.settings_checks import SettingsError
 
     loaded = load_settings(
         {"GATEWAY_BODY_TIMEOUT_S": "2.5", "GATEWAY_MAX_CONNECTIONS": "50", "GATEWAY_MAX_HEADER_BYTES": "8192"}

@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 import click
 
 from gateway.app.container import Container, build_container
+from gateway.app.environment import load_settings
 from gateway.app.lifecycle import running
-from gateway.app.settings import Settings, SettingsError, load_settings
+from gateway.app.settings import Settings
+from gateway.app.settings_checks import SettingsError
 
 T = TypeVar("T")
 

@@ -15,10 +15,11 @@ import structlog
 from gateway.adapters.redis import RedisNotDurable
 from gateway.app.cli.common import env_settings
 from gateway.app.container import Container, build_container, check_store_once, store_kind
+from gateway.app.environment import load_settings
 from gateway.app.lifecycle import running
 from gateway.app.logging import configure_logging
 from gateway.app.secret import Secret
-from gateway.app.settings import Settings, load_settings
+from gateway.app.settings import Settings
 
 log = structlog.get_logger("gateway.cli")
 

@@ -15,7 +15,7 @@ import msgspec
 from gateway.app.cli.common import checked_ids, env_settings
 from gateway.app.logging import configure_logging
 from gateway.app.output import F, emit_json, json_option, progress, table
-from gateway.app.settings import SettingsError
+from gateway.app.settings_checks import SettingsError
 
 
 def _fraction(name: str, default: float, help_text: str) -> Callable[[F], F]:
