@@ -163,6 +163,8 @@ class CustomerLocks:
 # store's lease and marks, each as long as half a call: four keep the slots busy (docs/performance.md).
 ROUNDS_IN_FLIGHT = 2
 BATCH_ROUNDS_IN_FLIGHT = 4
+# Calls a batch round leases for, in units of `concurrency` calls (see Dispatcher._lease_round).
+BATCH_WAVES = 4
 
 
 class Rounds:

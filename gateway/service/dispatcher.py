@@ -59,6 +59,7 @@ from gateway.domain.ports import (
 from gateway.service.batches import BatchDelivery, ms
 from gateway.service.concurrency import (
     BATCH_ROUNDS_IN_FLIGHT,
+    BATCH_WAVES,
     ROUNDS_IN_FLIGHT,
     CustomerLocks,
     InFlightSizer,
@@ -167,7 +168,11 @@ class Dispatcher(BatchDelivery):
         return []
 
     async def _round_guarded(self, entries: list[Entry], leased_at: float) -> None:
-        await self._guarded(self._deliver_round(entries, leased_at))
+        try:
+            await self._guarded(self._deliver_round(entries, leased_at))
+        finally:
+            # Its customers are free again: a lease that found them all held waits for this, not for the next poll.
+            self._wakeup.set()
 
     async def _idle(self) -> None:
         timeout = max(self._config.poll_s, self._paused_until - self._clock.now())
@@ -189,7 +194,10 @@ class Dispatcher(BatchDelivery):
             return []
         limit = max(self._config.batch, self._slots.limit)
         if self._batch_sink is not None:
-            limit = max(limit, self._batch_sink.max_batch * self._config.concurrency)
+            # Calls for several waves of the slots: a round's customers stay held until its last batch is marked, so
+            # with few customers the next round waits for this one, and its tail (last calls, marks, next lease)
+            # then comes once per several waves rather than once per wave (docs/performance.md, "The v2 stream").
+            limit = max(limit, self._batch_sink.max_batch * self._config.concurrency * BATCH_WAVES)
         return await self._ledger.lease_due(now, limit, self._config.lease_s)
 
     async def _deliver_round(self, leased: list[Entry], leased_at: float) -> None:
