@@ -3,9 +3,9 @@
 Each customer's queue takes longer than a lease (eight calls of 0.1 s against leases of 0.6 s), and a round takes
 one customer's queue (batch = 8); there is one customer more than a dispatcher has rounds in flight, so both
 dispatchers get some, and one of them is idle while the other still serves its customers: without renewal, the idle
-one would take such a customer over when its lease runs out, while the other is still sending to it. Every call's start and end is recorded per customer on the
-client side (a call's whole life, so the server's is inside it), and the fake Stripe counts the calls it holds at
-once per customer as well.
+one would take such a customer over when its lease runs out, while the other is still sending to it. Every call's
+start and end is recorded per customer on the client side (a call's whole life, so the server's is inside it), and
+the fake Stripe counts the calls it holds at once per customer as well.
 """
 
 from __future__ import annotations
