@@ -169,6 +169,8 @@ async def run_scenario(
             dispatcher.stop()
             await asyncio.wait_for(task, timeout=30)
             drained = scenario.backlog - (await ledger.stats()).pending
+            slots = dispatcher.slots
+            print(f"   slots: limit {slots.limit}, peak {slots.peak}", file=sys.stderr)
         return Drain(scenario, drained, seconds, fake.stats())
     finally:
         fake.stop()

@@ -158,11 +158,15 @@ class CustomerLocks:
         return len(self._locks)
 
 
-# Rounds delivering at once: one being sent while the next is leased and queued for the slots it will take. A v1
-# round's entries wait for their customers, within their lease: two rounds. A batch round (16 calls) waits on the
-# store's lease and marks, each as long as half a call: four keep the slots busy (docs/performance.md).
-ROUNDS_IN_FLIGHT = 2
+# Rounds delivering at once: some being sent while the next is leased and queued for the slots it will take. A v1
+# round (as many entries as slots) lasts until its slowest call: the pacer's spacing of its calls plus a latency,
+# about twice a latency at the full rate, so two rounds in flight fed the slots ~800 of 1,000 calls/s; four keep
+# them busy. A batch round waits on the store's lease and marks, each as long as half a call: four keep the slots
+# busy too (docs/performance.md).
+ROUNDS_IN_FLIGHT = 4
 BATCH_ROUNDS_IN_FLIGHT = 4
+# Calls a batch round leases for, in units of `concurrency` calls (see Dispatcher._lease_round).
+BATCH_WAVES = 4
 
 
 class Rounds:

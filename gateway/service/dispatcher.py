@@ -59,6 +59,7 @@ from gateway.domain.ports import (
 from gateway.service.batches import BatchDelivery, ms
 from gateway.service.concurrency import (
     BATCH_ROUNDS_IN_FLIGHT,
+    BATCH_WAVES,
     ROUNDS_IN_FLIGHT,
     CustomerLocks,
     InFlightSizer,
@@ -67,10 +68,14 @@ from gateway.service.concurrency import (
 )
 from gateway.service.leases import LeaseKeeper
 from gateway.service.logs import EventLogger
+from gateway.service.marks import SentMarks
 from gateway.service.metrics import Delivered, Metrics, NoMetrics
 from gateway.service.pause import ConfigurationPause
 
 log = EventLogger("gateway.dispatcher")
+
+# How late a paced call may be and keep its slot (at least half an interval): the event loop's timer granularity.
+PACER_SLACK_S = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,7 @@ class Dispatcher(BatchDelivery):
             else InFlightSizer(config.max_rps, floor=config.concurrency, ceiling=config.max_concurrency)
         )
         self._customers = CustomerLocks()
+        self._marks = SentMarks(ledger, clock)  # v1's marks, one store step per group (gateway/service/marks.py)
         self._refused = ConfigurationPause(self._metrics, base_s=config.retry_base_s, max_s=config.retry_max_s)
 
     @property
@@ -167,7 +173,11 @@ class Dispatcher(BatchDelivery):
         return []
 
     async def _round_guarded(self, entries: list[Entry], leased_at: float) -> None:
-        await self._guarded(self._deliver_round(entries, leased_at))
+        try:
+            await self._guarded(self._deliver_round(entries, leased_at))
+        finally:
+            # Its customers are free again: a lease that found them all held waits for this, not for the next poll.
+            self._wakeup.set()
 
     async def _idle(self) -> None:
         timeout = max(self._config.poll_s, self._paused_until - self._clock.now())
@@ -189,7 +199,10 @@ class Dispatcher(BatchDelivery):
             return []
         limit = max(self._config.batch, self._slots.limit)
         if self._batch_sink is not None:
-            limit = max(limit, self._batch_sink.max_batch * self._config.concurrency)
+            # Calls for several waves of the slots: a round's customers stay held until its last batch is marked, so
+            # with few customers the next round waits for this one, and its tail (last calls, marks, next lease)
+            # then comes once per several waves rather than once per wave (docs/performance.md, "The v2 stream").
+            limit = max(limit, self._batch_sink.max_batch * self._config.concurrency * BATCH_WAVES)
         return await self._ledger.lease_due(now, limit, self._config.lease_s)
 
     async def _deliver_round(self, leased: list[Entry], leased_at: float) -> None:
@@ -274,7 +287,7 @@ class Dispatcher(BatchDelivery):
         bound = log.bind(event_id=entry.event_id, customer=entry.billing_customer, units=entry.units)
         if entry.units == 0:
             # Nothing to bill (a tiny cost whose fraction is carried): no call, and the entry is done.
-            await self._ledger.mark_sent(entry.event_id, self._clock.now())
+            await self._marks.mark(entry.event_id)
             self._metrics.dispatched(Delivered.ZERO_UNITS, 0)
             bound.info("dispatch.delivered", outcome="zero_units", biller=self._sink.name, latency_ms=0.0)
             return True
@@ -308,7 +321,7 @@ class Dispatcher(BatchDelivery):
             return False
         self._metrics.biller_call(time.perf_counter() - started)
         self._refused.resumed(self._sink.name)
-        await self._ledger.mark_sent(entry.event_id, self._clock.now())
+        await self._marks.mark(entry.event_id)
         outcome = Delivered.SENT if delivery is Delivery.SENT else Delivered.ALREADY_SENT
         self._metrics.dispatched(outcome, entry.units)
         bound.info("dispatch.delivered", outcome=outcome.value, biller=self._sink.name, latency_ms=ms(started))
@@ -358,9 +371,11 @@ class Dispatcher(BatchDelivery):
         """Calls go out on a schedule of one per 1/max_rps across all customers, one caller at a time.
 
         A caller that wakes a little late keeps its slot, so the average rate stays max_rps; one that is more than
-        half an interval behind restarts the schedule from now, so lost time is never made up in a burst: no second
-        holds more than max_rps + 2 calls. A token bucket would let out at once every caller whose slot passed while
-        the event loop was busy (docs/performance.md, "The dispatcher").
+        half an interval (and PACER_SLACK_S) behind restarts the schedule from now, so lost time is never made up in
+        a burst: no second holds more than max_rps + 2 calls (+ 3 at 1,000/s). The slack is the event loop's timer
+        granularity (uvloop: 1 ms): at 1,000/s every sleep overshot half an interval, and restarting each time held
+        the rate near 800/s. A token bucket would let out at once every caller whose slot passed while the event
+        loop was busy (docs/performance.md, "The dispatcher").
         """
         interval = 1.0 / self._config.max_rps
         async with self._pacing:
@@ -368,4 +383,4 @@ class Dispatcher(BatchDelivery):
             if now < self._next_slot:
                 await asyncio.sleep(self._next_slot - now)
                 now = time.monotonic()
-            self._next_slot = max(self._next_slot + interval, now + interval / 2)
+            self._next_slot = max(self._next_slot + interval, now + interval - max(interval / 2, PACER_SLACK_S))

@@ -168,6 +168,44 @@ async def test_mark_sent_many_decides_afresh_when_another_replica_changes_an_ent
     assert (stats.sent, stats.pending, stats.units_sent, stats.units_pending) == (3, 0, 6, 0)
 
 
+async def test_mark_sent_many_expects_the_leased_bytes_without_reading_and_decides_afresh_when_they_changed(
+    ledgers: tuple[RedisLedger, RedisLedger], redis_client: Redis
+) -> None:
+    first, second = ledgers
+    ids = ["evt_LEASED_1", "evt_LEASED_2", "evt_LEASED_3"]
+    for event_id in ids:
+        await first.record(claim(event_id, exact="2"), Rounding.CARRY, NOW)
+    assert [entry.event_id for entry in await first.lease_due(NOW, 10, 30.0)] == ids
+    read_entries = redis_client.mget
+    reads = 0
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await read_entries(*args, **kwargs)
+
+    redis_client.mget = counted  # type: ignore[method-assign]
+    try:
+        await first.mark_sent_many(ids[:1], NOW + 1)  # as leased: no read before the script
+        assert reads == 0
+        # After the lease, another replica retries one entry and sends another: the bytes leased are stale.
+        await second.mark_retry("evt_LEASED_2", NOW + 60, "biller_unavailable: 503")
+        await second.mark_sent("evt_LEASED_3", NOW + 1)
+        await first.mark_sent_many(ids[1:], NOW + 2)
+    finally:
+        del redis_client.mget
+
+    assert reads == 1  # the script refused the stale bytes; both entries read again
+    entries = [await first.get(event_id) for event_id in ids]
+    assert [(e.state, e.sent_at, e.attempts) for e in entries if e] == [
+        (State.SENT, NOW + 1, 0),
+        (State.SENT, NOW + 2, 1),  # still pending after the retry, so sent now, its attempt kept
+        (State.SENT, NOW + 1, 0),  # sent by the other replica: left alone, counted once
+    ]
+    stats = await first.stats()
+    assert (stats.sent, stats.pending, stats.units_sent, stats.units_pending) == (3, 0, 6, 0)
+
+
 # -- queue encoding ---------------------------------------------------------------------------------------------
 
 

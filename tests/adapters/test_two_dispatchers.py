@@ -1,11 +1,11 @@
 """Two dispatchers on one store and a slow Stripe: at most one call in flight per customer at any instant.
 
 Each customer's queue takes longer than a lease (eight calls of 0.1 s against leases of 0.6 s), and a round takes
-one customer's queue (batch = 8); the first two customers keep both dispatchers busy, and then one of them is idle
-while the other serves the third customer: without renewal, the idle one would take that customer over when its
-lease runs out, while the other is still sending to it. Every call's start and end is recorded per customer on the
-client side (a call's whole life, so the server's is inside it), and the fake Stripe counts the calls it holds at
-once per customer as well.
+one customer's queue (batch = 8); there is one customer more than a dispatcher has rounds in flight, so both
+dispatchers get some, and one of them is idle while the other still serves its customers: without renewal, the idle
+one would take such a customer over when its lease runs out, while the other is still sending to it. Every call's
+start and end is recorded per customer on the client side (a call's whole life, so the server's is inside it), and
+the fake Stripe counts the calls it holds at once per customer as well.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from gateway.adapters.stripe.sink import StripeBillingSink
 from gateway.domain.ledger import State
 from gateway.domain.ports import BillingSink, Delivery, Ledger, MeterEvent
 from gateway.domain.units import Rounding
+from gateway.service.concurrency import ROUNDS_IN_FLIGHT
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from tests.builders import claim
 from tests.fakes.stripe_server import FAKE_API_KEY, FakeStripe
 from tests.redis_fixtures import open_test_redis
 
-CUSTOMERS = [f"cus_{index}" for index in range(3)]
+CUSTOMERS = [f"cus_{index}" for index in range(ROUNDS_IN_FLIGHT + 1)]
 PER_CUSTOMER = 8
 CALL_S = 0.1
 CONFIG = DispatchConfig(batch=PER_CUSTOMER, concurrency=8, lease_s=0.6, poll_s=0.02, max_rps=10_000, retry_base_s=0.05)

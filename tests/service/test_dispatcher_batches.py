@@ -9,6 +9,7 @@ from gateway.adapters.memory import MemoryLedger
 from gateway.domain.errors import BillerRateLimited, BillerUnavailable
 from gateway.domain.ledger import ParkReason, State
 from gateway.domain.ports import MeterEvent
+from gateway.service.concurrency import BATCH_WAVES
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from tests.service.billers import BatchBiller, record
 
@@ -43,16 +44,18 @@ async def test_sends_entries_in_batches_of_max_batch_whatever_their_customers(
     assert {e.state for e in ledger.entries.values()} == {State.SENT}
 
 
-async def test_leases_max_batch_times_concurrency_per_round(
+async def test_leases_max_batch_times_concurrency_for_several_waves_per_round(
     dispatcher: Dispatcher, ledger: MemoryLedger, biller: BatchBiller, clock: FrozenClock
 ) -> None:
-    for n in range(8):
+    per_round = 3 * 2 * BATCH_WAVES  # max_batch x concurrency x waves
+    for n in range(per_round + 2):
         await record(ledger, f"evt_{n}", clock.now())
 
     first, second, third = await dispatcher.run_once(), await dispatcher.run_once(), await dispatcher.run_once()
 
-    assert (first, second, third) == (6, 2, 0)
-    assert len(biller.events) == 8
+    assert (first, second, third) == (per_round, 2, 0)
+    assert len(biller.events) == per_round + 2
+    assert biller.max_in_flight == 2  # the waves share the `concurrency` slots
 
 
 async def test_marks_zero_unit_entries_sent_without_a_call(

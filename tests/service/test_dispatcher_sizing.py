@@ -13,7 +13,7 @@ import asyncio
 from gateway.adapters.clock import FrozenClock
 from gateway.adapters.memory import MemoryLedger
 from gateway.domain.ledger import State
-from gateway.service.concurrency import calls_in_flight
+from gateway.service.concurrency import BATCH_WAVES, calls_in_flight
 from gateway.service.dispatcher import DispatchConfig, Dispatcher
 from tests.service.billers import BatchBiller, ScriptedBiller, record
 
@@ -65,6 +65,23 @@ async def test_batches_keep_their_configured_calls_in_flight(clock: FrozenClock)
 
     assert biller.max_in_flight <= 3
     assert sorted(i for call in biller.calls for i in call) == sorted(f"evt_{n}" for n in range(60))
+
+
+async def test_a_round_that_ends_frees_its_customers_for_the_next_lease_at_once(clock: FrozenClock) -> None:
+    # One customer, more entries than a round takes: the next lease finds the customer held by the round in flight
+    # and comes back empty. The round's end must wake the dispatcher, not the next poll (an hour away here).
+    ledger, biller = MemoryLedger(), BatchBiller()
+    config = DispatchConfig(batch=2, concurrency=2, max_rps=1_000_000, poll_s=3600)
+    per_round = biller.max_batch * config.concurrency * BATCH_WAVES
+    for n in range(3 * per_round):
+        await record(ledger, f"evt_{n}", clock.now(), customer="cus_only")
+    dispatcher = Dispatcher(ledger, biller, clock, config)
+    running = asyncio.create_task(dispatcher.run())
+    await asyncio.wait_for(_drained(ledger), 30)
+    dispatcher.stop()
+    await asyncio.wait_for(running, 30)
+
+    assert len(biller.events) == 3 * per_round
 
 
 async def _drained(ledger: MemoryLedger) -> None:

@@ -39,6 +39,8 @@ DEFAULT_DEDUPE_TTL_S: Final = 40 * 24 * 3600
 # lease_due looks at no more than max(this, 4 x limit) due ids per call: customers under another dispatcher's lease
 # are skipped, and a large backlog of theirs must not turn one lease step into a long stop of the whole server.
 LEASE_SCAN_MIN: Final = 1000
+# Leased entries whose bytes a ledger remembers (see RedisLedger._leased); past this many it forgets them all.
+LEASED_BLOBS: Final = 100_000
 
 
 class RedisLedger(BatchLedger, RedisFeedback):
@@ -63,6 +65,9 @@ class RedisLedger(BatchLedger, RedisFeedback):
         self._keys = Keys(prefix)
         self._ttl_s = int(dedupe_ttl_s)
         self._records = RecordBatcher(client, self._keys)
+        # event id -> the bytes lease_due handed out, which a mark expects instead of reading them first (a round trip
+        # per batch spared; every script still compares, and an entry that changed is read again).
+        self._leased: dict[str, bytes] = {}
         self._park = scripts.register(client, "park")
         self._lease = scripts.register(client, "lease")
         self._release = scripts.register(client, "release")
@@ -103,12 +108,18 @@ class RedisLedger(BatchLedger, RedisFeedback):
                 keys=[keys.due, keys.leased, keys.held],
                 args=[now, limit, now + lease_s, keys.entry(""), max(LEASE_SCAN_MIN, limit * 4)],
             )
-        return [decode_entry(blob) for blob in blobs]
+        entries = [decode_entry(blob) for blob in blobs]
+        if len(self._leased) + len(entries) > LEASED_BLOBS:
+            self._leased.clear()  # leases taken over by another dispatcher are never marked here
+        self._leased.update((entry.event_id, raw(blob)) for entry, blob in zip(entries, blobs, strict=True))
+        return entries
 
     async def release(self, event_ids: list[str]) -> None:
         if not event_ids:
             return
         keys = self._keys
+        for event_id in event_ids:
+            self._leased.pop(event_id, None)
         with store_errors():
             await self._release(keys=[keys.due, keys.leased, keys.held], args=list(event_ids))
 
@@ -123,19 +134,26 @@ class RedisLedger(BatchLedger, RedisFeedback):
         await self.mark_sent_many([event_id], now)
 
     async def mark_sent_many(self, event_ids: Sequence[str], now: float) -> None:
-        """mark_sent for the lot in one compare-and-set step: one MGET and one script per batch, not two round trips
-        per entry. An entry that changed between the read and the script makes the script write nothing; then
-        every entry is read again and the decision made afresh, as _transition does for one."""
+        """mark_sent for the lot in one compare-and-set script (after an MGET of the entries this ledger did not
+        lease). An entry changed since it was read or leased makes the script write nothing; then every entry is
+        read again and the decision made afresh, as _transition does for one."""
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return
         keys = self._keys
+        leased = {event_id: self._leased.pop(event_id) for event_id in ids if event_id in self._leased}
         with store_errors():
             for _ in range(MAX_CONFLICTS):
-                blobs = await self._client.mget([keys.entry(event_id) for event_id in ids])
+                unknown = [event_id for event_id in ids if event_id not in leased]
+                blobs: dict[str, bytes | str | None] = dict(leased)
+                if unknown:
+                    found = await self._client.mget([keys.entry(event_id) for event_id in unknown])
+                    blobs.update(zip(unknown, found, strict=True))
+                leased = {}  # after a conflict, everything is read again
                 entry_keys: list[str] = []
                 args: list[EncodableT] = [self._ttl_s, now, now - self._ttl_s, keys.window("")]
-                for event_id, read in zip(ids, blobs, strict=True):
+                for event_id in ids:
+                    read = blobs[event_id]
                     if read is None:
                         continue
                     blob = raw(read)
@@ -280,9 +298,12 @@ class RedisLedger(BatchLedger, RedisFeedback):
         that writes only if the entry still has the bytes read, answering 1; on 0 (it changed in between, say
         another replica's mark after a lease ran out) the entry is read again and the decision made afresh.
         """
+        leased = self._leased.pop(event_id, None)
         with store_errors():
             for _ in range(MAX_CONFLICTS):
-                read = await self._client.get(self._keys.entry(event_id))
+                # The bytes this ledger leased, if it did, the first time: the script checks them anyway.
+                read = leased if leased is not None else await self._client.get(self._keys.entry(event_id))
+                leased = None
                 if read is None:
                     return
                 blob = raw(read)
