@@ -7,10 +7,13 @@ billable as it is). Every later delivery of that id is a duplicate. An entry lea
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from decimal import Decimal
 from enum import StrEnum
 
 import msgspec
+
+from gateway.domain.units import ZERO, Rounding, settle
 
 
 class State(StrEnum):
@@ -154,3 +157,43 @@ def retry_delay(attempts: int, *, base_s: float, cap_s: float, jitter: float, re
 def usable_wait(seconds: float | None) -> float:
     """A biller's requested wait when it is a finite, non-negative number of seconds; 0 otherwise."""
     return seconds if seconds is not None and math.isfinite(seconds) and seconds > 0 else 0.0
+
+
+class Settled(msgspec.Struct):
+    """What a group of claims comes to against what the store holds: one answer per claim, in order, the entries to
+    insert, and the parked keys to remove (replays). The carries passed in are updated in place."""
+
+    recorded: list[Recorded]
+    created: list[Entry]
+    replaced: list[str]
+
+
+def settle_claims(
+    items: Sequence[tuple[Claim, Rounding, float, str | None]],
+    entries: dict[str, Entry],
+    parked: set[str],
+    carries: dict[str, Decimal],
+) -> Settled:
+    """Settle `items` (claim, rounding, now, the parked key it replaces) in order against the store's `entries` and
+    `parked` keys of those ids and the customers' `carries`: a claimed id is answered `created=False` (a parked one
+    without its entry, unless the claim replaces it), a fresh one becomes a pending entry whose units are settled
+    under the customer's carry. Later claims in the group see the earlier ones, as if recorded one by one."""
+    settled = Settled([], [], [])
+    for claim, rounding, now, replaces in items:
+        if claim.event_id in entries:
+            settled.recorded.append(Recorded(created=False, entry=entries[claim.event_id]))
+            continue
+        if claim.event_id in parked and claim.event_id != replaces:
+            settled.recorded.append(Recorded(created=False, entry=None))
+            continue
+        units, carries[claim.billing_customer] = settle(
+            claim.exact_units, carries.get(claim.billing_customer, ZERO), rounding
+        )
+        entry = pending_entry(claim, units, now)
+        entries[claim.event_id] = entry
+        settled.created.append(entry)
+        settled.recorded.append(Recorded(created=True, entry=entry))
+        if replaces is not None:
+            settled.replaced.append(replaces)
+            parked.discard(replaces)
+    return settled

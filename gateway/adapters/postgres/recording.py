@@ -24,8 +24,8 @@ from typing import Final
 from gateway.adapters.postgres.database import Connection, PostgresDatabase, is_connection_lost
 from gateway.adapters.postgres.rows import ENTRY_ARRAYS, ENTRY_COLUMNS, entry_columns, entry_from
 from gateway.domain.errors import StoreUnavailable
-from gateway.domain.ledger import Claim, Entry, Recorded, pending_entry
-from gateway.domain.units import ZERO, Rounding, settle
+from gateway.domain.ledger import Claim, Entry, Recorded, settle_claims
+from gateway.domain.units import Rounding
 
 # One record() call: the claim, its rounding rule, the time, and the parked key it replaces (a replay) or None.
 Item = tuple[Claim, Rounding, float, str | None]
@@ -47,7 +47,7 @@ async def record_many(connection: Connection, items: list[Item]) -> list[Recorde
     to the next; a replay takes the place of the parked record it replaces, which is deleted)."""
     ids = [claim.event_id for claim, _, _, _ in items]
     await connection.execute(LOCK_KEYS, ids + [replaces for _, _, _, replaces in items if replaces is not None])
-    entries: dict[str, Entry | None] = {
+    entries: dict[str, Entry] = {
         row["event_id"]: entry_from(row)
         for row in await connection.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE event_id = ANY($1::text[])", ids)
     }
@@ -62,26 +62,8 @@ async def record_many(connection: Connection, items: list[Item]) -> list[Recorde
             customers,
         )
         carries = {row["billing_customer"]: Decimal(row["carry"]) for row in rows}
-    recorded: list[Recorded] = []
-    created: list[Entry] = []
-    replaced: list[str] = []
-    for claim, rounding, now, replaces in items:
-        if claim.event_id in entries:
-            recorded.append(Recorded(created=False, entry=entries[claim.event_id]))
-            continue
-        if claim.event_id in parked and claim.event_id != replaces:
-            recorded.append(Recorded(created=False, entry=None))
-            continue
-        units, carries[claim.billing_customer] = settle(
-            claim.exact_units, carries.get(claim.billing_customer, ZERO), rounding
-        )
-        entry = pending_entry(claim, units, now)
-        entries[claim.event_id] = entry
-        created.append(entry)
-        recorded.append(Recorded(created=True, entry=entry))
-        if replaces is not None:
-            replaced.append(replaces)
-            parked.discard(replaces)
+    settled = settle_claims(items, entries, parked, carries)
+    created = settled.created
     if created:
         inserted = await connection.fetch(
             f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM unnest({ENTRY_ARRAYS})"
@@ -90,16 +72,16 @@ async def record_many(connection: Connection, items: list[Item]) -> list[Recorde
         )
         if len(inserted) != len(created):
             raise StoreUnavailable("an event id was claimed concurrently; nothing was recorded, retry")
-        settled = list(dict.fromkeys(entry.billing_customer for entry in created))
+        customers = list(dict.fromkeys(entry.billing_customer for entry in created))
         await connection.execute(
             "UPDATE carries SET carry = v.carry FROM unnest($1::text[], $2::text[]) AS v(customer, carry)"
             " WHERE carries.billing_customer = v.customer",
-            settled,
-            [str(carries[customer]) for customer in settled],
+            customers,
+            [str(carries[customer]) for customer in customers],
         )
-    if replaced:
-        await connection.execute("DELETE FROM parked WHERE key = ANY($1::text[])", replaced)
-    return recorded
+    if settled.replaced:
+        await connection.execute("DELETE FROM parked WHERE key = ANY($1::text[])", settled.replaced)
+    return settled.recorded
 
 
 class GroupCommit:

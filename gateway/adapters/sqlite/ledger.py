@@ -30,10 +30,10 @@ from gateway.domain.ledger import (
     ParkReason,
     Recorded,
     entry_record,
-    pending_entry,
+    settle_claims,
 )
 from gateway.domain.ports import BatchLedger
-from gateway.domain.units import ZERO, Rounding, settle
+from gateway.domain.units import Rounding
 
 
 def _count_sent(connection: sqlite3.Connection, units: list[Row]) -> None:
@@ -76,38 +76,20 @@ def _record_many(connection: sqlite3.Connection, items: list[_Record]) -> list[R
             f"SELECT billing_customer, carry FROM carries WHERE billing_customer IN ({marks})", customers
         )
     }
-    recorded: list[Recorded] = []
-    rows: list[tuple[object, ...]] = []
-    replaced: list[str] = []
-    for claim, rounding, now, replaces in items:
-        if claim.event_id in entries:
-            recorded.append(Recorded(created=False, entry=entries[claim.event_id]))
-            continue
-        if claim.event_id in parked and claim.event_id != replaces:
-            recorded.append(Recorded(created=False, entry=None))
-            continue
-        units, carries[claim.billing_customer] = settle(
-            claim.exact_units, carries.get(claim.billing_customer, ZERO), rounding
-        )
-        entry = pending_entry(claim, units, now)
-        entries[claim.event_id] = entry
-        rows.append(entry_row(entry))
-        recorded.append(Recorded(created=True, entry=entry))
-        if replaces is not None:
-            replaced.append(replaces)
-            parked.discard(replaces)
+    settled = settle_claims(items, entries, parked, carries)
+    rows = [entry_row(entry) for entry in settled.created]
     insert_rows(connection, f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES {{rows}}", rows)
-    settled = list(dict.fromkeys(str(row[2]) for row in rows))
+    customers_settled = list(dict.fromkeys(entry.billing_customer for entry in settled.created))
     insert_rows(
         connection,
         "INSERT INTO carries (billing_customer, carry) VALUES {rows}"
         " ON CONFLICT (billing_customer) DO UPDATE SET carry = excluded.carry",
-        [(customer, str(carries[customer])) for customer in settled],
+        [(customer, str(carries[customer])) for customer in customers_settled],
     )
-    if replaced:
-        marks, keys = in_list(replaced)
+    if settled.replaced:
+        marks, keys = in_list(settled.replaced)
         connection.execute(f"DELETE FROM parked WHERE key IN ({marks})", keys)
-    return recorded
+    return settled.recorded
 
 
 class SqliteLedger(BatchLedger, SqliteFeedback):
