@@ -6,11 +6,16 @@ together apply each migration once); `db migrate` does it explicitly, before a r
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import click
 
 from gateway.app.cli.common import env_settings, run
 from gateway.app.container import store_kind
 from gateway.app.output import emit_json, json_option
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -51,15 +56,9 @@ async def _status() -> dict[str, object]:
     settings = env_settings()
     kind = store_kind(settings)
     if kind == "postgres":
-        from gateway.adapters.postgres import PostgresDatabase
         from gateway.adapters.postgres.schema import status
 
-        database = PostgresDatabase(settings.store, max_connections=1, migrate=False)
-        try:
-            async with database.connection() as connection:
-                found = await status(connection)
-        finally:
-            await database.close()
+        found = await _on_postgres(settings.store, status)
         return {
             "store": kind,
             "schema": found.schema,
@@ -82,15 +81,9 @@ async def _migrate() -> dict[str, object]:
     settings = env_settings()
     kind = store_kind(settings)
     if kind == "postgres":
-        from gateway.adapters.postgres import PostgresDatabase
         from gateway.adapters.postgres.schema import migrate
 
-        database = PostgresDatabase(settings.store, max_connections=1, migrate=False)
-        try:
-            async with database.connection() as connection:
-                applied = await migrate(connection)
-        finally:
-            await database.close()
+        applied = await _on_postgres(settings.store, migrate)
         return {**await _status(), "migrated": applied}
     if kind == "sqlite":
         from gateway.adapters.sqlite import SqliteDatabase
@@ -125,3 +118,15 @@ def _lines(report: dict[str, object]) -> list[str]:
     if kind == "redis":
         return ["store    Redis: it has no schema to migrate (keys are written in their current layout)"]
     return ["store    memory: nothing is kept, so there is no schema"]
+
+
+async def _on_postgres(url: str, step: Callable[[Any], Awaitable[T]]) -> T:
+    """`step` on one connection of a pool of its own (no migration on open), closed after."""
+    from gateway.adapters.postgres import PostgresDatabase
+
+    database = PostgresDatabase(url, max_connections=1, migrate=False)
+    try:
+        async with database.connection() as connection:
+            return await step(connection)
+    finally:
+        await database.close()
