@@ -18,9 +18,8 @@ from gateway.app.settings import Settings
 
 def stripe_sink(settings: Settings) -> StripeBillingSink:
     stripe = settings.stripe
-    assert stripe.api_key is not None  # checked by load_settings
     return StripeBillingSink(
-        api_key=stripe.api_key.reveal(),
+        api_key=_stripe_key(settings),
         event_name=stripe.meter_event_name,
         api_base=stripe.api_base,
         timeout_s=stripe.timeout_s,
@@ -29,9 +28,8 @@ def stripe_sink(settings: Settings) -> StripeBillingSink:
 
 def stripe_stream_sink(settings: Settings) -> StripeStreamBillingSink:
     stripe = settings.stripe
-    assert stripe.api_key is not None  # checked by load_settings
     return StripeStreamBillingSink(
-        api_key=stripe.api_key.reveal(),
+        api_key=_stripe_key(settings),
         event_name=stripe.meter_event_name,
         api_base=stripe.api_base,
         timeout_s=stripe.timeout_s,
@@ -40,15 +38,13 @@ def stripe_stream_sink(settings: Settings) -> StripeStreamBillingSink:
 
 def stripe_reports(settings: Settings) -> StripeReports:
     stripe = settings.stripe
-    assert stripe.api_key is not None  # checked by load_settings
-    return StripeReports(stripe.api_key.reveal(), api_base=stripe.api_base, timeout_s=stripe.timeout_s)
+    return StripeReports(_stripe_key(settings), api_base=stripe.api_base, timeout_s=stripe.timeout_s)
 
 
 def stripe_totals(settings: Settings) -> StripeMeterTotals:
     stripe = settings.stripe
-    assert stripe.api_key is not None  # checked by load_settings
     return StripeMeterTotals(
-        stripe.api_key.reveal(),
+        _stripe_key(settings),
         event_name=stripe.meter_event_name,
         api_base=stripe.api_base,
         timeout_s=stripe.timeout_s,
@@ -81,10 +77,15 @@ def lago_portal(settings: Settings) -> LagoBillingPortal:
 
 def stripe_portal(settings: Settings) -> StripeBillingPortal:
     stripe = settings.stripe
-    assert stripe.api_key is not None
     return StripeBillingPortal(
-        api_key=stripe.api_key.reveal(),
+        api_key=_stripe_key(settings),
         api_base=stripe.api_base,
         timeout_s=stripe.timeout_s,
         configuration_id=stripe.portal_configuration_id,
     )
+
+
+def _stripe_key(settings: Settings) -> str:
+    key = settings.stripe.api_key
+    assert key is not None  # checked by load_settings for the Stripe biller
+    return key.reveal()
