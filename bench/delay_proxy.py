@@ -4,17 +4,19 @@
     proxy.stop()
 
 It runs in a process of its own so that its CPU is neither the client's nor the server's in what a bench measures.
+Threads and sleeps rather than an event loop: uvloop's timers (and epoll's timeouts) round to whole milliseconds.
 Chunks keep their order (one fixed delay per direction); flow control is left out (bench traffic is small).
 """
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
+import queue
+import socket
+import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-
-import uvloop
 
 
 class Proxy:
@@ -33,34 +35,45 @@ def start(target_port: int, rtt_s: float, target_host: str = "127.0.0.1") -> Pro
         target=_serve, args=(child, target_host, target_port, rtt_s / 2), daemon=True
     )
     process.start()
-    port = int(parent.recv())
-    return Proxy(process, port)
+    return Proxy(process, int(parent.recv()))
 
 
 def _serve(ready: Connection, target_host: str, target_port: int, one_way_s: float) -> None:
-    uvloop.run(_main(ready, target_host, target_port, one_way_s))
+    listener = socket.create_server(("127.0.0.1", 0))
+    ready.send(listener.getsockname()[1])
+    while True:
+        client, _ = listener.accept()
+        upstream = socket.create_connection((target_host, target_port))
+        for sock in (client, upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _direction(client, upstream, one_way_s)
+        _direction(upstream, client, one_way_s)
 
 
-async def _main(ready: Connection, target_host: str, target_port: int, one_way_s: float) -> None:
-    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        while data := await source.read(65536):
-            loop.call_later(one_way_s, _write, sink, data)
-        loop.call_later(one_way_s, sink.close)
+def _direction(source: socket.socket, sink: socket.socket, delay_s: float) -> None:
+    held: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(target_host, target_port)
+    def read() -> None:
         try:
-            await asyncio.gather(pump(reader, upstream_writer), pump(upstream_reader, writer))
+            while data := source.recv(65536):
+                held.put((time.monotonic() + delay_s, data))
         except OSError:
-            writer.close()
-            upstream_writer.close()
+            pass
+        held.put((time.monotonic() + delay_s, b""))
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    ready.send(server.sockets[0].getsockname()[1])
-    await server.serve_forever()
+    def write() -> None:
+        while True:
+            due, data = held.get()
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            try:
+                if not data:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                sink.sendall(data)
+            except OSError:
+                return
 
-
-def _write(sink: asyncio.StreamWriter, data: bytes) -> None:
-    if not sink.is_closing():
-        sink.write(data)
+    threading.Thread(target=read, daemon=True).start()
+    threading.Thread(target=write, daemon=True).start()

@@ -143,12 +143,13 @@ def new_carries(rows: Sequence[Row], batch: Batch) -> list[str]:
 
 
 class AsyncpgShapes:
-    """The shapes as the gateway runs them: one statement per round trip, asyncpg's prepared-statement cache."""
+    """The shapes as the gateway runs them: one statement per round trip, asyncpg's prepared-statement cache. The
+    pool's default reset on release (database.py keeps it) is one more round trip a transaction: `name` says which
+    pool this is."""
 
-    name = "asyncpg"
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, name: str = "asyncpg") -> None:
         self._pool = pool
+        self.name = name
 
     async def record(self, batch: Batch) -> None:
         async with self._pool.acquire() as connection, connection.transaction():
@@ -190,7 +191,8 @@ def psycopg_query(query: str) -> tuple[str, list[int]]:
 class PsycopgShapes:
     """The same shapes through psycopg 3 and its pool, binary results; with `pipeline`, the statements that do not
     wait for an answer go together in one round trip (BEGIN, the locks and both look-ups; the insert and the carry
-    update; the COMMIT): 4 round trips a record instead of 8, 2 a lease instead of 4."""
+    update; the COMMIT): 4 round trips a record instead of 8, 2 a lease instead of 4. psycopg's pool resets nothing on
+    release (no round trip)."""
 
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[TupleRow]], *, pipeline: bool) -> None:
         self._pool = pool
@@ -201,8 +203,12 @@ class PsycopgShapes:
     async def record(self, batch: Batch) -> None:
         async with self._pool.connection() as connection:
             if self._pipeline:
-                async with connection.pipeline(), connection.transaction():
+                # BEGIN and COMMIT as statements: psycopg's transaction() waits for an answer (a Sync) at both ends
+                # in pipeline mode. A failure leaves the transaction aborted; the pool rolls it back on return.
+                async with connection.pipeline():
+                    await connection.execute("BEGIN")
                     await self._record(connection, batch)
+                    await connection.execute("COMMIT")
             else:
                 async with connection.transaction():
                     await self._record(connection, batch)
@@ -225,8 +231,11 @@ class PsycopgShapes:
     async def lease(self, now: float, limit: int) -> list[Entry]:
         async with self._pool.connection() as connection:
             if self._pipeline:
-                async with connection.pipeline(), connection.transaction():
-                    return await self._lease(connection, now, limit)
+                async with connection.pipeline():
+                    await connection.execute("BEGIN")
+                    entries = await self._lease(connection, now, limit)
+                    await connection.execute("COMMIT")
+                    return entries
             async with connection.transaction():
                 return await self._lease(connection, now, limit)
 

@@ -3,8 +3,10 @@
     flock /work/wt/bench.lock .venv/bin/python -m bench.pg_drivers [--rounds 3] [--seconds 3] [--only record-32,lease]
 
 Needs the bench extra (`pip install -e '.[bench]'`: psycopg[binary,pool]). Each shape (bench/pg_driver_shapes.py)
-runs through asyncpg, psycopg, and psycopg in pipeline mode, on one uvloop event loop (as the gateway runs), each
-driver with a pool of 4 connections (recording.MAX_IN_FLIGHT):
+runs through asyncpg, asyncpg-noreset (its pool skips the reset query on release, which the gateway's pool runs),
+psycopg, and psycopg-pipeline (psycopg's pipeline mode), on one uvloop event loop (as the gateway runs), each driver
+with a pool of 4 connections of its own (recording.MAX_IN_FLIGHT); --rtt-ms puts a delay proxy (bench/delay_proxy.py)
+between the pools and the server, as a network would:
 
 - record-1, record-32: recording.py's group commit of 1 or 32 new claims (advisory locks, two look-ups, the carry
   upsert, the unnest insert, the carry update, COMMIT), 4 tasks in flight sharing the pool;
@@ -100,7 +102,7 @@ async def drive(operation: Callable[[], Awaitable[object]], tasks: int, seconds:
     return count, time.perf_counter() - start
 
 
-async def reset(admin: asyncpg.Connection, shape: str) -> None:
+async def reset_tables(admin: asyncpg.Connection, shape: str) -> None:
     """The same tables before every run: empty for the records, SEEDED pending entries for lease and fetch."""
     await admin.execute("TRUNCATE entries, carries, parked")
     if not shape.startswith("record"):
@@ -121,7 +123,7 @@ async def reset(admin: asyncpg.Connection, shape: str) -> None:
 async def measure(
     admin: asyncpg.Connection, shapes: Shapes, shape: str, tag: str, arguments: argparse.Namespace
 ) -> Run:
-    await reset(admin, shape)
+    await reset_tables(admin, shape)
     if shape.startswith("record"):
         size = int(shape.split("-")[1])
         maker = BatchMaker(tag, arguments.customers, seed=17)
@@ -151,6 +153,21 @@ async def measure(
     if sorted(await shapes.backend_pids(POOL_SIZE)) != sorted(pids):
         raise RuntimeError(f"{shapes.name}: the pool replaced a connection during the run; its CPU is not counted")
     return Run(shape, shapes.name, count, seconds, client, server)
+
+
+async def no_reset(connection: asyncpg.Connection) -> None:
+    """asyncpg's pool, on release, rolls back an open transaction and then runs this instead of its reset query
+    (unlock all advisory locks, close cursors, unlisten, reset settings: one more round trip)."""
+
+
+async def round_trip_ms(pool: asyncpg.Pool) -> float:
+    async with pool.acquire() as connection:
+        times = []
+        for _ in range(200):
+            start = time.perf_counter()
+            await connection.fetchval("SELECT 1")
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
 
 
 def spread(values: list[float], digits: int = 0) -> str:
@@ -197,19 +214,25 @@ async def main(arguments: argparse.Namespace, through: str) -> None:
     admin = await asyncpg.connect(f"{arguments.url}?options=-csearch_path%3D{SCHEMA}")
     await admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA}")
     await admin.execute(f"SET search_path = {SCHEMA}")
-    apool: asyncpg.Pool | None = None
+    apools: list[asyncpg.Pool] = []
     ppool: AsyncConnectionPool[AsyncConnection[TupleRow]] | None = None
     try:
         await schema.migrate(admin)
-        apool = await asyncpg.create_pool(
-            url, min_size=POOL_SIZE, max_size=POOL_SIZE, max_inactive_connection_lifetime=0
-        )
+        for reset in (None, no_reset):
+            apools.append(
+                await asyncpg.create_pool(
+                    url, min_size=POOL_SIZE, max_size=POOL_SIZE, max_inactive_connection_lifetime=0, reset=reset
+                )
+            )
         ppool = AsyncConnectionPool(
             url, min_size=POOL_SIZE, max_size=POOL_SIZE, open=False, kwargs={"autocommit": True}
         )
         await ppool.open(wait=True)
+        rtt = await round_trip_ms(apools[0])
+        print(f"round trip (SELECT 1 through the pools' address, median of 200): {rtt:.2f} ms")
         drivers: list[Shapes] = [
-            AsyncpgShapes(apool),
+            AsyncpgShapes(apools[0]),
+            AsyncpgShapes(apools[1], "asyncpg-noreset"),
             PsycopgShapes(ppool, pipeline=False),
             PsycopgShapes(ppool, pipeline=True),
         ]
@@ -230,7 +253,7 @@ async def main(arguments: argparse.Namespace, through: str) -> None:
         summary(runs)
         print(f"\nended {datetime.now(UTC):%H:%M:%S} UTC, load average {os.getloadavg()[0]:.1f}")
     finally:
-        if apool is not None:
+        for apool in apools:
             await apool.close()
         if ppool is not None:
             await ppool.close()
