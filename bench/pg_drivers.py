@@ -221,7 +221,14 @@ async def main(arguments: argparse.Namespace, through: str) -> None:
         for reset in (None, no_reset):
             apools.append(
                 await asyncpg.create_pool(
-                    url, min_size=POOL_SIZE, max_size=POOL_SIZE, max_inactive_connection_lifetime=0, reset=reset
+                    url,
+                    min_size=POOL_SIZE,
+                    max_size=POOL_SIZE,
+                    # Keep the same backends for the whole bench (their CPU is read by pid): asyncpg replaces a
+                    # connection after 50,000 queries by default, or after 300 s idle.
+                    max_queries=2**62,
+                    max_inactive_connection_lifetime=0,
+                    reset=reset,
                 )
             )
         ppool = AsyncConnectionPool(
@@ -243,7 +250,7 @@ async def main(arguments: argparse.Namespace, through: str) -> None:
                 mine = [d for d in drivers if not (shape == "fetch" and d.name == "psycopg-pipeline")]
                 shift = number % len(mine)
                 for driver in mine[shift:] + mine[:shift]:
-                    run = await measure(admin, driver, shape, f"{number}{shape[-2:]}{driver.name[-3:]}", arguments)
+                    run = await measure(admin, driver, shape, f"{number}{shape[-2:]}{drivers.index(driver)}", arguments)
                     runs.append(run)
                     print(
                         f"round {number + 1} {shape:<10} {driver.name:<17} {run.per_s:8,.0f} tx/s"
