@@ -144,6 +144,7 @@ class _File:
         self._busy_timeout_ms = busy_timeout_ms
         self._checkpoint_every_s = checkpoint_every_s
         self._connection: sqlite3.Connection | None = None
+        self.wal = False  # the open connection is in WAL mode (Host.wal)
         self._syncer: Syncer | None = None  # started with the connection in WAL mode
         self._checkpointer: Checkpointer | None = None  # started with the connection
 
@@ -183,6 +184,7 @@ class _File:
             connection.close()
             raise
         self._connection = connection
+        self.wal = wal
         if self._checkpointer is None:
             self._checkpointer = Checkpointer(self._path, every_s=self._checkpoint_every_s)
         return connection
