@@ -72,12 +72,13 @@ def _record_many(connection: sqlite3.Connection, items: list[_Record]) -> list[R
     }
     parked = {str(row[0]) for row in connection.execute(f"SELECT key FROM parked WHERE key IN ({marks})", ids)}
     marks, customers = in_list(list({claim.billing_customer for claim, _, _, _ in items}))
-    carries = {
-        str(row[0]): Decimal(row[1])
-        for row in connection.execute(
-            f"SELECT billing_customer, carry FROM carries WHERE billing_customer IN ({marks})", customers
-        )
-    }
+    # One JSON object rather than a row per customer: each row is a step, and each step lets go of the interpreter
+    # lock and waits to take it back (the carries are TEXT, so JSON keeps every digit).
+    found = connection.execute(
+        f"SELECT json_group_object(billing_customer, carry) FROM carries WHERE billing_customer IN ({marks})",
+        customers,
+    ).fetchone()[0]
+    carries = {str(customer): Decimal(carry) for customer, carry in json.loads(found).items()}
     settled = settle_claims(items, entries, parked, carries)
     rows = [entry_row(entry) for entry in settled.created]
     insert_rows(connection, f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES {{rows}}", rows)
