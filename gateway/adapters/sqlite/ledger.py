@@ -11,12 +11,10 @@ from gateway.adapters.sqlite.database import SqliteDatabase
 from gateway.adapters.sqlite.feedback import SqliteFeedback
 from gateway.adapters.sqlite.ledger_rows import (
     ENTRY_COLUMNS,
-    LEASED_COLUMNS,
     PARKED_COLUMNS,
     Row,
     entry_from,
     entry_row,
-    leased_from,
     parked_from,
     parked_row,
 )
@@ -72,13 +70,12 @@ def _record_many(connection: sqlite3.Connection, items: list[_Record]) -> list[R
     }
     parked = {str(row[0]) for row in connection.execute(f"SELECT key FROM parked WHERE key IN ({marks})", ids)}
     marks, customers = in_list(list({claim.billing_customer for claim, _, _, _ in items}))
-    # One JSON object rather than a row per customer: each row is a step, and each step lets go of the interpreter
-    # lock and waits to take it back (the carries are TEXT, so JSON keeps every digit).
-    found = connection.execute(
-        f"SELECT json_group_object(billing_customer, carry) FROM carries WHERE billing_customer IN ({marks})",
-        customers,
-    ).fetchone()[0]
-    carries = {str(customer): Decimal(carry) for customer, carry in json.loads(found).items()}
+    carries = {
+        str(row[0]): Decimal(row[1])
+        for row in connection.execute(
+            f"SELECT billing_customer, carry FROM carries WHERE billing_customer IN ({marks})", customers
+        )
+    }
     settled = settle_claims(items, entries, parked, carries)
     rows = [entry_row(entry) for entry in settled.created]
     insert_rows(connection, f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES {{rows}}", rows)
@@ -128,15 +125,14 @@ class SqliteLedger(BatchLedger, SqliteFeedback):
             return []
 
         def work(connection: sqlite3.Connection) -> list[Entry]:
-            # The choice comes back as one JSON value, one step: RETURNING would step once per row, and each step
-            # lets go of the interpreter lock and waits to take it back from the event loop (docs/performance.md).
-            # The query walks entries_due, skipping customers with a live lease (entries_leased answers that per
-            # row); the write lock (BEGIN IMMEDIATE) means no other process can lease the same rows, or another
-            # entry of the same customers, between the choice and the update.
-            chosen = connection.execute(
+            # One statement: the subquery walks entries_due, skipping customers with a live lease (entries_leased
+            # answers that per row); the write lock (BEGIN IMMEDIATE) means no other process can lease the same
+            # rows, or another entry of the same customers, between the choice and the update.
+            rows = connection.execute(
                 f"""
-                SELECT json_group_array(json_array(rowid, {LEASED_COLUMNS})) FROM (
-                    SELECT rowid, * FROM entries AS due
+                UPDATE entries SET leased_until = :until
+                WHERE rowid IN (
+                    SELECT rowid FROM entries AS due
                     WHERE state = 'pending' AND next_attempt_at <= :now AND leased_until <= :now
                     AND NOT EXISTS (
                         SELECT 1 FROM entries AS held
@@ -146,17 +142,13 @@ class SqliteLedger(BatchLedger, SqliteFeedback):
                     ORDER BY next_attempt_at, created_at, rowid
                     LIMIT :limit
                 )
+                RETURNING rowid, {ENTRY_COLUMNS}
                 """,
-                {"now": now, "limit": limit},
-            ).fetchone()[0]
-            rows = json.loads(chosen)
-            if not rows:
-                return []
-            connection.execute(
-                "UPDATE entries SET leased_until = ? WHERE rowid IN (SELECT value FROM json_each(?))",
-                (now + lease_s, json.dumps([row[0] for row in rows])),
-            )
-            return [leased_from(row) for row in rows]
+                {"until": now + lease_s, "now": now, "limit": limit},
+            ).fetchall()
+            # RETURNING gives no order guarantee: restore the subquery's.
+            rows.sort(key=lambda row: (row[11], row[9], row[0]))
+            return [entry_from(row[1:]) for row in rows]
 
         return await self._db.write(work)
 
@@ -204,23 +196,14 @@ class SqliteLedger(BatchLedger, SqliteFeedback):
         ids = json.dumps(list(event_ids))
 
         def work(connection: sqlite3.Connection) -> None:
-            # Two statements of one step each for the whole batch (a repeated id is one row): the counters first, from
-            # the rows about to move, then the move. Not RETURNING units: each returned row is a step of its own,
-            # and each step lets go of the interpreter lock and waits to take it back from the event loop.
-            # `+state` keeps the planner on the primary key rather than walking the pending entries.
-            connection.execute(
-                "UPDATE ledger_counters SET entries = ledger_counters.entries + moving.count,"
-                " units = ledger_counters.units + moving.units"
-                " FROM (SELECT COUNT(*) AS count, COALESCE(SUM(units), 0) AS units FROM entries"
-                " WHERE event_id IN (SELECT value FROM json_each(:ids)) AND +state = 'pending') AS moving"
-                " WHERE ledger_counters.state = 'sent'",
-                {"ids": ids},
-            )
-            connection.execute(
-                "UPDATE entries SET state = 'sent', sent_at = :now, leased_until = 0"
-                " WHERE event_id IN (SELECT value FROM json_each(:ids)) AND +state = 'pending'",
-                {"now": now, "ids": ids},
-            )
+            # One statement for the whole batch; a repeated id is one row. `+state` keeps the planner on the primary
+            # key: with a bare `state = 'pending'` it walks every pending entry through entries_due instead.
+            rows = connection.execute(
+                "UPDATE entries SET state = 'sent', sent_at = ?, leased_until = 0"
+                " WHERE event_id IN (SELECT value FROM json_each(?)) AND +state = 'pending' RETURNING units",
+                (now, ids),
+            ).fetchall()
+            _count_sent(connection, rows)
 
         await self._db.write(work)
 

@@ -17,17 +17,10 @@ ENTRY_COLUMNS = (
     "event_id, event_type, billing_customer, ringside_customer, cost_usd, units, timestamp, state, created_at,"
     " attempts, next_attempt_at, last_error, sent_at"
 )
-# ENTRY_COLUMNS inside a JSON array (lease_due): SQLite writes a REAL into JSON with 15 digits, which loses a
-# float's last ones, so the times come as text that reads back exactly (`%!.20e`, 21 significant digits).
-LEASED_COLUMNS = (
-    "event_id, event_type, billing_customer, ringside_customer, cost_usd, units, timestamp, state,"
-    " printf('%!.20e', created_at), attempts, printf('%!.20e', next_attempt_at), last_error,"
-    " CASE WHEN sent_at IS NOT NULL THEN printf('%!.20e', sent_at) END"
-)
 PARKED_COLUMNS = "key, reason, message, body, signed_at, parked_at, event_type, ringside_customer"
 
 
-# A dict lookup rather than State(...), the enum's call, which costs more than the rest of a row (lease_due).
+# A dict lookup rather than the enum's call, State(...), which is slower: lease_due builds an entry per leased row.
 _STATES = {state.value: state for state in State}
 
 
@@ -47,11 +40,6 @@ def entry_from(row: Row) -> Entry:
         last_error=row[11],
         sent_at=None if row[12] is None else float(row[12]),
     )
-
-
-def leased_from(row: Row) -> Entry:
-    """An entry from a JSON array of [rowid, LEASED_COLUMNS...]."""
-    return entry_from(row[1:])
 
 
 def entry_row(entry: Entry) -> tuple[object, ...]:
