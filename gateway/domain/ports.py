@@ -91,7 +91,7 @@ class DeliveryQueue(Protocol):
 
 @runtime_checkable
 class BatchDeliveryQueue(DeliveryQueue, Protocol):
-    """A delivery queue that marks many entries sent in one step (SQLite: one statement, one savepoint, for a whole
+    """A delivery queue that marks many entries sent in one step (SQLite: one statement for a whole
     batch).
 
     Optional: the dispatcher uses it, when the ledger has it, for what a batch call to the biller delivered, and

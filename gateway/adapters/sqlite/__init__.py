@@ -9,9 +9,9 @@ commands) may share the file, so:
 - a write is durable before its caller hears of it, because a webhook is acknowledged right after it: the WAL is
   fsynced after the commit, by a thread of its own, before the callers of that commit are answered (in
   rollback-journal mode, `synchronous=FULL` fsyncs inside the commit instead);
-- group commit: writes that queue up while a commit is being written share the next transaction, each in a
-  SAVEPOINT of its own, and commits that end while an fsync is under way share the next fsync, so one fsync
-  acknowledges many deliveries; a write that fails is rolled back to its savepoint alone and the others commit;
+- group commit: writes that queue up while a commit is being written share the next transaction, and commits that
+  end while an fsync is under way share the next fsync, so one fsync acknowledges many deliveries; a write that
+  fails fails alone and the others commit (the group then runs again, each write in a SAVEPOINT of its own);
 - any SQLite failure (locked beyond the busy timeout, disk full, I/O error, read-only, not a database) rolls the
   transaction back and surfaces as StoreUnavailable, so a caller never sees a half-written step.
 

@@ -36,16 +36,18 @@ class SqliteDatabase:
       Syncer thread (one fsync for every commit that ended meanwhile) while the writer goes on with the next group.
     - Every call is atomic: it takes effect whole or not at all, and its SQLite errors arrive as StoreUnavailable.
     - Group commit: consecutive writes waiting in the queue when the thread turns to them (at most
-      MAX_GROUP_COMMIT) run in one `BEGIN IMMEDIATE` transaction, each inside its own SAVEPOINT. A write that raises
-      is rolled back to its savepoint, alone, and its caller gets the error; the others stay in the transaction.
+      MAX_GROUP_COMMIT) run in one `BEGIN IMMEDIATE` transaction. A write that raises fails alone: the transaction
+      is rolled back and the group runs again, each write inside its own SAVEPOINT, the failing one rolled back to
+      it and its caller given the error; the others stay in the transaction. (Savepoints only then: a write rarely
+      fails, and each costs two statements.)
       No caller is answered before the COMMIT that made its write durable (and its fsync); if that COMMIT fails,
       every write of the group fails with StoreUnavailable and none took effect. Nothing waits for a group to fill:
       a group is whatever arrived while the previous commit was being written, so an idle store commits a lone
       write at once.
     - Batched writes (`write_batched`): consecutive writes of one batch function in a group run as one call of it,
-      in one savepoint, so that a group of ledger records costs a few statements rather than a few per record. If
-      that call raises, its savepoint is undone and each of its writes runs again alone, in a savepoint of its own,
-      so that only the write that fails fails, as for any other write.
+      so that a group of ledger records costs a few statements rather than a few per record. If that call raises
+      (in the group's run with savepoints), its savepoint is undone and each of its writes runs again alone, in a
+      savepoint of its own, so that only the write that fails fails, as for any other write.
     - A read runs alone in a deferred transaction (a snapshot, no write lock), in its place in the queue, so it sees
       exactly the writes submitted before it, all committed.
     - Checkpoints (copying the WAL into the database file) run on a thread and a connection of their own
@@ -93,8 +95,8 @@ class SqliteDatabase:
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` atomically under the file's write lock (`BEGIN IMMEDIATE`, from its first read on).
 
-        It may share its transaction with other writes (group commit, inside a savepoint of its own); it returns
-        only once that transaction is committed.
+        It may share its transaction with other writes (group commit; `work` then runs twice, the first run rolled
+        back, when a write of its group fails); it returns only once that transaction is committed.
         """
         return await self._writer.submit(work, write=True)
 
@@ -144,6 +146,7 @@ class _File:
         self._busy_timeout_ms = busy_timeout_ms
         self._checkpoint_every_s = checkpoint_every_s
         self._connection: sqlite3.Connection | None = None
+        self.wal = False  # the open connection is in WAL mode (Host.wal)
         self._syncer: Syncer | None = None  # started with the connection in WAL mode
         self._checkpointer: Checkpointer | None = None  # started with the connection
 
@@ -183,6 +186,7 @@ class _File:
             connection.close()
             raise
         self._connection = connection
+        self.wal = wal
         if self._checkpointer is None:
             self._checkpointer = Checkpointer(self._path, every_s=self._checkpoint_every_s)
         return connection

@@ -28,6 +28,9 @@ _YIELD_AFTER_COMMIT_S = 0.001
 class Host(Protocol):
     """What the writer needs of the database, all called on the writer thread."""
 
+    # The open connection is in WAL mode: a write transaction, once begun, never waits for another connection.
+    wal: bool
+
     def connect(self) -> sqlite3.Connection:
         """The open connection, opened now if it is not."""
 
@@ -62,6 +65,8 @@ class Writer:
         self._jobs: deque[Job] = deque()
         self._draining = False
         self._contended = False  # the last write transaction had to wait for another process: writer thread only
+        # The connection whose busy timeout is left at 0 between write groups (WAL mode): writer thread only.
+        self._busy_off: sqlite3.Connection | None = None
 
     async def submit(
         self,
@@ -127,6 +132,10 @@ class Writer:
     def _run_read(self, job: Job) -> Settled:
         try:
             connection = self._host.connect()
+            if self._busy_off is connection:
+                # A read may have to wait (another process recovering the WAL, say): SQLite's busy handler again.
+                connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+                self._busy_off = None
             connection.execute("BEGIN")
             try:
                 result = _perform(connection, [job])[0]
@@ -138,8 +147,13 @@ class Writer:
             return job, False, _translated(exc)
         return job, True, result
 
-    def _run_writes(self, group: list[Job]) -> list[Settled]:
-        """One transaction for the group, a savepoint per job; every job's outcome, known only after COMMIT."""
+    def _run_writes(self, group: list[Job], *, savepoints: bool = False) -> list[Settled]:
+        """One transaction for the group; every job's outcome, known only after COMMIT.
+
+        The units run one after another, with no savepoint: if one raises, the transaction is rolled back and the
+        group runs again with a savepoint per unit (`_run_saved`), so that only the failing one fails. A write
+        fails rarely, and a savepoint costs two statements, each of which lets go of the interpreter lock.
+        """
         if not group:
             return []
         try:
@@ -147,32 +161,21 @@ class Writer:
             self._contended = self._begin_immediate(connection)
         except Exception as exc:
             return [(job, False, _translated(exc)) for job in group]
-        done: list[Settled] = []
         units = _units(group)
-        while units:
-            jobs = units.popleft()
-            try:
-                connection.execute("SAVEPOINT job")
-                results = _perform(connection, jobs)
-                connection.execute("RELEASE job")
+        if savepoints:
+            done, lost = self._run_saved(connection, units)
+            if lost is not None:
+                return self._run_writes_after_loss(connection, done, lost, units)
+        else:
+            done = []
+            for jobs in units:
+                try:
+                    results = _perform(connection, jobs)
+                except Exception:
+                    # Nothing of the group stays: run it again, each unit in a savepoint of its own.
+                    self._host.rollback(connection)
+                    return self._run_writes(group, savepoints=True)
                 done.extend((job, True, result) for job, result in zip(jobs, results, strict=True))
-                continue
-            except Exception as exc:
-                failure = _translated(exc)
-                if connection.in_transaction and _undo_savepoint(connection):
-                    if len(jobs) > 1:
-                        # One of the batch's writes failed it: each runs again alone, so that only that one fails.
-                        units.extendleft([job] for job in reversed(jobs))
-                    else:
-                        done.append((jobs[0], False, failure))
-                    continue
-            # SQLite ended the whole transaction itself (SQLITE_FULL, SQLITE_IOERR...) or the savepoint could not be
-            # undone: the earlier jobs' work is gone with it. They fail too; the rest start a new transaction.
-            self._host.rollback(connection)
-            lost = StoreUnavailable(f"the SQLite store failed: {failure}")
-            undone: list[Settled] = [(earlier, False, lost if ok else value) for earlier, ok, value in done]
-            rest = [job for unit in units for job in unit]
-            return [*undone, *((job, False, failure) for job in jobs), *self._run_writes(rest)]
         try:
             connection.execute("COMMIT")
         except Exception as exc:
@@ -180,6 +183,48 @@ class Writer:
             failure = _translated(exc)
             return [(job, False, failure if ok else value) for job, ok, value in done]
         return done
+
+    def _run_saved(
+        self, connection: sqlite3.Connection, units: deque[list[Job]]
+    ) -> tuple[list[Settled], Exception | None]:
+        """Each unit in a SAVEPOINT, a failing one undone alone. The outcomes so far, and the failure when SQLite
+        ended the whole transaction (or the savepoint could not be undone), `units` then left holding the failed unit
+        and those after it."""
+        done: list[Settled] = []
+        while units:
+            jobs = units[0]
+            try:
+                connection.execute("SAVEPOINT job")
+                results = _perform(connection, jobs)
+                connection.execute("RELEASE job")
+                units.popleft()
+                done.extend((job, True, result) for job, result in zip(jobs, results, strict=True))
+                continue
+            except Exception as exc:
+                failure = _translated(exc)
+                if connection.in_transaction and _undo_savepoint(connection):
+                    units.popleft()
+                    if len(jobs) > 1:
+                        # One of the batch's writes failed it: each runs again alone, so that only that one fails.
+                        units.extendleft([job] for job in reversed(jobs))
+                    else:
+                        done.append((jobs[0], False, failure))
+                    continue
+            return done, failure
+        return done, None
+
+    def _run_writes_after_loss(
+        self, connection: sqlite3.Connection, done: list[Settled], failure: Exception, units: deque[list[Job]]
+    ) -> list[Settled]:
+        """SQLite ended the whole transaction itself (SQLITE_FULL, SQLITE_IOERR...) or a savepoint could not be
+        undone: the earlier jobs' work is gone with it. They fail too; the failed unit fails; the rest start a new
+        transaction."""
+        self._host.rollback(connection)
+        lost = StoreUnavailable(f"the SQLite store failed: {failure}")
+        undone: list[Settled] = [(earlier, False, lost if ok else value) for earlier, ok, value in done]
+        jobs = units.popleft()
+        rest = [job for unit in units for job in unit]
+        return [*undone, *((job, False, failure) for job in jobs), *self._run_writes(rest, savepoints=True)]
 
     def _begin_immediate(self, connection: sqlite3.Connection) -> bool:
         """Take the file's write lock, waiting up to the busy timeout; True when another process held it meanwhile.
@@ -190,7 +235,9 @@ class Writer:
         """
         deadline = time.monotonic() + self._busy_timeout_ms / 1000
         waited = False
-        connection.execute("PRAGMA busy_timeout = 0")
+        if self._busy_off is not connection:
+            connection.execute("PRAGMA busy_timeout = 0")
+            self._busy_off = connection
         try:
             while True:
                 try:
@@ -202,7 +249,12 @@ class Writer:
                 waited = True
                 time.sleep(_BUSY_POLL_S)
         finally:
-            connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            # In WAL mode nothing in the transaction waits for another connection, and the next group needs the
+            # timeout at 0 again: left so, it saves two statements a group. A rollback journal's COMMIT waits for
+            # readers, through SQLite's busy handler.
+            if not self._host.wal:
+                connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+                self._busy_off = None
 
 
 def _undo_savepoint(connection: sqlite3.Connection) -> bool:
