@@ -66,17 +66,21 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
         self.parked[parked.key] = parked
         return True
 
-    async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
-        held = {
-            self.entries[event_id].billing_customer
+    async def lease_due(self, now: float, limit: int, lease_s: float, *, hold_customers: bool = True) -> list[Entry]:
+        live = {
+            event_id
             for event_id, until in self._leases.items()
             if until > now and event_id in self.entries and self.entries[event_id].state is State.PENDING
         }
+        held = {self.entries[event_id].billing_customer for event_id in live} if hold_customers else set()
         due = sorted(
             (
                 entry
                 for entry in self.entries.values()
-                if entry.state is State.PENDING and entry.next_attempt_at <= now and entry.billing_customer not in held
+                if entry.state is State.PENDING
+                and entry.next_attempt_at <= now
+                and entry.event_id not in live
+                and entry.billing_customer not in held
             ),
             key=lambda entry: (entry.next_attempt_at, entry.created_at),
         )[:limit]

@@ -49,14 +49,16 @@ class IngestLedger(Protocol):
 class DeliveryQueue(Protocol):
     """What the dispatcher needs: lease pending entries and settle each one's outcome."""
 
-    async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
+    async def lease_due(self, now: float, limit: int, lease_s: float, *, hold_customers: bool = True) -> list[Entry]:
         """Lease up to `limit` pending entries due by `now`, oldest first, of billing customers none of whose pending
         entries is under a live lease (one whose deadline is after `now`).
 
         A leased entry is not handed out again until `now + lease_s`, or until it is marked, released or renewed, so
         two dispatchers never send one entry at the same time, and a crashed dispatcher's entries come back. A
         customer with a leased entry is skipped whole, so a customer's entries belong to one dispatcher at a time
-        (Stripe: one call in flight per customer), whatever entries came due since.
+        (Stripe v1: one call in flight per customer), whatever entries came due since. With `hold_customers` False
+        (a biller with no per-customer rule: Stripe's v2 stream) only the entries under a live lease are skipped, so
+        the next lease need not wait for the last one's customers; an entry is still never leased twice.
         """
         ...
 

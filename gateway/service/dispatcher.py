@@ -203,7 +203,10 @@ class Dispatcher(BatchDelivery):
             # with few customers the next round waits for this one, and its tail (last calls, marks, next lease)
             # then comes once per several waves rather than once per wave (docs/performance.md, "The v2 stream").
             limit = max(limit, self._batch_sink.max_batch * self._config.concurrency * BATCH_WAVES)
-        return await self._ledger.lease_due(now, limit, self._config.lease_s)
+        # A batch biller has no per-customer rule (Stripe's v2 stream takes any customers' events in any call), so
+        # its rounds hold entries, not customers: the next round need not wait for this one's customers to be marked.
+        hold_customers = self._batch_sink is None
+        return await self._ledger.lease_due(now, limit, self._config.lease_s, hold_customers=hold_customers)
 
     async def _deliver_round(self, leased: list[Entry], leased_at: float) -> None:
         if not leased:

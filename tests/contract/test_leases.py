@@ -2,7 +2,8 @@
 
 A customer belongs to one dispatcher at a time: lease_due hands out no entry of a customer with a pending entry
 under a live lease, and renew keeps a lease alive while its work runs, and only while it is still live (a lease
-that ran out may already be another dispatcher's). A new adapter joins with one name in `params` below.
+that ran out may already be another dispatcher's). A lease that does not hold customers (a batch biller's, with no
+per-customer rule) skips only the leased entries themselves. A new adapter joins with one name in `params` below.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ async def recorded(ledger: Ledger, event_id: str, customer: str, now: float = NO
     assert result.created
 
 
-async def leased_ids(ledger: Ledger, now: float, limit: int = 100, lease_s: float = 30.0) -> list[str]:
-    return [entry.event_id for entry in await ledger.lease_due(now, limit, lease_s)]
+async def leased_ids(
+    ledger: Ledger, now: float, limit: int = 100, lease_s: float = 30.0, *, hold_customers: bool = True
+) -> list[str]:
+    return [entry.event_id for entry in await ledger.lease_due(now, limit, lease_s, hold_customers=hold_customers)]
 
 
 # -- one customer, one holder ------------------------------------------------------------------------------------
@@ -94,6 +97,45 @@ async def test_a_parked_entry_no_longer_holds_its_customer(ledger: Ledger) -> No
     await ledger.mark_too_old("evt_OLD", "older than the biller's window", NOW + 2)
 
     assert await leased_ids(ledger, NOW + 3) == ["evt_A2", "evt_B2"]
+
+
+# -- entries, not customers (a batch biller) ------------------------------------------------------------------------
+
+
+async def test_a_lease_not_holding_customers_takes_the_other_entries_of_a_leased_customer_but_never_a_leased_one(
+    ledger: Ledger,
+) -> None:
+    await recorded(ledger, "evt_A1", "cus_A")
+    assert await leased_ids(ledger, NOW, hold_customers=False) == ["evt_A1"]
+    await recorded(ledger, "evt_A2", "cus_A", now=NOW + 1)
+    await recorded(ledger, "evt_B1", "cus_B", now=NOW + 1)
+
+    assert await leased_ids(ledger, NOW + 2, hold_customers=False) == ["evt_A2", "evt_B1"]
+    assert await leased_ids(ledger, NOW + 3, hold_customers=False) == []
+    # Once the first lease runs out its entry comes back; the others are still leased.
+    assert await leased_ids(ledger, NOW + 30.0, hold_customers=False) == ["evt_A1"]
+
+
+async def test_a_lease_holding_customers_skips_the_customers_of_a_lease_that_did_not_hold_them(ledger: Ledger) -> None:
+    await recorded(ledger, "evt_A1", "cus_A")
+    await leased_ids(ledger, NOW, hold_customers=False)
+    await recorded(ledger, "evt_A2", "cus_A", now=NOW + 1)
+    await recorded(ledger, "evt_B1", "cus_B", now=NOW + 1)
+
+    assert await leased_ids(ledger, NOW + 2) == ["evt_B1"]
+
+
+async def test_a_lease_not_holding_customers_renews_and_settles_like_any_other(ledger: Ledger) -> None:
+    for index in range(3):
+        await recorded(ledger, f"evt_A{index}", "cus_A", now=NOW + index)
+    assert await leased_ids(ledger, NOW + 5, limit=2, hold_customers=False) == ["evt_A0", "evt_A1"]
+
+    assert await ledger.renew(["evt_A0", "evt_A1"], NOW + 20, 30.0) == ["evt_A0", "evt_A1"]
+    await ledger.mark_sent("evt_A0", NOW + 21)
+    await ledger.release(["evt_A1"])
+
+    assert await leased_ids(ledger, NOW + 22, hold_customers=False) == ["evt_A1", "evt_A2"]
+    assert (await ledger.stats()).sent == 1
 
 
 # -- renew -------------------------------------------------------------------------------------------------------

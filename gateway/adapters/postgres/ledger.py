@@ -55,27 +55,33 @@ class PostgresLedger(PostgresFeedback, BatchLedger, FeedbackLedger):
 
         return await self._db.run(work)
 
-    async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
+    async def lease_due(self, now: float, limit: int, lease_s: float, *, hold_customers: bool = True) -> list[Entry]:
         if limit <= 0:
             return []
+        customers = (
+            """
+                    AND NOT EXISTS (
+                        SELECT 1 FROM entries AS held
+                        WHERE held.billing_customer = due.billing_customer
+                        AND held.state = 'pending' AND held.leased_until > $2
+                    )"""
+            if hold_customers
+            else ""
+        )
 
         async def work(connection: Connection) -> list[Entry]:
-            # A customer's entries belong to one dispatcher at a time: two replicas choosing at once could each take
-            # an entry of one customer (neither sees the other's lease before it commits), so lease_due calls take
-            # turns on one lock per schema; a choice is a few milliseconds, and the next one sees the last one's
-            # leases (a fresh snapshot per statement).
-            await connection.execute(_LEASE_LOCK)
+            if hold_customers:
+                # A customer's entries belong to one dispatcher at a time: two replicas choosing at once could each
+                # take an entry of one customer (neither sees the other's lease before it commits), so lease_due
+                # calls take turns on one lock per schema; a choice is a few milliseconds, and the next one sees the
+                # last one's leases (a fresh snapshot per statement). Without customers held, SKIP LOCKED suffices.
+                await connection.execute(_LEASE_LOCK)
             rows = await connection.fetch(
                 f"""
                 UPDATE entries SET leased_until = $1
                 WHERE event_id IN (
                     SELECT event_id FROM entries AS due
-                    WHERE state = 'pending' AND next_attempt_at <= $2 AND leased_until <= $2
-                    AND NOT EXISTS (
-                        SELECT 1 FROM entries AS held
-                        WHERE held.billing_customer = due.billing_customer
-                        AND held.state = 'pending' AND held.leased_until > $2
-                    )
+                    WHERE state = 'pending' AND next_attempt_at <= $2 AND leased_until <= $2{customers}
                     ORDER BY next_attempt_at, created_at, seq
                     LIMIT $3
                     FOR UPDATE SKIP LOCKED

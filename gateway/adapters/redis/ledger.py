@@ -99,14 +99,14 @@ class RedisLedger(BatchLedger, RedisFeedback):
             )
         return bool(claimed)
 
-    async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
+    async def lease_due(self, now: float, limit: int, lease_s: float, *, hold_customers: bool = True) -> list[Entry]:
         if limit <= 0:
             return []
         keys = self._keys
         with store_errors():
             blobs = await self._lease(
                 keys=[keys.due, keys.leased, keys.held],
-                args=[now, limit, now + lease_s, keys.entry(""), max(LEASE_SCAN_MIN, limit * 4)],
+                args=[now, limit, now + lease_s, keys.entry(""), max(LEASE_SCAN_MIN, limit * 4), int(hold_customers)],
             )
         entries = [decode_entry(blob) for blob in blobs]
         if len(self._leased) + len(entries) > LEASED_BLOBS:

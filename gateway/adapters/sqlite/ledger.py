@@ -92,6 +92,30 @@ def _record_many(connection: sqlite3.Connection, items: list[_Record]) -> list[R
     return settled.recorded
 
 
+# One statement: the subquery walks entries_due for the due entries that are not leased...
+_LEASE_DUE = """
+    UPDATE entries SET leased_until = :until
+    WHERE rowid IN (
+        SELECT rowid FROM entries AS due
+        WHERE state = 'pending' AND next_attempt_at <= :now AND leased_until <= :now {customers}
+        ORDER BY next_attempt_at, created_at, rowid
+        LIMIT :limit
+    )
+    RETURNING rowid, {columns}
+"""
+_LEASE = _LEASE_DUE.format(customers="", columns=ENTRY_COLUMNS)
+# ...and, holding customers, of customers with no live lease (entries_leased answers that per row).
+_LEASE_HOLDING_CUSTOMERS = _LEASE_DUE.format(
+    customers="""
+        AND NOT EXISTS (
+            SELECT 1 FROM entries AS held
+            WHERE held.billing_customer = due.billing_customer
+            AND held.leased_until > 0 AND held.leased_until > :now AND held.state = 'pending'
+        )""",
+    columns=ENTRY_COLUMNS,
+)
+
+
 class SqliteLedger(BatchLedger, SqliteFeedback):
     """The ledger in SQLite, with MemoryLedger's semantics.
 
@@ -120,32 +144,15 @@ class SqliteLedger(BatchLedger, SqliteFeedback):
 
         return await self._db.write(work)
 
-    async def lease_due(self, now: float, limit: int, lease_s: float) -> list[Entry]:
+    async def lease_due(self, now: float, limit: int, lease_s: float, *, hold_customers: bool = True) -> list[Entry]:
         if limit <= 0:
             return []
+        statement = _LEASE_HOLDING_CUSTOMERS if hold_customers else _LEASE
 
         def work(connection: sqlite3.Connection) -> list[Entry]:
-            # One statement: the subquery walks entries_due, skipping customers with a live lease (entries_leased
-            # answers that per row); the write lock (BEGIN IMMEDIATE) means no other process can lease the same
-            # rows, or another entry of the same customers, between the choice and the update.
-            rows = connection.execute(
-                f"""
-                UPDATE entries SET leased_until = :until
-                WHERE rowid IN (
-                    SELECT rowid FROM entries AS due
-                    WHERE state = 'pending' AND next_attempt_at <= :now AND leased_until <= :now
-                    AND NOT EXISTS (
-                        SELECT 1 FROM entries AS held
-                        WHERE held.billing_customer = due.billing_customer
-                        AND held.leased_until > 0 AND held.leased_until > :now AND held.state = 'pending'
-                    )
-                    ORDER BY next_attempt_at, created_at, rowid
-                    LIMIT :limit
-                )
-                RETURNING rowid, {ENTRY_COLUMNS}
-                """,
-                {"until": now + lease_s, "now": now, "limit": limit},
-            ).fetchall()
+            # The write lock (BEGIN IMMEDIATE) means no other process can lease the same rows, or another entry of
+            # the same customers, between the choice and the update.
+            rows = connection.execute(statement, {"until": now + lease_s, "now": now, "limit": limit}).fetchall()
             # RETURNING gives no order guarantee: restore the subquery's.
             rows.sort(key=lambda row: (row[11], row[9], row[0]))
             return [entry_from(row[1:]) for row in rows]
