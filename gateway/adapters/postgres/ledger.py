@@ -63,7 +63,9 @@ class PostgresLedger(PostgresFeedback, BatchLedger, FeedbackLedger):
             # A customer's entries belong to one dispatcher at a time: two replicas choosing at once could each take
             # an entry of one customer (neither sees the other's lease before it commits), so lease_due calls take
             # turns on one lock per schema; a choice is a few milliseconds, and the next one sees the last one's
-            # leases (a fresh snapshot per statement).
+            # leases (a fresh snapshot per statement). The customers holding a live lease are found once per call
+            # (NOT IN: a subplan run once, then probed); a NOT EXISTS per candidate was planned, on a young table's
+            # estimates, as a walk over every pending entry for each candidate (docs/postgres.md).
             await connection.execute(_LEASE_LOCK)
             rows = await connection.fetch(
                 f"""
@@ -71,10 +73,9 @@ class PostgresLedger(PostgresFeedback, BatchLedger, FeedbackLedger):
                 WHERE event_id IN (
                     SELECT event_id FROM entries AS due
                     WHERE state = 'pending' AND next_attempt_at <= $2 AND leased_until <= $2
-                    AND NOT EXISTS (
-                        SELECT 1 FROM entries AS held
-                        WHERE held.billing_customer = due.billing_customer
-                        AND held.state = 'pending' AND held.leased_until > $2
+                    AND due.billing_customer NOT IN (
+                        SELECT held.billing_customer FROM entries AS held
+                        WHERE held.state = 'pending' AND held.leased_until > $2
                     )
                     ORDER BY next_attempt_at, created_at, seq
                     LIMIT $3
