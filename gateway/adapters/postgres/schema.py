@@ -20,7 +20,8 @@ from gateway.domain.errors import StoreUnavailable
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 # (version, what it does, statements). Append only: a released migration never changes.
-MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
+Migration = tuple[int, str, tuple[str, ...]]
+MIGRATIONS: Final[tuple[Migration, ...]] = (
     (
         1,
         "ledger, parked records, carries, customers, local biller, feedback",
@@ -176,11 +177,11 @@ class SchemaStatus(msgspec.Struct, frozen=True):
         return [version for version, _, _ in MIGRATIONS if version > self.version]
 
 
-async def migrate(connection: Connection) -> list[int]:
-    """Apply the missing migrations, each in its own transaction under the schema's advisory lock; the versions
-    applied. Refuses a schema written by a newer gateway rather than misread it."""
+async def migrate(connection: Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply the missing `migrations` (all of them but in tests), each in its own transaction under the schema's
+    advisory lock; the versions applied. Refuses a schema written by a newer gateway rather than misread it."""
     applied = []
-    for version, description, statements in MIGRATIONS:
+    for version, description, statements in migrations:
         async with connection.transaction():
             await connection.execute(_LOCK)
             current = await _current(connection)
