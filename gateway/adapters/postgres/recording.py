@@ -3,8 +3,9 @@
 Exactly once across replicas rests on three things, all inside one transaction per batch:
 
 - a transaction-scoped advisory lock per claimed key (taken in one statement, in a fixed order, so two batches never
-  deadlock): record() and park() of one id, in any replica, run one after the other, and the second sees the first's
-  claim in the entries or parked table;
+  deadlock): record() and park() of one id, in any replica, run one after the other, and the second sees the
+  first's claim in the entries or parked table (a batch's locks and reads are one call of record_claims_state, a
+  function of the schema whose every statement takes a fresh snapshot);
 - the claim itself is the entries table's primary key: the INSERT ... ON CONFLICT DO NOTHING must insert every new
   entry, else the transaction is rolled back (a backstop: the lock means it never conflicts);
 - each customer's carry row is locked (INSERT ... ON CONFLICT DO UPDATE, in a fixed order) before it is read, and
