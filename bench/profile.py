@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.load import ProcessMemory, Target
 from bench.threads import cpu_seconds_by_thread, kernel_name, thread_ticks
-from bench.wrk import WARMUP_SHARE, Spec, run_wrk, started, write_requests
+from bench.wrk import DEFAULT_POSTGRES_URL, WARMUP_SHARE, Spec, run_wrk, started, write_requests
 
 # Threads other than the event loop's, by the name bench/threads.py gives them. The SQLite writer's samples are
 # split by the job it runs (WRITER_JOBS); the others are one part each.
@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second [200]")
     parser.add_argument("--raw", type=Path, default=None, help="keep py-spy's raw stacks here")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="as bench.wrk's --postgres-url")
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = Spec.parse(args.target)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-profile-"))
     try:
-        with started(spec, workdir, args.redis_url, 1) as server:
+        with started(spec, workdir, args.redis_url, 1, args.postgres_url) as server:
             pid = server_pid(server.pid)
             requests_file = workdir / "requests.bin"
             write_requests(

@@ -52,6 +52,7 @@ from bench.load import (
     run_load,
     signature,
 )
+from bench.pg_server import PostgresServer
 from bench.run import ROOT, Server, _flush_redis
 from bench.threads import cpu_seconds_by_thread, thread_ticks
 from gateway.app.server import worker_factory
@@ -128,7 +129,9 @@ class Measured:
     half: LoadResult | None
     round: int
     notes: list[str] = field(default_factory=list)
-    redis_cpu_s: float | None = None  # the Redis server's CPU meanwhile (shared with anything else that uses it)
+    # The store server's CPU meanwhile (Redis, or PostgreSQL's processes: shared with anything else that uses it).
+    store_cpu_s: float | None = None
+    wal_bytes: int | None = None  # the WAL PostgreSQL wrote meanwhile
 
     @property
     def cpu_us_per_delivery(self) -> float:
@@ -287,10 +290,15 @@ def measure(
     memory = ProcessMemory(server.pid)
     redis = ProcessMemory(redis_pid(args.redis_url)) if spec.kind == "redis" else None
     redis_before = redis.cpu_s() if redis is not None else 0.0
+    postgres = PostgresServer(args.postgres_url) if spec.kind == "postgres" else None
+    postgres_before = postgres.snapshot() if postgres is not None else None
     cpu_before, threads_before = memory.cpu_s(), thread_ticks(server.pid)
     full = run_wrk(server.port, requests_file, duration_s=args.duration, connections=args.connections)
     cpu_s = memory.cpu_s() - cpu_before
-    redis_cpu_s = redis.cpu_s() - redis_before if redis is not None else None
+    store_cpu_s = redis.cpu_s() - redis_before if redis is not None else None
+    wal_bytes = None
+    if postgres is not None and postgres_before is not None:
+        store_cpu_s, wal_bytes = postgres.since(postgres_before)
     threads = cpu_seconds_by_thread(threads_before, thread_ticks(server.pid))
     notes = []
     if not spec.stateless and full.requests + args.connections > warm_start:
@@ -315,7 +323,7 @@ def measure(
             notes.append(f"{half.errors} wrong answers at half load")
     if requests_file != bare_file:
         requests_file.unlink(missing_ok=True)
-    return Measured(spec, full, cpu_s, threads, half, round_, notes, redis_cpu_s)
+    return Measured(spec, full, cpu_s, threads, half, round_, notes, store_cpu_s, wal_bytes)
 
 
 def redis_pid(url: str) -> int:
@@ -364,9 +372,9 @@ def cpu_ratio(row: Measured, rows: list[Measured]) -> str:
 def table(rows: list[Measured]) -> str:
     lines = [
         "| round | target | req/s | vs bare (uvicorn) | vs bare (same HTTP server) | p50 ms | p99 ms "
-        "| server CPU s | CPU us/delivery | CPU ratio (bare/this) | redis-server us/delivery | p99 ms at half load "
-        "| notes |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server CPU s | CPU us/delivery | CPU ratio (bare/this) | store server us/delivery | WAL bytes/delivery "
+        "| p99 ms at half load | notes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         half = f"{row.half.p99_ms:.1f} ({row.half.throughput_rps:,.0f}/s)" if row.half else "-"
@@ -374,7 +382,8 @@ def table(rows: list[Measured]) -> str:
             f"| {row.round} | {row.spec.name} | {row.full.rps:,.0f} | {ratio(row, rows, 'uvicorn')} "
             f"| {ratio(row, rows, row.spec.server)} | {row.full.p50_ms:.1f} | {row.full.p99_ms:.1f} "
             f"| {row.cpu_s:.2f} | {row.cpu_us_per_delivery:.0f} | {cpu_ratio(row, rows)} "
-            f"| {_per_delivery(row.redis_cpu_s, row)} | {half} "
+            f"| {_per_delivery(row.store_cpu_s, row)} "
+            f"| {_wal_per_delivery(row)} | {half} "
             f"| {'; '.join(row.notes)} |"
         )
     return "\n".join(lines)
@@ -414,6 +423,10 @@ def summary(rows: list[Measured]) -> str:
             f"| {_spread([r.half.p99_ms for r in mine if r.half], '.1f')} |"
         )
     return "\n".join(lines)
+
+
+def _wal_per_delivery(row: Measured) -> str:
+    return f"{row.wal_bytes / row.full.requests:,.0f}" if row.wal_bytes is not None and row.full.requests else "-"
 
 
 def _per_delivery(seconds: float | None, row: Measured) -> str:

@@ -25,7 +25,7 @@ from gateway.adapters.postgres import (
     PostgresDurability,
     PostgresLedger,
 )
-from gateway.adapters.postgres.schema import LATEST, MIGRATIONS
+from gateway.adapters.postgres.schema import LATEST, MIGRATIONS, migrate
 from gateway.app.container import build_container, close_store_clients
 from gateway.app.environment import load_settings
 from gateway.app.server import create_app
@@ -192,6 +192,44 @@ async def test_a_schema_written_by_a_newer_gateway_is_refused(postgres_database:
             await PostgresLedger(newer).ping()
     finally:
         await newer.close()
+
+
+async def test_a_version_1_schema_migrates_to_the_latest_with_its_ledger_intact(postgres_url: str) -> None:
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        assert await migrate(connection, MIGRATIONS[:1]) == [1]
+        # What a version-1 gateway wrote: an entry, its customer's carry, a parked record.
+        await connection.execute(
+            "INSERT INTO entries (event_id, event_type, billing_customer, ringside_customer, cost_usd, units,"
+            " timestamp, state, created_at, next_attempt_at) VALUES ('evt_old', 'usage', 'cus_A', 'rs_A', '0.00001',"
+            " 1, 1799999990, 'pending', $1, $1)",
+            NOW,
+        )
+        await connection.execute("INSERT INTO carries (billing_customer, carry) VALUES ('cus_A', '0.75')")
+        await connection.execute(
+            "INSERT INTO parked (key, reason, message, body, signed_at, parked_at)"
+            " VALUES ('evt_parked', 'unknown_customer', 'no map', '\\x7b7d', 1799999990, $1)",
+            NOW,
+        )
+    finally:
+        await connection.close()
+    database = PostgresDatabase(postgres_url, max_connections=2)
+    try:
+        ledger = PostgresLedger(database)
+        again = await ledger.record(claim("evt_old"), Rounding.CARRY, NOW + 1)
+        parked_again = await ledger.record(claim("evt_parked"), Rounding.CARRY, NOW + 1)
+        fresh = await ledger.record(claim("evt_new", exact="0.5"), Rounding.CARRY, NOW + 1)
+        versions = await database.read("SELECT version FROM schema_versions ORDER BY version")
+        carry = await database.read("SELECT carry FROM carries WHERE billing_customer = 'cus_A'")
+    finally:
+        await database.close()
+
+    assert [row["version"] for row in versions] == [version for version, _, _ in MIGRATIONS]
+    assert not again.created and again.entry is not None and again.entry.created_at == NOW
+    assert not parked_again.created and parked_again.entry is None
+    # The carry of version 1 goes on: 0.75 + 0.5 is one unit and 0.25 over.
+    assert fresh.created and fresh.entry is not None and fresh.entry.units == 1
+    assert Decimal(carry[0]["carry"]) == Decimal("0.25")
 
 
 # -- durability -----------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.adapters.postgres.schema import LATEST, MIGRATIONS
 from tests.app.cli_runner import cli_env, gateway, json_out, sqlite_store
 from tests.redis_fixtures import REDIS_URL
 
@@ -16,10 +17,11 @@ def test_postgres_status_shows_version_zero_until_migrate_applies_every_migratio
     again = gateway("db", "migrate", env=env)
     after = gateway("db", "status", env=env)
 
-    assert (before["store"], before["version"], before["pending"]) == ("postgres", 0, [1])
-    assert migrated.exit_code == 0 and "applied migrations 1" in migrated.output
+    versions = [version for version, _, _ in MIGRATIONS]
+    assert (before["store"], before["version"], before["pending"]) == ("postgres", 0, versions)
+    assert migrated.exit_code == 0 and f"applied migrations {', '.join(map(str, versions))}" in migrated.output
     assert "nothing to migrate" in again.output
-    assert "version  1 (this gateway writes 1)" in after.output and "pending  none" in after.output
+    assert f"version  {LATEST} (this gateway writes {LATEST})" in after.output and "pending  none" in after.output
 
 
 def test_sqlite_status_shows_the_files_user_version(tmp_path: Path) -> None:

@@ -87,6 +87,7 @@ class PostgresDatabase:
                         timeout=CONNECT_TIMEOUT_S,
                         command_timeout=COMMAND_TIMEOUT_S,
                         server_settings={"application_name": "ringside-gateway"},
+                        reset=_keep_session,
                     )
                     try:
                         if self._migrate:
@@ -132,6 +133,13 @@ class PostgresDatabase:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What the pool does to a connection it takes back, besides rolling back an open transaction (it always does):
+    nothing. Its default sends RESET ALL, CLOSE ALL, UNLISTEN * and pg_advisory_unlock_all(), a round trip after
+    every transaction, for session state the gateway never makes (no SET, LISTEN, cursor or session-level lock)."""
+    return None
 
 
 @contextmanager

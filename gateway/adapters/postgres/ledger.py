@@ -22,7 +22,14 @@ from gateway.domain.ledger import (
 from gateway.domain.ports import BatchLedger, FeedbackLedger
 from gateway.domain.units import Rounding
 
-_LEASE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('ringside-gateway-lease:' || current_schema(), 0))"
+# For the rest of the transaction, no bitmap scans: the pending entries' partial indexes keep an item per entry
+# pending since the last VACUUM, and a bitmap scan visits the heap for each, every time, where an index scan marks
+# the dead ones once and skips them after (measured: docs/postgres.md). Set before the statements it plans.
+_NO_BITMAP_SCANS = "set_config('enable_bitmapscan', 'off', true)"
+_LEASE_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended('ringside-gateway-lease:' || current_schema(), 0)),"
+    f" {_NO_BITMAP_SCANS}"
+)
 _INSERT_PARKED = f"INSERT INTO parked ({PARKED_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
@@ -58,24 +65,25 @@ class PostgresLedger(PostgresFeedback, BatchLedger, FeedbackLedger):
     async def lease_due(self, now: float, limit: int, lease_s: float, *, hold_customers: bool = True) -> list[Entry]:
         if limit <= 0:
             return []
+        # The customers holding a live lease are found once per call (NOT IN: a subplan run once, then probed); a NOT
+        # EXISTS per candidate was planned, on a young table's estimates, as a walk over every pending entry for each
+        # candidate (docs/postgres.md).
         customers = (
             """
-                    AND NOT EXISTS (
-                        SELECT 1 FROM entries AS held
-                        WHERE held.billing_customer = due.billing_customer
-                        AND held.state = 'pending' AND held.leased_until > $2
+                    AND due.billing_customer NOT IN (
+                        SELECT held.billing_customer FROM entries AS held
+                        WHERE held.state = 'pending' AND held.leased_until > $2
                     )"""
             if hold_customers
             else ""
         )
 
         async def work(connection: Connection) -> list[Entry]:
-            if hold_customers:
-                # A customer's entries belong to one dispatcher at a time: two replicas choosing at once could each
-                # take an entry of one customer (neither sees the other's lease before it commits), so lease_due
-                # calls take turns on one lock per schema; a choice is a few milliseconds, and the next one sees the
-                # last one's leases (a fresh snapshot per statement). Without customers held, SKIP LOCKED suffices.
-                await connection.execute(_LEASE_LOCK)
+            # A customer's entries belong to one dispatcher at a time: two replicas choosing at once could each take
+            # an entry of one customer (neither sees the other's lease before it commits), so lease_due calls that
+            # hold customers take turns on one lock per schema; a choice is a few milliseconds, and the next one sees
+            # the last one's leases (a fresh snapshot per statement). Without customers held, SKIP LOCKED suffices.
+            await connection.execute(_LEASE_LOCK if hold_customers else f"SELECT {_NO_BITMAP_SCANS}")
             rows = await connection.fetch(
                 f"""
                 UPDATE entries SET leased_until = $1
@@ -127,6 +135,7 @@ class PostgresLedger(PostgresFeedback, BatchLedger, FeedbackLedger):
             return
 
         async def work(connection: Connection) -> None:
+            await connection.execute(f"SELECT {_NO_BITMAP_SCANS}")
             rows = await connection.fetch(
                 "UPDATE entries SET state = 'sent', sent_at = $1, leased_until = 0"
                 " WHERE event_id = ANY($2::text[]) AND state = 'pending' RETURNING units",

@@ -3,8 +3,9 @@
 Exactly once across replicas rests on three things, all inside one transaction per batch:
 
 - a transaction-scoped advisory lock per claimed key (taken in one statement, in a fixed order, so two batches never
-  deadlock): record() and park() of one id, in any replica, run one after the other, and the second sees the first's
-  claim in the entries or parked table;
+  deadlock): record() and park() of one id, in any replica, run one after the other, and the second sees the
+  first's claim in the entries or parked table (a batch's locks and reads are one call of record_claims_state, a
+  function of the schema whose every statement takes a fresh snapshot);
 - the claim itself is the entries table's primary key: the INSERT ... ON CONFLICT DO NOTHING must insert every new
   entry, else the transaction is rolled back (a backstop: the lock means it never conflicts);
 - each customer's carry row is locked (INSERT ... ON CONFLICT DO UPDATE, in a fixed order) before it is read, and
@@ -39,48 +40,52 @@ LOCK_KEYS = (
     "SELECT count(pg_advisory_xact_lock(h)) FROM"
     " (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS keys"
 )
+# The locks, the ids' entries and parked records, and the customers' carries (locked): schema.py, migration 2.
+CLAIMS_STATE = "SELECT * FROM record_claims_state($1::text[], $2::text[], $3::text[])"
+# Every write of a batch in one statement; the data-modifying CTEs all run, referenced or not.
+WRITE_CLAIMS = (
+    f"WITH inserted AS (INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM unnest({ENTRY_ARRAYS})"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING 1),"
+    " carried AS (UPDATE carries SET carry = v.carry FROM unnest($14::text[], $15::text[]) AS v(customer, carry)"
+    " WHERE carries.billing_customer = v.customer RETURNING 1),"
+    " unparked AS (DELETE FROM parked WHERE key = ANY($16::text[]) RETURNING 1)"
+    " SELECT count(*) FROM inserted"
+)
 
 
 async def record_many(connection: Connection, items: list[Item]) -> list[Recorded]:
     """PostgresLedger.record for several claims in one transaction, each treated in order as if recorded alone after
     the ones before it (a second claim of an id is a duplicate of the first; a customer's carry goes from one claim
-    to the next; a replay takes the place of the parked record it replaces, which is deleted)."""
+    to the next; a replay takes the place of the parked record it replaces, which is deleted). Two round trips
+    besides BEGIN and COMMIT: the state (locks, reads), then the writes."""
     ids = [claim.event_id for claim, _, _, _ in items]
-    await connection.execute(LOCK_KEYS, ids + [replaces for _, _, _, replaces in items if replaces is not None])
-    entries: dict[str, Entry] = {
-        row["event_id"]: entry_from(row)
-        for row in await connection.fetch(f"SELECT {ENTRY_COLUMNS} FROM entries WHERE event_id = ANY($1::text[])", ids)
-    }
-    parked = {row["key"] for row in await connection.fetch("SELECT key FROM parked WHERE key = ANY($1::text[])", ids)}
-    customers = list({claim.billing_customer for claim, _, _, _ in items if claim.event_id not in entries})
+    keys = ids + [replaces for _, _, _, replaces in items if replaces is not None]
+    # Every customer of the batch, a duplicate's too: its carry row is locked (and made) for nothing, which is rare.
+    customers = list({claim.billing_customer for claim, _, _, _ in items})
+    entries: dict[str, Entry] = {}
+    parked: set[str] = set()
     carries: dict[str, Decimal] = {}
-    if customers:
-        # Inserts a zero carry for a new customer and locks every row (a new one too) until the COMMIT.
-        rows = await connection.fetch(
-            "INSERT INTO carries (billing_customer, carry) SELECT c, '0' FROM unnest($1::text[]) AS c ORDER BY c"
-            " ON CONFLICT (billing_customer) DO UPDATE SET carry = carries.carry RETURNING billing_customer, carry",
-            customers,
-        )
-        carries = {row["billing_customer"]: Decimal(row["carry"]) for row in rows}
+    for row in await connection.fetch(CLAIMS_STATE, keys, ids, customers):
+        kind = row["kind"]
+        if kind == "carry":
+            carries[row["billing_customer"]] = Decimal(row["cost_usd"])
+        elif kind == "entry":
+            entries[row["event_id"]] = entry_from(row)
+        else:
+            parked.add(row["event_id"])
     settled = settle_claims(items, entries, parked, carries)
     created = settled.created
-    if created:
-        inserted = await connection.fetch(
-            f"INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM unnest({ENTRY_ARRAYS})"
-            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+    if created or settled.replaced:
+        settled_customers = list(dict.fromkeys(entry.billing_customer for entry in created))
+        inserted = await connection.fetchval(
+            WRITE_CLAIMS,
             *entry_columns(created),
+            settled_customers,
+            [str(carries[customer]) for customer in settled_customers],
+            settled.replaced,
         )
-        if len(inserted) != len(created):
+        if inserted != len(created):
             raise StoreUnavailable("an event id was claimed concurrently; nothing was recorded, retry")
-        customers = list(dict.fromkeys(entry.billing_customer for entry in created))
-        await connection.execute(
-            "UPDATE carries SET carry = v.carry FROM unnest($1::text[], $2::text[]) AS v(customer, carry)"
-            " WHERE carries.billing_customer = v.customer",
-            customers,
-            [str(carries[customer]) for customer in customers],
-        )
-    if settled.replaced:
-        await connection.execute("DELETE FROM parked WHERE key = ANY($1::text[])", settled.replaced)
     return settled.recorded
 
 
