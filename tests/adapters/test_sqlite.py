@@ -435,7 +435,8 @@ async def test_stats_stay_exact_without_scanning_sent_entries_when_entries_move_
             " FROM entries WHERE state = 'pending'"
         ).fetchall()
     )
-    assert "SEARCH entries USING INDEX entries_due (state=?)" in " ".join(str(row[-1]) for row in plan)
+    # entries_due holds the pending entries only (a partial index): walking it whole reads no sent entry.
+    assert " ".join(str(row[-1]) for row in plan) == "SCAN entries USING INDEX entries_due"
 
 
 async def test_sent_counters_are_counted_once_when_a_version_1_file_is_upgraded(
@@ -498,6 +499,38 @@ async def test_a_version_2_file_gains_the_feedback_tables_and_indexes_when_upgra
     connection = raw(path)
     try:
         assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        connection.close()
+
+
+async def test_a_version_3_file_gets_the_partial_due_index_and_leases_as_before_when_upgraded(
+    path: Path, databases: list[SqliteDatabase]
+) -> None:
+    first = SqliteDatabase(path)
+    databases.append(first)
+    ledger = SqliteLedger(first)
+    for number in range(3):
+        await ledger.record(claim(f"evt_{number}", exact="1"), Rounding.CARRY, NOW + number)
+    await ledger.mark_sent("evt_0", NOW)
+    first.close()
+    # Make it a version-3 file, as the previous gateway left it: entries_due over every entry, led by `state`.
+    connection = raw(path)
+    connection.execute("DROP INDEX entries_due")
+    connection.execute("CREATE INDEX entries_due ON entries (state, next_attempt_at, created_at)")
+    connection.execute("PRAGMA user_version = 3")
+    connection.close()
+
+    second = SqliteDatabase(path)
+    databases.append(second)
+    ledger = SqliteLedger(second)
+
+    assert [entry.event_id for entry in await ledger.lease_due(NOW + 10, 10, 30.0)] == ["evt_1", "evt_2"]
+    assert (await ledger.stats()).sent == 1
+    connection = raw(path)
+    try:
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        [sql] = connection.execute("SELECT sql FROM sqlite_master WHERE name = 'entries_due'").fetchone()
+        assert "WHERE state = 'pending'" in sql
     finally:
         connection.close()
 

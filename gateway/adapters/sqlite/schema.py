@@ -6,7 +6,7 @@ import sqlite3
 
 from gateway.domain.errors import StoreUnavailable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Idempotent: run on every open, inside one transaction with the user_version bump.
 STATEMENTS = (
@@ -28,9 +28,11 @@ STATEMENTS = (
         leased_until     REAL NOT NULL DEFAULT 0
     )
     """,
-    # lease_due runs every poll of every dispatcher: state + next_attempt_at find the due entries and
-    # created_at finishes the ORDER BY, so the query walks the index instead of sorting the table.
-    "CREATE INDEX IF NOT EXISTS entries_due ON entries (state, next_attempt_at, created_at)",
+    # lease_due runs every poll of every dispatcher: next_attempt_at finds the due entries and created_at finishes
+    # the ORDER BY, so the query walks the index instead of sorting the table. Partial (version 4): only pending
+    # entries are in it, so marking an entry sent or parked deletes its item and inserts none (before, `state` was
+    # the first column and every mark moved the item; docs/performance.md, "The v2 stream").
+    "CREATE INDEX IF NOT EXISTS entries_due ON entries (next_attempt_at, created_at) WHERE state = 'pending'",
     # lease_due asks, for each due row, whether its customer has a live lease. Only pending entries that were leased
     # and not yet marked or released have leased_until > 0, so this index stays as small as the leases.
     "CREATE INDEX IF NOT EXISTS entries_leased ON entries (billing_customer, leased_until) WHERE leased_until > 0",
@@ -120,6 +122,9 @@ def migrate(connection: sqlite3.Connection) -> None:
             raise StoreUnavailable(
                 f"the SQLite store has schema version {version}; this gateway understands up to {SCHEMA_VERSION}"
             )
+        if version < 4:
+            # Version 4 made entries_due partial: the older index of that name goes, and STATEMENTS makes the new one.
+            connection.execute("DROP INDEX IF EXISTS entries_due")
         for statement in STATEMENTS:
             connection.execute(statement)
         connection.execute("INSERT INTO heartbeat (id, beats) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
