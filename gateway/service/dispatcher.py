@@ -199,9 +199,8 @@ class Dispatcher(BatchDelivery):
             return []
         limit = max(self._config.batch, self._slots.limit)
         if self._batch_sink is not None:
-            # Calls for several waves of the slots: a round's customers stay held until its last batch is marked, so
-            # with few customers the next round waits for this one, and its tail (last calls, marks, next lease)
-            # then comes once per several waves rather than once per wave (docs/performance.md, "The v2 stream").
+            # Calls for several waves of the slots, so that a round's tail (last calls, marks) comes once per several
+            # waves; one wave a round measured the same since rounds stopped holding customers (docs/performance.md).
             limit = max(limit, self._batch_sink.max_batch * self._config.concurrency * BATCH_WAVES)
         # A batch biller has no per-customer rule (Stripe's v2 stream takes any customers' events in any call), so
         # its rounds hold entries, not customers: the next round need not wait for this one's customers to be marked.

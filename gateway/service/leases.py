@@ -1,6 +1,6 @@
 """Keeping a dispatcher's leases alive while their work runs.
 
-The store hands a customer to one dispatcher at a time (DeliveryQueue.lease_due skips customers with a live lease),
+The store hands an entry (and, on the v1 path, its customer) to one dispatcher at a time (DeliveryQueue.lease_due),
 but a lease has a deadline: a customer's queue that takes longer than `lease_s` (a slow biller, a long backlog)
 would be handed to a second dispatcher while the first still sends. So while a round runs, its leases are renewed
 every third of `lease_s`, and the round starts a call only while it still holds them with a third of `lease_s` to
