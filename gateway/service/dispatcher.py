@@ -155,7 +155,12 @@ class Dispatcher(BatchDelivery):
                 entries = await self._guarded(self._lease_round())
                 if entries:
                     rounds.start(entries, leased_at)
-                elif not self._stopping:
+                if self._stopping:
+                    continue
+                if not entries or (self._batch_sink is not None and len(entries) < self._round_limit()):
+                    # Nothing due, or a batch round that drained the queue: entries gather until a round ends (or the
+                    # poll) instead of going a handful per round, each round a lease, a call and a mark. (A v1 lease
+                    # is held to free customers anyway; a batch lease is not, docs/performance.md.)
                     await self._idle()
             await rounds.drain()
         finally:
@@ -197,15 +202,21 @@ class Dispatcher(BatchDelivery):
         now = self._clock.now()
         if now < self._paused_until:
             return []
+        # A batch biller has no per-customer rule (Stripe's v2 stream takes any customers' events in any call), so
+        # its rounds hold entries, not customers: the next round need not wait for this one's customers to be marked.
+        hold_customers = self._batch_sink is None
+        return await self._ledger.lease_due(
+            now, self._round_limit(), self._config.lease_s, hold_customers=hold_customers
+        )
+
+    def _round_limit(self) -> int:
+        """How many entries a round leases at most: enough to fill every slot."""
         limit = max(self._config.batch, self._slots.limit)
         if self._batch_sink is not None:
             # Calls for several waves of the slots, so that a round's tail (last calls, marks) comes once per several
             # waves; one wave a round measured the same since rounds stopped holding customers (docs/performance.md).
             limit = max(limit, self._batch_sink.max_batch * self._config.concurrency * BATCH_WAVES)
-        # A batch biller has no per-customer rule (Stripe's v2 stream takes any customers' events in any call), so
-        # its rounds hold entries, not customers: the next round need not wait for this one's customers to be marked.
-        hold_customers = self._batch_sink is None
-        return await self._ledger.lease_due(now, limit, self._config.lease_s, hold_customers=hold_customers)
+        return limit
 
     async def _deliver_round(self, leased: list[Entry], leased_at: float) -> None:
         if not leased:
