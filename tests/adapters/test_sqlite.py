@@ -76,6 +76,23 @@ def raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
+def opened(path: Path, databases: list[SqliteDatabase]) -> tuple[SqliteDatabase, SqliteLedger]:
+    """The store at `path`, opened as the gateway opens it (and closed by the `databases` fixture)."""
+    database = SqliteDatabase(path)
+    databases.append(database)
+    return database, SqliteLedger(database)
+
+
+def rewritten(path: Path, *statements: str) -> None:
+    """Run `statements` on the closed file at `path`: how an older gateway would have left it."""
+    connection = raw(path)
+    try:
+        for statement in statements:
+            connection.execute(statement)
+    finally:
+        connection.close()
+
+
 # -- from_url ---------------------------------------------------------------------------------------------------
 
 
@@ -442,23 +459,20 @@ async def test_stats_stay_exact_without_scanning_sent_entries_when_entries_move_
 async def test_sent_counters_are_counted_once_when_a_version_1_file_is_upgraded(
     path: Path, databases: list[SqliteDatabase]
 ) -> None:
-    first = SqliteDatabase(path)
-    databases.append(first)
-    ledger = SqliteLedger(first)
+    first, ledger = opened(path, databases)
     for number in range(4):
         await ledger.record(claim(f"evt_{number}", exact=str(number + 1)), Rounding.CARRY, NOW)
     await ledger.mark_sent_many(["evt_0", "evt_1"], NOW)
     first.close()
     # Make it a version-1 file, as the previous gateway left it (no counters), and let that gateway send more.
-    connection = raw(path)
-    connection.execute("DROP TABLE ledger_counters")
-    connection.execute("PRAGMA user_version = 1")
-    connection.execute("UPDATE entries SET state = 'sent', sent_at = 1 WHERE event_id = 'evt_2'")
-    connection.close()
+    rewritten(
+        path,
+        "DROP TABLE ledger_counters",
+        "PRAGMA user_version = 1",
+        "UPDATE entries SET state = 'sent', sent_at = 1 WHERE event_id = 'evt_2'",
+    )
 
-    second = SqliteDatabase(path)
-    databases.append(second)
-    ledger = SqliteLedger(second)
+    _, ledger = opened(path, databases)
     stats = await ledger.stats()
 
     assert stats == scanned_stats(path)
@@ -475,24 +489,19 @@ async def test_sent_counters_are_counted_once_when_a_version_1_file_is_upgraded(
 async def test_a_version_2_file_gains_the_feedback_tables_and_indexes_when_upgraded(
     path: Path, databases: list[SqliteDatabase]
 ) -> None:
-    first = SqliteDatabase(path)
-    databases.append(first)
-    ledger = SqliteLedger(first)
+    first, ledger = opened(path, databases)
     await ledger.record(claim("evt_SENT", exact="3", timestamp=1_799_996_400), Rounding.CARRY, NOW)
     await ledger.mark_sent("evt_SENT", NOW)
     first.close()
     # Make it a version-2 file, as the previous gateway left it: none of the feedback's tables or indexes.
-    connection = raw(path)
-    for table in ("handled_reports", "cursors", "corrections"):
-        connection.execute(f"DROP TABLE {table}")
-    for index in ("entries_sent", "entries_settled", "meter_events_by_customer"):
-        connection.execute(f"DROP INDEX {index}")
-    connection.execute("PRAGMA user_version = 2")
-    connection.close()
+    rewritten(
+        path,
+        *(f"DROP TABLE {table}" for table in ("handled_reports", "cursors", "corrections")),
+        *(f"DROP INDEX {index}" for index in ("entries_sent", "entries_settled", "meter_events_by_customer")),
+        "PRAGMA user_version = 2",
+    )
 
-    second = SqliteDatabase(path)
-    databases.append(second)
-    ledger = SqliteLedger(second)
+    _, ledger = opened(path, databases)
 
     assert [e.event_id for e in await ledger.sent_between(NOW, NOW)] == ["evt_SENT"]
     assert await ledger.reject_sent("evt_test_REPORT", [], NOW) == 0
@@ -506,23 +515,20 @@ async def test_a_version_2_file_gains_the_feedback_tables_and_indexes_when_upgra
 async def test_a_version_3_file_gets_the_partial_due_index_and_leases_as_before_when_upgraded(
     path: Path, databases: list[SqliteDatabase]
 ) -> None:
-    first = SqliteDatabase(path)
-    databases.append(first)
-    ledger = SqliteLedger(first)
+    first, ledger = opened(path, databases)
     for number in range(3):
         await ledger.record(claim(f"evt_{number}", exact="1"), Rounding.CARRY, NOW + number)
     await ledger.mark_sent("evt_0", NOW)
     first.close()
     # Make it a version-3 file, as the previous gateway left it: entries_due over every entry, led by `state`.
-    connection = raw(path)
-    connection.execute("DROP INDEX entries_due")
-    connection.execute("CREATE INDEX entries_due ON entries (state, next_attempt_at, created_at)")
-    connection.execute("PRAGMA user_version = 3")
-    connection.close()
+    rewritten(
+        path,
+        "DROP INDEX entries_due",
+        "CREATE INDEX entries_due ON entries (state, next_attempt_at, created_at)",
+        "PRAGMA user_version = 3",
+    )
 
-    second = SqliteDatabase(path)
-    databases.append(second)
-    ledger = SqliteLedger(second)
+    _, ledger = opened(path, databases)
 
     assert [entry.event_id for entry in await ledger.lease_due(NOW + 10, 10, 30.0)] == ["evt_1", "evt_2"]
     assert (await ledger.stats()).sent == 1
