@@ -24,6 +24,7 @@ from gateway.domain.ledger import (
     State,
     entry_record,
     pending_entry,
+    sent_within,
 )
 from gateway.domain.ports import (
     BatchLedger,
@@ -197,15 +198,7 @@ class MemoryLedger(BatchLedger, FeedbackLedger):
     # -- the biller's feedback ------------------------------------------------------------------------------------
 
     async def sent_between(self, since: float, until: float, billing_customer: str | None = None) -> list[Entry]:
-        found = [
-            entry
-            for entry in self.entries.values()
-            if entry.state is State.SENT
-            and entry.sent_at is not None
-            and since <= entry.sent_at <= until
-            and billing_customer in (None, entry.billing_customer)
-        ]
-        return sorted(found, key=lambda entry: (entry.sent_at or 0.0, entry.event_id))
+        return sent_within(self.entries.values(), since, until, billing_customer)
 
     async def report_handled(self, report_id: str) -> bool:
         return report_id in self.reports

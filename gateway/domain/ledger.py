@@ -7,7 +7,7 @@ billable as it is). Every later delivery of that id is a duplicate. An entry lea
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from enum import StrEnum
 
@@ -166,6 +166,22 @@ class Settled(msgspec.Struct):
     recorded: list[Recorded]
     created: list[Entry]
     replaced: list[str]
+
+
+def sent_within(
+    entries: Iterable[Entry], since: float, until: float, billing_customer: str | None = None
+) -> list[Entry]:
+    """FeedbackLedger.sent_between over entries already read: the sent ones with `since <= sent_at <= until` (of one
+    customer, if given), by sent_at then event id."""
+    found = [
+        entry
+        for entry in entries
+        if entry.state is State.SENT
+        and entry.sent_at is not None
+        and since <= entry.sent_at <= until
+        and billing_customer in (None, entry.billing_customer)
+    ]
+    return sorted(found, key=lambda entry: (entry.sent_at or 0.0, entry.event_id))
 
 
 def settle_claims(

@@ -19,7 +19,7 @@ from gateway.adapters.redis.errors import MAX_CONFLICTS, store_errors
 from gateway.adapters.redis.keys import Keys
 from gateway.domain.errors import StoreUnavailable
 from gateway.domain.feedback import Rejection
-from gateway.domain.ledger import Entry, ParkReason, State, entry_record
+from gateway.domain.ledger import Entry, ParkReason, State, entry_record, sent_within
 from gateway.domain.ports import FeedbackLedger
 from gateway.domain.reconcile import Correction, LedgerWindow, counted, hour_floor, with_correction
 
@@ -47,15 +47,8 @@ class RedisFeedback(FeedbackLedger):
                 return []
             blobs = await self._client.mget([keys.entry(event_id) for event_id in ids])
         # The index and the entries are two reads: keep what is still sent, in range, when read.
-        found = [
-            entry
-            for entry in (decode_entry(raw(blob)) for blob in blobs if blob is not None)
-            if entry.state is State.SENT
-            and entry.sent_at is not None
-            and since <= entry.sent_at <= until
-            and billing_customer in (None, entry.billing_customer)
-        ]
-        return sorted(found, key=lambda entry: (entry.sent_at or 0.0, entry.event_id))
+        entries = (decode_entry(raw(blob)) for blob in blobs if blob is not None)
+        return sent_within(entries, since, until, billing_customer)
 
     async def report_handled(self, report_id: str) -> bool:
         with store_errors():
