@@ -5,6 +5,8 @@ The settings are checked by load_settings before any of these runs, so a require
 
 from __future__ import annotations
 
+from typing import Any
+
 from gateway.adapters.lago.portal import LagoBillingPortal
 from gateway.adapters.lago.sink import LagoBillingSink
 from gateway.adapters.stripe.events import StripeReports
@@ -17,23 +19,22 @@ from gateway.app.settings import Settings
 
 
 def stripe_sink(settings: Settings) -> StripeBillingSink:
-    stripe = settings.stripe
-    return StripeBillingSink(
-        api_key=_stripe_key(settings),
-        event_name=stripe.meter_event_name,
-        api_base=stripe.api_base,
-        timeout_s=stripe.timeout_s,
-    )
+    return StripeBillingSink(**_meter_sink_options(settings))
 
 
 def stripe_stream_sink(settings: Settings) -> StripeStreamBillingSink:
+    return StripeStreamBillingSink(**_meter_sink_options(settings))
+
+
+def _meter_sink_options(settings: Settings) -> dict[str, Any]:
+    """What both Stripe meter event sinks (v1 and the v2 stream) are built from."""
     stripe = settings.stripe
-    return StripeStreamBillingSink(
-        api_key=_stripe_key(settings),
-        event_name=stripe.meter_event_name,
-        api_base=stripe.api_base,
-        timeout_s=stripe.timeout_s,
-    )
+    return {
+        "api_key": _stripe_key(settings),
+        "event_name": stripe.meter_event_name,
+        "api_base": stripe.api_base,
+        "timeout_s": stripe.timeout_s,
+    }
 
 
 def stripe_reports(settings: Settings) -> StripeReports:
